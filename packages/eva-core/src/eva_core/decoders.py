@@ -1,0 +1,207 @@
+"""Frame decoders: torchcodec (the fast path) and PyAV (the fallback without system FFmpeg).
+
+Both answer one question the same way: which frame is *played* at each time, that is the
+last frame whose presentation time is <= t, for t in [info.begin, info.end). Both index the
+stream from its packets (exact, not from header estimates), so they agree on the stream's
+bounds and return the same frames; `tests/test_decoders.py` holds them to it pixel for pixel.
+
+torchcodec needs FFmpeg's shared libraries on the system. When it cannot load them, `open_decoder`
+falls back to PyAV, whose wheels bundle FFmpeg, and warns once.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import warnings
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+
+from eva_core.errors import FrameToolError
+from eva_core.video import LoadedSource, VideoInfo, classify_unreadable
+
+Backend = Literal["auto", "torchcodec", "pyav"]
+
+
+@dataclass(frozen=True)
+class DecodedFrames:
+    """Frames and their presentation times.
+
+    Attributes:
+        data: uint8 [N, 3, H, W], RGB, original size.
+        pts: presentation time of each frame, seconds (stream time).
+    """
+
+    data: torch.Tensor
+    pts: list[float]
+
+
+class Decoder(Protocol):
+    """What the frame tool needs from a decoder. One decoder serves one thread at a time."""
+
+    info: VideoInfo
+
+    def frames_played_at(self, seconds: list[float]) -> DecodedFrames:
+        """Frames played at the given stream times, in the order asked."""
+        ...
+
+
+@functools.cache
+def torchcodec_status() -> str | None:
+    """None when torchcodec can decode here; otherwise why it cannot."""
+    try:
+        from torchcodec.decoders import VideoDecoder  # noqa: F401
+    except Exception as error:  # noqa: BLE001 - a failed dlopen surfaces as RuntimeError or OSError
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+@functools.cache
+def _warn_fallback(reason: str) -> None:
+    warnings.warn(
+        "torchcodec cannot load FFmpeg's shared libraries, so eva decodes with the slower PyAV "
+        f"fallback ({reason.splitlines()[0][:200]}). For the fast path install FFmpeg 4-7 "
+        "(Debian/Ubuntu: `apt-get install ffmpeg`; conda: `conda install ffmpeg`).",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def resolve_backend(backend: Backend) -> Literal["torchcodec", "pyav"]:
+    """The backend to use: "auto" prefers torchcodec and falls back to PyAV with one warning."""
+    if backend == "pyav":
+        return "pyav"
+    status = torchcodec_status()
+    if status is None:
+        return "torchcodec"
+    if backend == "torchcodec":
+        raise RuntimeError(f"torchcodec was requested but cannot be used: {status}")
+    _warn_fallback(status)
+    return "pyav"
+
+
+def open_decoder(source: LoadedSource, backend: Backend = "auto") -> Decoder:
+    """Open one decoder on a loaded source.
+
+    Raises:
+        FrameToolError: the source is not a readable video (reason says why).
+    """
+    if resolve_backend(backend) == "torchcodec":
+        return TorchCodecDecoder(source)
+    return PyAVDecoder(source)
+
+
+class TorchCodecDecoder:
+    """torchcodec's VideoDecoder in exact seek mode (it scans packets once at open)."""
+
+    def __init__(self, source: LoadedSource):
+        from torchcodec.decoders import VideoDecoder
+
+        self._source = source
+        try:
+            self._decoder = VideoDecoder(source.for_decoder(), seek_mode="exact", num_ffmpeg_threads=1)
+            meta = self._decoder.metadata
+            self.info = VideoInfo(
+                begin=float(meta.begin_stream_seconds),
+                end=float(meta.end_stream_seconds),
+                width=int(meta.width),
+                height=int(meta.height),
+                fps=float(meta.average_fps or 0.0),
+                num_frames=int(meta.num_frames or 0),
+                codec=str(meta.codec),
+            )
+        except FrameToolError:
+            raise
+        except Exception as error:  # noqa: BLE001 - torchcodec raises RuntimeError/ValueError
+            raise classify_unreadable(source, error) from error
+
+    def frames_played_at(self, seconds: list[float]) -> DecodedFrames:
+        try:
+            batch = self._decoder.get_frames_played_at(seconds)
+        except Exception as error:  # noqa: BLE001
+            raise classify_unreadable(self._source, error) from error
+        return DecodedFrames(data=batch.data, pts=batch.pts_seconds.tolist())
+
+
+class PyAVDecoder:
+    """Decodes with PyAV: an exact packet index at open, then seek-to-keyframe and decode forward."""
+
+    def __init__(self, source: LoadedSource):
+        self._source = source
+        try:
+            self._container = source.open_pyav()
+            if not self._container.streams.video:
+                raise classify_unreadable(source, ValueError("no video stream"))
+            self._stream = self._container.streams.video[0]
+            self._index_packets()
+        except FrameToolError:
+            raise
+        except Exception as error:  # noqa: BLE001 - av.error.* and ValueError
+            raise classify_unreadable(source, error) from error
+        self._frames = None  # the live decode iterator after the last seek
+        self._last_pts: int | None = None
+
+    def _index_packets(self) -> None:
+        stream = self._stream
+        entries = []
+        for packet in self._container.demux(stream):
+            if packet.pts is None or packet.size == 0:
+                continue
+            entries.append((packet.pts, packet.duration or 0, packet.is_keyframe))
+        entries.sort()
+        if not entries:
+            raise ValueError("no video packets")
+        tb = stream.time_base
+        self._pts = [p for p, _, _ in entries]
+        self._pts_seconds = [p * float(tb) for p in self._pts]
+        self._keyframes = [p for p, _, key in entries if key] or [self._pts[0]]
+        self._tb = float(tb)
+        codec = stream.codec_context
+        fps = float(stream.average_rate) if stream.average_rate else 0.0
+        self.info = VideoInfo(
+            begin=self._pts[0] * self._tb,
+            end=max(p + d for p, d, _ in entries) * self._tb,
+            width=int(codec.width),
+            height=int(codec.height),
+            fps=fps,
+            num_frames=len(entries),
+            codec=str(codec.name),
+        )
+
+    def _seek_to_keyframe_before(self, pts: int) -> None:
+        key = self._keyframes[max(0, bisect.bisect_right(self._keyframes, pts) - 1)]
+        self._container.seek(key, stream=self._stream, backward=True, any_frame=False)
+        self._frames = self._container.decode(self._stream)
+        self._last_pts = None
+
+    def _decode_pts(self, target: int) -> torch.Tensor:
+        key = self._keyframes[max(0, bisect.bisect_right(self._keyframes, target) - 1)]
+        # Decode forward from where we are unless the target is behind us or a keyframe lies
+        # between us and it (seeking there is then cheaper than decoding through).
+        if self._frames is None or self._last_pts is None or self._last_pts >= target or key > self._last_pts:
+            self._seek_to_keyframe_before(target)
+        for frame in self._frames:
+            if frame.pts is None:
+                continue
+            self._last_pts = frame.pts
+            if frame.pts >= target:
+                # > happens only when the target frame is missing from a damaged stream.
+                return torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+        raise ValueError(f"stream ended before pts {target}")
+
+    def frames_played_at(self, seconds: list[float]) -> DecodedFrames:
+        targets = []
+        for t in seconds:
+            i = bisect.bisect_right(self._pts_seconds, t) - 1
+            targets.append(self._pts[min(max(i, 0), len(self._pts) - 1)])
+        decoded: dict[int, torch.Tensor] = {}
+        try:
+            for target in sorted(set(targets)):
+                decoded[target] = self._decode_pts(target)
+        except Exception as error:  # noqa: BLE001
+            self._frames = None
+            raise classify_unreadable(self._source, error) from error
+        data = torch.stack([decoded[p] for p in targets]) if targets else torch.empty(0, 3, self.info.height, self.info.width, dtype=torch.uint8)
+        return DecodedFrames(data=data, pts=[p * self._tb for p in targets])
