@@ -1,0 +1,91 @@
+"""Command-line doors of eva-core.
+
+`eva-frames`: run frame_select on a video (or, with no video, on a generated sample) and print
+what it selected: window, sample times, labels, sizes, tokens, decode time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from eva_core.errors import FrameToolError
+from eva_core.frame_select import Budget, frame_select
+
+
+def frames_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="eva-frames", description="Select frames from a video as the EVA agent's tool does.")
+    parser.add_argument("video", nargs="?", help="video file; omitted: a generated 60 s 854x480 sample")
+    parser.add_argument("--start-time", type=float, default=0.0)
+    parser.add_argument("--end-time", type=float, default=None, help="default: the video's length")
+    parser.add_argument("--nframes", type=int, default=8)
+    parser.add_argument("--resize", type=float, default=0.5)
+    parser.add_argument("--budget", type=int, default=Budget().max_tokens, help="visual tokens per call (0: no budget)")
+    parser.add_argument("--backend", choices=["auto", "torchcodec", "pyav"], default="auto")
+    parser.add_argument("--save", type=Path, default=None, help="folder to write the frames as PNG")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+
+    video = args.video
+    if video is None:
+        from eva_core.sample_video import write_sample_video
+
+        video = str(Path(tempfile.mkdtemp(prefix="eva-sample-")) / "sample.mp4")
+        write_sample_video(video, duration=60.0, width=854, height=480, gop=30)
+        print(f"generated sample video: {video} (60 s, 854x480, H.264)", file=sys.stderr)
+
+    try:
+        from eva_core.reader import probe
+
+        end = args.end_time if args.end_time is not None else probe(video).duration
+        t0 = time.perf_counter()
+        result = frame_select(video, start_time=args.start_time, end_time=end, nframes=args.nframes,
+                              resize=args.resize, budget=Budget(max_tokens=args.budget) if args.budget > 0 else None,
+                              backend=args.backend)
+        seconds = time.perf_counter() - t0
+    except FrameToolError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    summary = {
+        "video": str(video),
+        "duration": round(result.info.duration, 3),
+        "size": [result.info.width, result.info.height],
+        "requested": vars(result.requested),
+        "effective": vars(result.effective),
+        "flags": list(result.flags),
+        "frames": list(result.frames.shape),
+        "labels": result.labels,
+        "sample_times": [round(t, 3) for t in result.sample_times],
+        "tokens_per_frame": result.tokens_per_frame,
+        "visual_tokens": result.visual_tokens,
+        "seconds": round(seconds, 3),
+    }
+    if args.save is not None:
+        from torchvision.io import write_png
+
+        args.save.mkdir(parents=True, exist_ok=True)
+        for i, frame in enumerate(result.frames):
+            write_png(frame, str(args.save / f"frame_{i:03d}.png"))
+        summary["saved"] = str(args.save)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        e = result.effective
+        print(f"video     {video}  ({summary['duration']} s, {result.info.width}x{result.info.height})")
+        print(f"window    {e.start_time:.2f}-{e.end_time:.2f} s  nframes {e.nframes}  resize {e.resize:.3f}"
+              + (f"  flags: {', '.join(result.flags)}" if result.flags else ""))
+        print(f"frames    {tuple(result.frames.shape)} uint8, {result.tokens_per_frame} tokens each, "
+              f"{result.visual_tokens} in all")
+        for label, t in zip(result.labels, result.sample_times, strict=True):
+            print(f"  [{label}] sampled at {t:.3f} s")
+        print(f"decoded in {seconds:.3f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(frames_main())
