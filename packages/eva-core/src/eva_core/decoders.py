@@ -2,8 +2,12 @@
 
 Both answer one question the same way: which frame is *played* at each time, that is the
 last frame whose presentation time is <= t, for t in [info.begin, info.end). Both index the
-stream from its packets (exact, not from header estimates), so they agree on the stream's
-bounds and return the same frames; `tests/test_decoders.py` holds them to it pixel for pixel.
+stream from its packets (exact, not from header estimates) and return the same frames;
+`tests/test_frame_decoding.py` holds them to it pixel for pixel.
+
+One known difference: torchcodec uses the system FFmpeg, PyAV its bundled one, and FFmpeg 5
+leaves the duration of the last packet of an MP4 with an edit list unset, so there torchcodec's
+stream end is one frame earlier than PyAV's. Frames are the same; only the end bound differs.
 
 torchcodec needs FFmpeg's shared libraries on the system. When it cannot load them, `open_decoder`
 falls back to PyAV, whose wheels bundle FFmpeg, and warns once.
@@ -155,14 +159,14 @@ class PyAVDecoder:
             raise ValueError("no video packets")
         tb = stream.time_base
         self._pts = [p for p, _, _ in entries]
-        self._pts_seconds = [p * float(tb) for p in self._pts]
+        # Seconds as pts * num / den, divided last: the correctly rounded value torchcodec compares.
+        self._pts_seconds = [p * tb.numerator / tb.denominator for p in self._pts]
         self._keyframes = [p for p, _, key in entries if key] or [self._pts[0]]
-        self._tb = float(tb)
         codec = stream.codec_context
         fps = float(stream.average_rate) if stream.average_rate else 0.0
         self.info = VideoInfo(
-            begin=self._pts[0] * self._tb,
-            end=max(p + d for p, d, _ in entries) * self._tb,
+            begin=self._pts_seconds[0],
+            end=max(p + d for p, d, _ in entries) * tb.numerator / tb.denominator,
             width=int(codec.width),
             height=int(codec.height),
             fps=fps,
@@ -204,4 +208,5 @@ class PyAVDecoder:
             self._frames = None
             raise classify_unreadable(self._source, error) from error
         data = torch.stack([decoded[p] for p in targets]) if targets else torch.empty(0, 3, self.info.height, self.info.width, dtype=torch.uint8)
-        return DecodedFrames(data=data, pts=[p * self._tb for p in targets])
+        seconds_of = dict(zip(self._pts, self._pts_seconds, strict=True))
+        return DecodedFrames(data=data, pts=[seconds_of[p] for p in targets])
