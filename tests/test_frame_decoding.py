@@ -13,7 +13,6 @@ import io
 import av
 import pytest
 import torch
-
 from eva_core.frame_select import frame_select, sample_times
 from eva_core.reader import VideoReader, probe
 from eva_core.sample_video import read_frame_index

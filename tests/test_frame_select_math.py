@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from eva_core.frame_select import (
     Budget,
     apply_budget,
