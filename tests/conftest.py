@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from eva_core.sample_video import write_sample_video
 
 # Sides that are multiples of 28, so resize=1.0 leaves frames untouched and tests can compare
@@ -39,3 +38,11 @@ def offset_video(video_dir):
 def offset_mp4(video_dir):
     """First frame presented at 2 s in MP4 (an edit list shifts the timeline)."""
     return write_sample_video(video_dir / "offset.mp4", duration=6.0, fps=30, width=W28, height=H28, gop=30, start=2.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir():
+    """The tiny random Qwen2.5-VL checkpoint (eva_core.tiny_model), built once into the user cache."""
+    from eva_core.tiny_model import tiny_model_dir as build_cached
+
+    return build_cached()
