@@ -1,0 +1,124 @@
+"""Run-level metrics: pure functions over a run's `ResultRecord`s.
+
+Accuracy follows the protocol ("Metrics"): an item is right when its scorer says so; error
+records (missing video, backend failure) and empty answers count as wrong, and stay in the
+denominator, so a run that loses items to errors cannot look better for it. Accuracies are in
+percent. Means of rounds, tokens and frames are over the records that ran (status "ok"): an
+item whose video is missing has no episode to count.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from eva_eval.results import ResultRecord
+
+
+def accuracy(records: Sequence[ResultRecord]) -> float:
+    """100 * (records correct) / (records); 0.0 for no records."""
+    if not records:
+        return 0.0
+    return 100.0 * sum(r.correct for r in records) / len(records)
+
+
+def accuracy_by_category(records: Sequence[ResultRecord]) -> dict[str, tuple[float, int]]:
+    """{category: (accuracy %, items)}; an item with several categories counts in each."""
+    groups: dict[str, list[ResultRecord]] = defaultdict(list)
+    for r in records:
+        for c in r.categories:
+            groups[c].append(r)
+    return {c: (accuracy(rs), len(rs)) for c, rs in sorted(groups.items())}
+
+
+def mean(values: Sequence[float]) -> float:
+    """Arithmetic mean; 0.0 for no values."""
+    return float(sum(values)) / len(values) if values else 0.0
+
+
+def stop_reason_counts(records: Sequence[ResultRecord]) -> dict[str, int]:
+    """{stop reason: records}; error records count under "error:<error_kind>"."""
+    counts = Counter(r.stop_reason if r.status == "ok" else f"error:{r.error_kind or 'unknown'}" for r in records)
+    return dict(sorted(counts.items()))
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """Where a run's time went, summed over items (seconds).
+
+    Attributes:
+        model: in the policy's generate calls.
+        tool: decoding frames.
+        wall: end to end per item; `other` = wall - model - tool (queueing, bookkeeping).
+    """
+
+    model: float
+    tool: float
+    wall: float
+
+    @property
+    def other(self) -> float:
+        return max(0.0, self.wall - self.model - self.tool)
+
+
+def time_split(records: Sequence[ResultRecord]) -> TimeSplit:
+    """Sums of model, tool and wall seconds over the records."""
+    return TimeSplit(model=sum(r.model_seconds for r in records), tool=sum(r.tool_seconds for r in records),
+                     wall=sum(r.wall_seconds for r in records))
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The numbers a run is reported by.
+
+    Attributes:
+        items: records in the run.
+        errors: error records among them.
+        accuracy: percent correct over all items.
+        mean_score: mean per-item score (ROUGE-L F1 for open answers, else equals accuracy / 100).
+        mean_rounds: assistant turns per item that ran.
+        mean_total_tokens: protocol total tokens per item (last turn's prompt + completion).
+        mean_visual_tokens: image tokens shown per item.
+        mean_frames: frames shown per item.
+        stop_reasons: records per stop reason.
+        time: model / tool / wall seconds.
+        by_category: {category: (accuracy %, items)}.
+        extra: benchmark-specific metrics (ELV-Halluc: in/out accuracy, SAH ratio).
+    """
+
+    items: int
+    errors: int
+    accuracy: float
+    mean_score: float
+    mean_rounds: float
+    mean_total_tokens: float
+    mean_visual_tokens: float
+    mean_frames: float
+    stop_reasons: dict[str, int]
+    time: TimeSplit
+    by_category: dict[str, tuple[float, int]] = field(default_factory=dict)
+    extra: dict[str, float | None | dict] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["time"]["other"] = self.time.other
+        return out
+
+
+def summarize(records: Sequence[ResultRecord]) -> RunSummary:
+    """All run-level metrics of `records` (one benchmark, one mode)."""
+    ran = [r for r in records if r.status == "ok"]
+    return RunSummary(
+        items=len(records),
+        errors=sum(r.status == "error" for r in records),
+        accuracy=accuracy(records),
+        mean_score=mean([r.score for r in records]),
+        mean_rounds=mean([r.rounds for r in ran]),
+        mean_total_tokens=mean([r.total_tokens for r in ran]),
+        mean_visual_tokens=mean([r.visual_tokens for r in ran]),
+        mean_frames=mean([r.frames for r in ran]),
+        stop_reasons=stop_reason_counts(records),
+        time=time_split(records),
+        by_category=accuracy_by_category(records),
+    )
