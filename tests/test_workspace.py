@@ -1,0 +1,70 @@
+"""The architecture holds: dependencies point one way and eva-core installs without training libraries."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = {name: ROOT / "packages" / name.replace("_", "-") / "src" / name
+            for name in ("eva_core", "eva_data", "eva_train", "eva_eval")}
+# What each package may import among ours and the training stack (style.md, "Where code lives").
+FORBIDDEN = {
+    "eva_core": {"eva_data", "eva_train", "eva_eval", "lightning", "pytorch_lightning", "peft", "bitsandbytes", "trl"},
+    "eva_data": {"eva_train", "eva_eval", "lightning", "pytorch_lightning"},
+    "eva_eval": {"eva_train", "lightning", "pytorch_lightning"},
+    "eva_train": {"eva_eval"},
+}
+TRAINING_LIBRARIES = {"lightning", "pytorch-lightning", "lightning-utilities", "peft", "bitsandbytes", "trl"}
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_imports_point_one_way(package):
+    offenders = {}
+    for path in PACKAGES[package].rglob("*.py"):
+        bad = imported_roots(path) & FORBIDDEN[package]
+        if bad:
+            offenders[str(path.relative_to(ROOT))] = sorted(bad)
+    assert not offenders
+
+
+def test_eva_core_installs_without_training_libraries():
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    packages = {p["name"]: p for p in lock["package"]}
+    seen, todo = set(), ["eva-core"]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo.extend(d["name"] for d in packages[name].get("dependencies", []))
+    assert not seen & TRAINING_LIBRARIES
+
+
+def test_every_module_imports():
+    failures = {}
+    for package, folder in PACKAGES.items():
+        for path in folder.rglob("*.py"):
+            parts = path.relative_to(folder.parent).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            if parts[-1] == "__main__":
+                continue
+            try:
+                importlib.import_module(name)
+            except Exception as error:  # noqa: BLE001 - report every failure at once
+                failures[name] = f"{type(error).__name__}: {error}"
+    assert not failures
