@@ -60,6 +60,8 @@ class ResultRecord:
         video: the resolved video path.
         duration: the video's duration in seconds, when it was opened.
         extra: benchmark fields the metrics need (ELV-Halluc's caption_type, aspect, part_nums).
+        views: the frames the model looked at, one entry per tool call that ran (or the uniform
+            sampling): turn, sample times, labels, frame size, tokens (see `outcomes`).
         episode: the episode record as JSON: turns, tool calls, frame times (no pixels).
     """
 
@@ -88,6 +90,7 @@ class ResultRecord:
     video: str | None = None
     duration: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    views: list[dict[str, Any]] = field(default_factory=list)
     episode: dict[str, Any] | None = None
 
     def __post_init__(self):
