@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from eva_eval.annotations import AnnotationError, find_options, load_unified
 from eva_eval.benchmarks import REGISTRY, UnknownBenchmark, get_benchmark
 from eva_eval.items import AnswerKind, Quirk

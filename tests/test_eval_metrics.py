@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import pytest
-
 from eva_eval.benchmarks.elv_halluc import summarize_elv_halluc
 from eva_eval.hallucination import hallucination_report, sah_ratio, triplet_scores
 from eva_eval.items import AnswerKind, BenchmarkItem, Quirk
-from eva_eval.metrics import accuracy, accuracy_by_category, stop_reason_counts, summarize, time_split
+from eva_eval.metrics import (
+    accuracy,
+    accuracy_by_category,
+    stop_reason_counts,
+    summarize,
+    time_split,
+)
 from eva_eval.results import ResultRecord
 from eva_eval.scoring import choice_correct, rouge_l, score_answer, yes_no
 from eva_eval.video_paths import Unresolved

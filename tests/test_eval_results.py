@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from eva_eval.results import RESULTS_FILE, ResultFileError, ResultRecord, ResultStore, read_results
 
 
