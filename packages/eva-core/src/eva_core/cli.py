@@ -2,6 +2,11 @@
 
 `eva-frames`: run frame_select on a video (or, with no video, on a generated sample) and print
 what it selected: window, sample times, labels, sizes, tokens, decode time.
+
+`eva-agent`: run one agent episode on a video with a model (a local checkpoint folder or an
+OpenAI-compatible server URL, through `eva_core.backends.load_policy`), printing each turn as
+it happens (the reply, its tool calls, the frames shown) and the answer; `--json` writes the
+episode record.
 """
 
 from __future__ import annotations
@@ -84,6 +89,83 @@ def frames_main(argv: list[str] | None = None) -> int:
         for label, t in zip(result.labels, result.sample_times, strict=True):
             print(f"  [{label}] sampled at {t:.3f} s")
         print(f"decoded in {seconds:.3f} s")
+    return 0
+
+
+def _print_step(turn: int, step) -> None:
+    """One assistant turn and its tool calls, as the trajectory unfolds."""
+    visual = f", {step.visual_tokens} visual" if step.visual_tokens else ""
+    print(f"[turn {turn}] model {step.model_seconds:.2f} s, prompt {step.prompt_tokens} tokens{visual}, "
+          f"completion {step.completion_tokens} tokens")
+    for line in step.reply.splitlines() or [""]:
+        print(f"  | {line}")
+    for k, call in enumerate(step.calls, 1):
+        if call.requested is not None:
+            r = call.requested
+            asked = f"frame_select({r['start_time']:g}-{r['end_time']:g} s, nframes {r['nframes']}, resize {r['resize']:g})"
+        else:
+            asked = call.text[:80]
+        if call.error is not None:
+            print(f"  call {k}: {asked} -> not run: {call.error} ({call.detail})")
+            continue
+        e = call.effective
+        flags = f" [{', '.join(call.flags)}]" if call.flags else ""
+        print(f"  call {k}: {asked} -> {e['start_time']:.2f}-{e['end_time']:.2f} s, {e['nframes']} frames, "
+              f"resize {e['resize']:.3f}{flags}")
+        h, w = call.frame_size
+        print(f"          frames {call.first_frame}..{call.first_frame + len(call.labels) - 1} at "
+              f"{' '.join(call.labels)} ({h}x{w}, {call.visual_tokens} visual tokens, {call.seconds:.2f} s)")
+    sys.stdout.flush()
+
+
+def agent_main(argv: list[str] | None = None) -> int:
+    from eva_core.agent import AgentConfig, run_episode
+    from eva_core.policy import GenerationConfig
+    from eva_core.protocol import PromptError
+
+    parser = argparse.ArgumentParser(prog="eva-agent", description="Answer a question about a video with the EVA agent.")
+    parser.add_argument("--video", required=True, help="video file")
+    parser.add_argument("--question", required=True, help="the question (options included)")
+    parser.add_argument("--model", required=True, help="checkpoint folder, or the URL of an OpenAI-compatible server")
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the episode record here")
+    defaults = AgentConfig()
+    parser.add_argument("--max-turns", type=int, default=defaults.max_turns)
+    parser.add_argument("--budget", type=int, default=defaults.budget, help="visual tokens per tool call")
+    parser.add_argument("--maxp", type=int, default=defaults.maxp)
+    parser.add_argument("--max-new-tokens", type=int, default=defaults.generation.max_new_tokens)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (the protocol's)")
+    parser.add_argument("--backend", choices=["auto", "torchcodec", "pyav"], default="auto", help="video decoding")
+    args = parser.parse_args(argv)
+
+    try:
+        config = AgentConfig(max_turns=args.max_turns, budget=args.budget, maxp=args.maxp, decode_backend=args.backend,
+                             generation=GenerationConfig(max_new_tokens=args.max_new_tokens,
+                                                         temperature=args.temperature))
+    except ValueError as error:
+        parser.error(str(error))
+    from eva_core.backends import load_policy
+
+    print(f"loading {args.model}", file=sys.stderr)
+    policy = load_policy(args.model)
+    print(f"video     {args.video}")
+    print(f"question  {args.question}")
+    sys.stdout.flush()
+    turns = iter(range(1, config.max_turns + 1))
+    try:
+        episode = run_episode(policy, args.video, args.question, config,
+                              on_step=lambda _id, step: _print_step(next(turns), step))
+    except PromptError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if episode.error:
+        print(f"error     {episode.error}")
+    print(f"stop      {episode.stop_reason.value}: {episode.rounds} rounds, {episode.total_tokens} tokens, "
+          f"model {episode.model_seconds:.2f} s, tool {episode.tool_seconds:.2f} s")
+    print(f"answer    {episode.answer}")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(episode.to_json(indent=2) + "\n")
+        print(f"record    {args.json}", file=sys.stderr)
     return 0
 
 

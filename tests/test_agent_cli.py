@@ -1,0 +1,71 @@
+"""The `eva-agent` command: the trajectory printed as it happens and the JSON record.
+
+The first test stands a scripted policy in for `eva_core.backends.load_policy`, so the output
+can be checked line by line; the second runs the installed command on the tiny offline
+Qwen2.5-VL (random weights: whatever it says, the run must end with a valid record).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from eva_core.cli import agent_main
+from eva_core.episode import Episode, StopReason
+from eva_core.sample_video import write_sample_video
+from eva_core.scripted import ScriptedPolicy
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return write_sample_video(tmp_path_factory.mktemp("cli") / "v.mp4", duration=8.0, fps=10, width=168, height=112, gop=10)
+
+
+def test_prints_the_trajectory_and_writes_the_record(video, tmp_path, monkeypatch, capsys):
+    replies = ['Look.\n<tool_call>{"tool": "frame_select", "arguments": {"start_time": 0, "end_time": 8, "nframes": 3}}'
+               '{"tool": "crop", "arguments": {}}</tool_call>',
+               "Seen it.\n<answer>B</answer>"]
+    loaded = []
+
+    def load_policy(model):
+        loaded.append(model)
+        return ScriptedPolicy(replies)
+
+    monkeypatch.setitem(sys.modules, "eva_core.backends", types.SimpleNamespace(load_policy=load_policy))
+    out = tmp_path / "rec" / "episode.json"
+    code = agent_main(["--video", str(video), "--question", "Which? A. x B. y", "--model", "some/checkpoint",
+                       "--json", str(out), "--max-turns", "3", "--budget", "5000"])
+    assert code == 0 and loaded == ["some/checkpoint"]
+    printed = capsys.readouterr().out
+    # 8 s: shown int(0 + i * 8 / 2) = 0, 4, 8.
+    for line in ["[turn 1]", "  | Look.", "call 1: frame_select(0-8 s, nframes 3, resize 1) -> 0.00-8.00 s, 3 frames",
+                 "frames 0..2 at 00:00 00:04 00:08 (112x168, 72 visual tokens", "call 2: ", "not run: unknown_tool",
+                 "[turn 2]", "  | <answer>B</answer>", "stop      answer_found: 2 rounds", "answer    B"]:
+        assert line in printed, line
+    assert printed.index("[turn 1]") < printed.index("[turn 2]") < printed.index("answer    B")
+    episode = Episode.from_json(out.read_text())
+    assert episode.answer == "B" and episode.config["max_turns"] == 3 and episode.config["budget"] == 5000
+
+
+def test_the_command_on_the_tiny_model_writes_a_valid_record(video, tmp_path, tiny_model_dir):
+    backends = pytest.importorskip("eva_core.backends")
+    if not hasattr(backends, "load_policy"):
+        pytest.skip("eva_core.backends.load_policy is not in this checkout yet")
+    command = Path(sys.executable).with_name("eva-agent")  # the installed [project.scripts] entry
+    assert command.exists()
+    out = tmp_path / "episode.json"
+    result = subprocess.run(
+        [str(command), "--video", str(video), "--question", "Which? A. x B. y",
+         "--model", str(tiny_model_dir), "--json", str(out), "--max-new-tokens", "24", "--max-turns", "2"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    episode = Episode.from_json(out.read_text())
+    assert isinstance(episode.stop_reason, StopReason) and 1 <= episode.rounds <= 2
+    first = episode.steps[0]
+    assert 0 < first.completion_tokens <= 24 and first.prompt_tokens > 0
+    assert "[turn 1]" in result.stdout and f"stop      {episode.stop_reason.value}" in result.stdout
+    assert json.loads(out.read_text())["total_tokens"] == episode.total_tokens
