@@ -31,6 +31,12 @@ one merged token) and max_pixels = 12845056 (28 x 28 x 16384, Qwen's value), so 
 1 to 16384 visual tokens passes unchanged; the protocol's per-call budget (12000 tokens by
 default) keeps single frames below that bound.
 
+Two more departures, both for serving and both harmless in-process: the tokenizer carries a
+pass-through `response_template` (`RAW_RESPONSE_TEMPLATE`, so `transformers serve` returns the
+raw reply instead of failing on EVA's tool-call JSON), and `generation_config.suppress_tokens`
+lists the special tokens other than the two end tokens (random weights would otherwise write
+image placeholders that one backend's decode drops and another's keeps).
+
 The weights are random: the model writes gibberish, never a valid tool call. Users never need
 this module; a real checkpoint loads through the same `from_pretrained` path.
 """
@@ -111,6 +117,24 @@ QWEN2_5_VL_CHAT_TEMPLATE = (
     "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+# `transformers serve` parses replies with the tokenizer's `response_template`, else with a
+# built-in Qwen one that lifts `<tool_call>` blocks into OpenAI `tool_calls`: that one needs a
+# `name` key, so EVA's `{"tool": "frame_select", ...}` calls (and any malformed block) end in
+# HTTP 500, and it strips the text. This template hands back the whole reply, unstripped, up to
+# the end token, so the server returns what the model wrote (vLLM does the same by default).
+# To serve a real EVA checkpoint with `transformers serve`, add it to its tokenizer_config.json.
+RAW_RESPONSE_TEMPLATE = {
+    "defaults": {"role": "assistant"},
+    "start_anchor": "<|im_start|>assistant\n",
+    "fields": {
+        "content": {
+            "close_pattern": r"<\|im_end\|>|<\|endoftext\|>",
+            "content": "text",
+            "content_args": {"strip": False},
+        },
+    },
+}
 
 MIN_PIXELS = 28 * 28  # one merged visual token: the smallest protocol frame
 MAX_PIXELS = 28 * 28 * 16384  # Qwen2.5-VL's max_pixels
@@ -274,6 +298,7 @@ def build_tokenizer(spec: TinyModelSpec | None = None, *, seed: int = 0):
         extra_special_tokens=[t for t in special_names if t not in ("<|im_end|>", "<|endoftext|>")],
         model_max_length=32768,
         chat_template=QWEN2_5_VL_CHAT_TEMPLATE,
+        response_template=RAW_RESPONSE_TEMPLATE,
     )
     for i, (content, _) in enumerate(QWEN_ADDED_TOKENS):
         got = tokenizer.convert_tokens_to_ids(content)
@@ -375,9 +400,15 @@ def build_tiny_model(out_dir: str | os.PathLike, *, seed: int = 0, spec: TinyMod
         torch.manual_seed(seed)
         model = Qwen2_5_VLForConditionalGeneration(config).eval()
     end_ids = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+    # Random weights would write image placeholders and other chat markers that a trained model
+    # never writes; a skip_special_tokens decode drops them but a server's raw decode keeps them,
+    # so two backends would return different text. Suppress every special token but the ends.
+    suppress = [tokenizer.convert_tokens_to_ids(t) for t, special in QWEN_ADDED_TOKENS
+                if special and t not in ("<|im_end|>", "<|endoftext|>")]
     # Greedy by default (the protocol decodes greedily); eos as Qwen2.5-VL: <|im_end|>, <|endoftext|>.
     model.generation_config = GenerationConfig(
         bos_token_id=end_ids[1], eos_token_id=end_ids, pad_token_id=end_ids[1], do_sample=False,
+        suppress_tokens=suppress,
     )
     model.save_pretrained(out)
     processor.save_pretrained(out)
