@@ -1,0 +1,185 @@
+"""`eva-eval`: run benchmarks, report runs, compare runs, list the registry.
+
+    eva-eval run --benchmark NAME --annotations FILE --video-root DIR --model PATH_OR_URL \\
+                 --mode agent|uniform --out DIR [--limit N] [--items ID,ID] [--retry-errors] ...
+    eva-eval report DIR [--html FILE]        table beside the paper's figures + HTML report
+    eva-eval compare RUN_A RUN_B [--tolerance POINTS] [--alpha P]   exit 1 on a regression
+    eva-eval inspect --benchmark NAME --annotations FILE [--video-root DIR]   load and count quirks
+    eva-eval list                            benchmarks and their published figures
+
+`--model` takes what `eva_core.backends.load_policy` takes (a local checkpoint folder, or the
+URL of an OpenAI-compatible server), or `scripted:FILE` for a JSON list of fixed replies
+(`eva_core.scripted.ScriptedPolicy`: a dry run of the harness without a model).
+
+Exit status: 0 done; 1 `compare` found a regression; 2 bad usage or input (unknown benchmark,
+unreadable annotations, a run directory holding another run); 3 the run stopped because the
+backend kept failing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from eva_core.agent import AgentConfig
+from eva_core.policy import GenerationConfig, Policy
+
+from eva_eval.annotations import AnnotationError
+from eva_eval.benchmarks import UnknownBenchmark, get_benchmark
+from eva_eval.compare import DEFAULT_ALPHA, DEFAULT_TOLERANCE, compare_runs
+from eva_eval.html_report import write_report
+from eva_eval.results import ResultFileError
+from eva_eval.runner import MODES, RunAborted, RunSettings, UnknownItems
+from eva_eval.runs import RunMismatch, evaluate, find_runs, run_info
+from eva_eval.tables import registry_lines, report_lines
+from eva_eval.uniform import UniformConfig
+
+
+def load_model(model: str, *, concurrency: int | None = None) -> Policy:
+    """A policy for `--model`: `scripted:FILE`, or whatever `eva_core.backends.load_policy` takes."""
+    if model.startswith("scripted:"):
+        from eva_core.scripted import ScriptedPolicy
+
+        return ScriptedPolicy(json.loads(Path(model.removeprefix("scripted:")).read_text(encoding="utf-8")))
+    from eva_core.backends import load_policy
+
+    return load_policy(model) if concurrency is None else load_policy(model, concurrency=concurrency)
+
+
+def _run_parser(sub) -> None:
+    p = sub.add_parser("run", help="run a benchmark into a run directory (resumes by default)")
+    p.add_argument("--benchmark", required=True, help="registry name (see `eva-eval list`)")
+    p.add_argument("--annotations", required=True, type=Path, help="annotation file (unified jsonl)")
+    p.add_argument("--video-root", type=Path, help="folder holding the videos (default: the annotation file's folder)")
+    p.add_argument("--model", required=True, help="checkpoint folder, server URL, or scripted:FILE")
+    p.add_argument("--mode", choices=MODES, default="agent")
+    p.add_argument("--out", required=True, type=Path, help="run directory")
+    p.add_argument("--limit", type=int, help="run only the first N items")
+    p.add_argument("--items", help="comma-separated item ids to run")
+    p.add_argument("--no-resume", dest="resume", action="store_false", help="refuse a directory with results")
+    p.add_argument("--retry-errors", action="store_true", help="run again the items whose records are errors")
+    p.add_argument("--batch-size", type=int, default=4, help="episodes per lockstep batch")
+    p.add_argument("--workers", type=int, default=1, help="batches in flight (overlaps decoding with the model)")
+    p.add_argument("--concurrency", type=int, help="HTTP backend: requests in flight")
+    p.add_argument("--raw-prompts", action="store_true", help="keep literal backslash-n in questions (as released)")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    a = p.add_argument_group("agent mode (protocol defaults)")
+    a.add_argument("--max-turns", type=int, default=6)
+    a.add_argument("--budget", type=int, default=12000, help="visual tokens per tool call")
+    a.add_argument("--maxp", type=int, default=720)
+    a.add_argument("--max-new-tokens", type=int, default=2048)
+    a.add_argument("--all-tool-blocks", action="store_true", help="read every <tool_call> block of a reply")
+    u = p.add_argument_group("uniform mode")
+    u.add_argument("--frames", type=int, default=32, help="frames sampled uniformly")
+    u.add_argument("--resize", type=float, default=1.0, help="scale factor on both sides")
+    u.add_argument("--short-side", type=int, help="target short side in pixels (overrides --resize)")
+
+
+def cmd_run(args) -> int:
+    benchmark = get_benchmark(args.benchmark)
+    video_root = args.video_root or args.annotations.parent
+    loaded = benchmark.load(args.annotations, video_root=video_root, decode_newlines=not args.raw_prompts)
+    print("\n".join(loaded.report.lines()), file=sys.stderr)
+    generation = GenerationConfig(max_new_tokens=args.max_new_tokens)
+    settings = RunSettings(
+        mode=args.mode, batch_size=args.batch_size, workers=args.workers, progress=args.progress,
+        agent=AgentConfig(max_turns=args.max_turns, budget=args.budget, maxp=args.maxp, generation=generation,
+                          all_tool_blocks=args.all_tool_blocks),
+        uniform=UniformConfig(nframes=args.frames, resize=args.resize, short_side=args.short_side,
+                              generation=generation),
+    )
+    info = run_info(benchmark, settings, model=args.model, annotations=args.annotations, video_root=video_root,
+                    decode_newlines=not args.raw_prompts)
+    policy = load_model(args.model, concurrency=args.concurrency)
+    ids = [i.strip() for i in args.items.split(",") if i.strip()] if args.items else None
+    outcome = evaluate(policy, benchmark, loaded, args.out, settings, info, resume=args.resume,
+                       retry_errors=args.retry_errors, ids=ids, limit=args.limit)
+    s = outcome.stats
+    if outcome.dropped_torn_bytes:
+        print(f"dropped a torn last line ({outcome.dropped_torn_bytes} bytes) left by an interrupted run",
+              file=sys.stderr)
+    print(f"ran {s.ran} items ({s.errors} errors), {s.skipped} already done, {len(outcome.retried)} retried, "
+          f"in {s.seconds:.1f} s")
+    print("\n".join(report_lines(find_runs(args.out))))
+    return 0
+
+
+def cmd_report(args) -> int:
+    runs = find_runs(args.dir)
+    print("\n".join(report_lines(runs)))
+    if args.html is not False:
+        out = args.html or (Path(args.dir) / "report.html")
+        write_report(runs, out, max_items=args.max_items, thumb_items=args.thumb_items)
+        print(f"\nHTML report: {out}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    comparison = compare_runs(find_runs(args.run_a), find_runs(args.run_b), tolerance=args.tolerance,
+                              alpha=args.alpha)
+    print("\n".join(comparison.lines()))
+    if not comparison.pairs:
+        print("nothing to compare: no benchmark and mode in common", file=sys.stderr)
+        return 2
+    if comparison.regressed:
+        print(f"REGRESSION: B is worse than A by more than {args.tolerance} points (p < {args.alpha})",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    benchmark = get_benchmark(args.benchmark)
+    loaded = benchmark.load(args.annotations, video_root=args.video_root, decode_newlines=not args.raw_prompts)
+    print("\n".join(loaded.report.lines()))
+    for item_id, ref, reason in loaded.report.unresolved[:args.show_unresolved]:
+        print(f"  unresolved {item_id}: {ref} ({reason})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eva-eval", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _run_parser(sub)
+    r = sub.add_parser("report", help="results table and HTML report of a run or a folder of runs")
+    r.add_argument("dir", type=Path)
+    r.add_argument("--html", type=Path, help="where to write the HTML (default DIR/report.html)")
+    r.add_argument("--no-html", dest="html", action="store_false")
+    r.add_argument("--max-items", type=int, default=200, help="items per run in the viewer")
+    r.add_argument("--thumb-items", type=int, default=40, help="items per run with frame thumbnails")
+    c = sub.add_parser("compare", help="B against A, item by item; exit 1 when B regressed")
+    c.add_argument("run_a", type=Path)
+    c.add_argument("run_b", type=Path)
+    c.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="accuracy points B may lose")
+    c.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="significance level (1 = ignore)")
+    i = sub.add_parser("inspect", help="load an annotation file and count its quirks")
+    i.add_argument("--benchmark", required=True)
+    i.add_argument("--annotations", required=True, type=Path)
+    i.add_argument("--video-root", type=Path)
+    i.add_argument("--raw-prompts", action="store_true")
+    i.add_argument("--show-unresolved", type=int, default=0, help="list the first N unresolved videos")
+    sub.add_parser("list", help="benchmarks and their published figures")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "inspect": cmd_inspect,
+                "list": lambda _: print("\n".join(registry_lines())) or 0}
+    try:
+        return commands[args.command](args)
+    except (UnknownBenchmark, UnknownItems) as error:  # KeyErrors: print the message, not its repr
+        print(f"eva-eval: {error.args[0]}", file=sys.stderr)
+        return 2
+    except (AnnotationError, RunMismatch, ResultFileError, FileNotFoundError, ValueError) as error:
+        print(f"eva-eval: {error}", file=sys.stderr)
+        return 2
+    except RunAborted as error:
+        print(f"eva-eval: {error}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
