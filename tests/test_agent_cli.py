@@ -69,3 +69,47 @@ def test_the_command_on_the_tiny_model_writes_a_valid_record(video, tmp_path, ti
     assert 0 < first.completion_tokens <= 24 and first.prompt_tokens > 0
     assert "[turn 1]" in result.stdout and f"stop      {episode.stop_reason.value}" in result.stdout
     assert json.loads(out.read_text())["total_tokens"] == episode.total_tokens
+
+
+def test_the_tiny_model_continues_after_a_tool_turn(video, tiny_model_dir):
+    """Turn 1 is scripted (two frame_select calls); turns 2-3 come from the tiny model in process,
+    on a conversation that holds our tool turn with its images. Its image-token count must equal
+    the frame tool's (protocol estimate at the effective size), and a batch of two episodes
+    runs in lockstep through the real backend."""
+    backends = pytest.importorskip("eva_core.backends")
+    if not hasattr(backends, "TransformersPolicy"):
+        pytest.skip("eva_core.backends.TransformersPolicy is not in this checkout yet")
+    from eva_core.agent import AgentConfig, Task, run_episodes
+    from eva_core.policy import Generation, GenerationConfig
+
+    first = ('<tool_call>{"tool": "frame_select", "arguments": {"start_time": 0, "end_time": 8, "nframes": 2}}\n'
+             '{"tool": "frame_select", "arguments": {"start_time": 2, "end_time": 4, "nframes": 1, "resize": 0.5}}'
+             "</tool_call>")
+    model = backends.TransformersPolicy.from_pretrained(str(tiny_model_dir), device="cpu")
+
+    class FirstTurnScripted:
+        def __init__(self):
+            self.released = []
+
+        def generate(self, requests, config):
+            model_rows = [r for r in requests if len(r.messages) > 2]
+            replies = iter(model.generate(model_rows, config) if model_rows else [])
+            return [next(replies) if len(r.messages) > 2 else Generation(text=first) for r in requests]
+
+        def release(self, episode_id):
+            self.released.append(episode_id)
+            model.release(episode_id)
+
+    policy = FirstTurnScripted()
+    config = AgentConfig(max_turns=3, generation=GenerationConfig(max_new_tokens=8))
+    episodes = run_episodes(policy, [Task(video, "Which? A. x B. y", episode_id=i) for i in ("u", "v")], config)
+    assert sorted(policy.released) == ["u", "v"]
+    for episode in episodes:
+        assert episode.rounds >= 2
+        calls = episode.steps[0].calls
+        # 168x112 at resize 1: 6 x 4 = 24 tokens a frame, 2 frames; at 0.5: 3 x 2 = 6 tokens, 1 frame.
+        assert [c.visual_tokens for c in calls] == [48, 6]
+        second = episode.steps[1]
+        assert second.visual_tokens == 54 and second.prompt_tokens > 54 and second.completion_ids
+        assert episode.steps[0].tool_text.count("<image>") == 3
+    assert episodes[0].steps[1].reply == episodes[1].steps[1].reply  # greedy, same conversation
