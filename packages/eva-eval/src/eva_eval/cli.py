@@ -45,7 +45,8 @@ def load_model(model: str, *, concurrency: int | None = None) -> Policy:
         return ScriptedPolicy(json.loads(Path(model.removeprefix("scripted:")).read_text(encoding="utf-8")))
     from eva_core.backends import load_policy
 
-    return load_policy(model) if concurrency is None else load_policy(model, concurrency=concurrency)
+    is_url = model.startswith(("http://", "https://"))
+    return load_policy(model, max_concurrency=concurrency) if is_url and concurrency else load_policy(model)
 
 
 def _run_parser(sub) -> None:

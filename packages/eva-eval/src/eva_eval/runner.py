@@ -4,10 +4,11 @@ Concurrency. Items are cut into batches of `batch_size`; each batch is one locks
 `eva_core.agent.run_episodes` call (one `generate` per turn for the whole batch, so an
 in-process model batches its forward passes and the HTTP backend sends the requests at once).
 `workers` threads run batches side by side, so the frame decoding of one batch (itself spread
-over threads by the agent loop) overlaps the model calls of another. A policy that does not
-declare itself safe to call from several threads (`concurrent_safe = True`, as the HTTP
-backend may) is called under a lock: its generate calls take turns while tool decoding still
-overlaps them.
+over threads by the agent loop) overlaps the model calls of another. The HTTP backend
+(`OpenAIPolicy`: each generate call runs its own event loop and client) is called from several
+threads at once; any other policy, unless it sets `concurrent_safe = True`, is called under a
+lock (an in-process model is not safe to share): its generate calls take turns while tool
+decoding still overlaps them.
 
 Records are appended by the main thread as each batch ends (`results.ResultStore`: fsync'd,
 torn-line safe, no duplicates), so a kill loses at most the batches in flight. Items whose video
@@ -26,6 +27,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from eva_core.agent import AgentConfig, Task, run_episodes
+from eva_core.backends.openai_backend import OpenAIPolicy
 from eva_core.policy import Generation, GenerationConfig, GenerationRequest, Policy
 from tqdm import tqdm
 
@@ -88,6 +90,12 @@ class _SerialPolicy:
     def release(self, episode_id: str) -> None:
         with self._lock:
             self.policy.release(episode_id)
+
+
+def concurrent_safe(policy: Policy) -> bool:
+    """May `policy.generate` be called from several threads at once?"""
+    declared = getattr(policy, "concurrent_safe", None)
+    return bool(declared) if declared is not None else isinstance(policy, OpenAIPolicy)
 
 
 def select_items(items: Sequence[BenchmarkItem], *, ids: Sequence[str] | None = None,
@@ -168,7 +176,7 @@ def run_items(policy: Policy, items: Sequence[BenchmarkItem], store: ResultStore
     stats = RunStats(skipped=sum(item.id in store for item in items))
     todo = [item for item in items if item.id not in store]
     in_scope = {item.id for item in items}
-    if not getattr(policy, "concurrent_safe", False):
+    if not concurrent_safe(policy):
         policy = _SerialPolicy(policy)
     correct = sum(r.correct for i, r in store.records.items() if i in in_scope)
     bar = tqdm(total=len(items), initial=stats.skipped, desc=f"{settings.mode}", unit="item",
