@@ -170,18 +170,27 @@ def _not_run(call: ParsedCall) -> ToolCallRecord:
 
 
 @dataclass
-class _ToolOutcome:
+class ToolOutcome:
+    """What the calls of one reply produced.
+
+    Attributes:
+        records: one per candidate call, in order.
+        frames: uint8 [3, H, W] each, of every call that ran, in call order.
+        labels: "mm:ss" of each frame.
+        failure: the first failed call's stop reason and message; None when none failed.
+    """
+
     records: list[ToolCallRecord]
     frames: list[torch.Tensor]
     labels: list[str]
     failure: tuple[StopReason, str] | None
 
 
-def run_calls(reader: VideoReader, calls: Sequence[ParsedCall], config: AgentConfig) -> _ToolOutcome:
+def run_calls(reader: VideoReader, calls: Sequence[ParsedCall], config: AgentConfig) -> ToolOutcome:
     """Run the valid calls of one reply in order on the episode's video; frames are numbered
     consecutively across calls. `failure` is the first failed call's stop reason and message."""
     budget = Budget(max_tokens=config.budget, maxp=config.maxp)
-    out = _ToolOutcome(records=[], frames=[], labels=[], failure=None)
+    out = ToolOutcome(records=[], frames=[], labels=[], failure=None)
     for call in calls:
         if call.args is None:
             out.records.append(_not_run(call))
@@ -213,8 +222,9 @@ def run_calls(reader: VideoReader, calls: Sequence[ParsedCall], config: AgentCon
 
 def _advance(state: _Running, generation: Generation, model_seconds: float, config: AgentConfig) -> None:
     """Take one reply: record it, then stop on an answer or a bad reply, or run the tools."""
-    parsed = parse_reply(generation.text, all_blocks=config.all_tool_blocks)
-    state.messages.append(assistant_turn(generation.text))
+    text = generation.text if isinstance(generation.text, str) else ""  # an HTTP reply may carry null content
+    parsed = parse_reply(text, all_blocks=config.all_tool_blocks)
+    state.messages.append(assistant_turn(text))
     stop, records, tool_text, tool_seconds = parsed.stop_reason, [], None, 0.0
     if stop is None:
         t0 = time.perf_counter()
@@ -231,7 +241,7 @@ def _advance(state: _Running, generation: Generation, model_seconds: float, conf
         if stop == StopReason.TOOL_INVALID_ARGUMENTS:
             state.error = next(c.detail for c in parsed.calls if c.error is not None and c.error.is_frame_select)
     state.steps.append(Step(
-        reply=generation.text, prompt_tokens=generation.prompt_tokens, completion_tokens=generation.completion_tokens,
+        reply=text, prompt_tokens=generation.prompt_tokens, completion_tokens=generation.completion_tokens,
         visual_tokens=generation.visual_tokens, prefill_tokens=generation.prefill_tokens,
         completion_ids=None if generation.completion_ids is None else list(generation.completion_ids),
         model_seconds=model_seconds, answer=parsed.answer, calls=records, tool_text=tool_text,
