@@ -1,0 +1,123 @@
+"""The knobs of the synthetic needle-in-video benchmark, and the three named difficulties.
+
+Everything that decides how hard an item is lives in `SynthConfig`: how long the video is, how
+long each event stays on screen, how many glyph-carrying ("key") events and how many blank
+look-alike ("distractor") events a video holds, and how tall the glyph is. Ranges are sampled
+per video from the seeded generator, so one config yields a spread of items.
+
+There is no paper counterpart: the EVA paper evaluates on real benchmarks. This benchmark is a
+small, offline stand-in for their "sampling dilemma": events of a few seconds in videos of
+minutes, whose decisive detail (the glyph) is legible only at full resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+from eva_data.synth.glyphs import GLYPH_ROWS
+
+QUESTION_TYPES = ("character", "colour", "order", "count", "temporal_choice", "temporal_number", "describe")
+"""Every question type the generator writes (see `eva_data.synth.questions`)."""
+
+
+class SynthConfigError(ValueError):
+    """A configuration that cannot produce a video (such as more events than fit in its length)."""
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Knobs of one generated benchmark.
+
+    Attributes:
+        duration: (min, max) video length in seconds, sampled uniformly per video.
+        event_length: (min, max) seconds an event stays on screen, sampled per event and
+            rounded to whole frames.
+        key_events: (min, max) shapes carrying a glyph per video; questions are about these.
+        distractor_events: (min, max) blank shapes per video: at low resolution they look like
+            key events, so only a closer look tells them apart.
+        glyph_px: glyph height in pixels (at least the font's 7 rows). The default 12 is read
+            reliably at full resolution and not at resize 0.25 (see `eva_data.synth.glyphs`).
+        shape_px: side of the shape's bounding square; 0 derives it as max(24, 3 * glyph_px + 2).
+        fps: frames per second. Low on purpose: a 30-minute video stays cheap to make and to store.
+        width, height: frame size in pixels (even).
+        gop_seconds: seconds between keyframes.
+        crf: x264 quality (lower is better and bigger).
+        grain: amplitude (0-255) of per-frame pixel noise; only for making big files for the
+            shard benchmark, since noise defeats compression.
+        questions_per_video: questions written about each video, of distinct types.
+        question_types: the types to draw from.
+        min_gap: seconds of event-free time kept between two events and at both ends.
+    """
+
+    duration: tuple[float, float] = (120.0, 600.0)
+    event_length: tuple[float, float] = (2.0, 4.0)
+    key_events: tuple[int, int] = (2, 4)
+    distractor_events: tuple[int, int] = (3, 6)
+    glyph_px: int = 12
+    shape_px: int = 0
+    fps: float = 2.0
+    width: int = 640
+    height: int = 360
+    gop_seconds: float = 10.0
+    crf: int = 26
+    grain: int = 0
+    questions_per_video: int = 3
+    question_types: tuple[str, ...] = QUESTION_TYPES
+    min_gap: float = 2.0
+
+    def __post_init__(self):
+        for name in ("duration", "event_length", "key_events", "distractor_events"):
+            lo, hi = getattr(self, name)
+            if lo > hi or lo < 0:
+                raise SynthConfigError(f"{name} must be (min, max) with 0 <= min <= max, got {(lo, hi)}")
+        if self.duration[0] < 10:
+            raise SynthConfigError(f"videos shorter than 10 s are not supported, got {self.duration}")
+        if self.event_length[0] <= 0:
+            raise SynthConfigError(f"event_length must be positive, got {self.event_length}")
+        if self.key_events[0] < 1:
+            raise SynthConfigError("every video needs at least one key event")
+        if self.glyph_px < GLYPH_ROWS:
+            raise SynthConfigError(f"glyph_px must be at least {GLYPH_ROWS}, got {self.glyph_px}")
+        if self.width % 2 or self.height % 2 or self.width < 64 or self.height < 64:
+            raise SynthConfigError(f"frame size must be even and at least 64x64, got {self.width}x{self.height}")
+        if self.shape_px and self.shape_px < 3 * self.glyph_px:
+            raise SynthConfigError(f"shape_px {self.shape_px} is too small for glyph_px {self.glyph_px}")
+        if self.shape_side > min(self.width, self.height) // 2:
+            raise SynthConfigError(f"shape of {self.shape_side} px does not fit a {self.width}x{self.height} frame")
+        if self.fps <= 0 or self.gop_seconds <= 0:
+            raise SynthConfigError("fps and gop_seconds must be positive")
+        if not 0 <= self.grain <= 255:
+            raise SynthConfigError(f"grain must be in [0, 255], got {self.grain}")
+        unknown = set(self.question_types) - set(QUESTION_TYPES)
+        if unknown or not self.question_types:
+            raise SynthConfigError(f"unknown question types {sorted(unknown)}; known: {QUESTION_TYPES}")
+        if not 1 <= self.questions_per_video <= len(self.question_types):
+            raise SynthConfigError(
+                f"questions_per_video must be in [1, {len(self.question_types)}], got {self.questions_per_video}")
+        most = self.key_events[1] + self.distractor_events[1]
+        needed = most * (self.event_length[1] + self.min_gap) + self.min_gap
+        if needed > self.duration[0]:
+            raise SynthConfigError(
+                f"{most} events of up to {self.event_length[1]} s with {self.min_gap} s gaps need {needed:.0f} s, "
+                f"but videos may be as short as {self.duration[0]} s")
+
+    @property
+    def shape_side(self) -> int:
+        """The shape's bounding square in pixels."""
+        return self.shape_px or max(24, 3 * self.glyph_px + 2)
+
+    def with_knobs(self, **knobs) -> SynthConfig:
+        """A copy with some knobs changed (None values are ignored)."""
+        return replace(self, **{k: v for k, v in knobs.items() if v is not None})
+
+
+DIFFICULTIES: dict[str, SynthConfig] = {
+    "easy": SynthConfig(duration=(30.0, 120.0), event_length=(3.0, 5.0), key_events=(2, 3),
+                        distractor_events=(0, 1), glyph_px=14),
+    "default": SynthConfig(),
+    "hard": SynthConfig(duration=(600.0, 1800.0), event_length=(1.0, 2.0), key_events=(3, 5),
+                        distractor_events=(8, 16), glyph_px=10),
+}
+"""Named presets. `default` is what the done-when tests measure (see docs/benchmarks.md)."""
+
+KNOB_NAMES = tuple(f.name for f in fields(SynthConfig))
