@@ -8,7 +8,7 @@ For keyframe intervals 250 and 30 and resize 0.25 and 1.0, in one run:
   bound      (b) the best time to decode exactly those frames, no resize, no packaging: the
              faster of one decoder and a decoder per core on threads, decoders already open
 
-Usage: uv run python benchmarks/frame_tool.py [--minutes 10] [--repeats 5]
+Usage: uv run python benchmarks/frame_tool.py [--minutes 10] [--repeats 5] [--gops 250 30]
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--gops", type=int, nargs="+", default=[250, 30])
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "eva-bench")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -85,7 +86,7 @@ def main() -> None:
     header = f"{'gop':>4} {'resize':>6} {'cold s':>8} {'warm s':>8} {'(a) subproc s':>14} {'(b) bound s':>12} {'a/warm':>7} {'warm/b':>7}"
     print(header)
     print("-" * len(header))
-    for gop in (250, 30):
+    for gop in args.gops:
         path = make_video(args.cache, args.minutes, gop)
         duration = VideoReader(path).info.duration
         times = sample_times(0.0, duration, NFRAMES)

@@ -22,7 +22,7 @@ import torch
 from eva_core.decoders import Backend
 from eva_core.errors import FrameToolError, ToolErrorReason
 from eva_core.reader import DEFAULT_WORKERS, VideoReader, open_video
-from eva_core.resize import PATCH, protocol_side, resize_bicubic
+from eva_core.resize import PATCH, protocol_side
 from eva_core.video import VideoInfo, VideoSource
 
 DEFAULT_BUDGET = 12000  # visual tokens per call (protocol, "Visual-token budget")
@@ -226,10 +226,10 @@ def frame_select(
         n, scale, resize_capped, scaled = apply_budget(n, scale, h, w, budget)
 
     times = sample_times(start, end, n)
-    decoded = reader.frames_played_at([info.begin + t for t in times])
-    frames = resize_bicubic(decoded.data, protocol_side(h, scale), protocol_side(w, scale))
+    size = (protocol_side(h, scale), protocol_side(w, scale))
+    decoded = reader.frames_played_at([info.begin + t for t in times], size=size)
     return FrameSelection(
-        frames=frames,
+        frames=decoded.data,
         requested=requested,
         effective=ToolArgs(start_time=start, end_time=end, nframes=n, resize=scale),
         sample_times=times,

@@ -22,6 +22,7 @@ import torch
 
 from eva_core.decoders import Backend, DecodedFrames, Decoder, open_decoder, resolve_backend
 from eva_core.errors import FrameToolError, ToolErrorReason
+from eva_core.resize import resize_bicubic
 from eva_core.video import LoadedSource, VideoInfo, VideoSource, load_source
 
 DEFAULT_WORKERS = max(1, min(4, os.cpu_count() or 1))
@@ -61,10 +62,12 @@ class VideoReader:
             self._decoders.append(open_decoder(self.source, self.backend))
         return self._decoders[i]
 
-    def frames_played_at(self, seconds: list[float]) -> DecodedFrames:
+    def frames_played_at(self, seconds: list[float], *, size: tuple[int, int] | None = None) -> DecodedFrames:
         """Frames played at stream times `seconds`, in the order given.
 
-        Sorted times are cut into contiguous runs, one per decoder, decoded on threads.
+        Sorted times are cut into contiguous runs, one per decoder, decoded on threads; each
+        thread also resizes its run (bicubic, to `size` = (height, width) when given), so the
+        resize of one run overlaps the decoding of the others.
         """
         order = sorted(range(len(seconds)), key=lambda i: seconds[i])
         ordered = [seconds[i] for i in order]
@@ -73,9 +76,9 @@ class VideoReader:
         with self._lock:
             decoders = [self._decoder(j) for j in range(k)]
             if k == 1:
-                parts = [decoders[0].frames_played_at(ordered)]
+                parts = [_decode_run(decoders[0], ordered, size)]
             else:
-                futures = [_pool.submit(decoders[j].frames_played_at, ordered[bounds[j]:bounds[j + 1]])
+                futures = [_pool.submit(_decode_run, decoders[j], ordered[bounds[j]:bounds[j + 1]], size)
                            for j in range(k)]
                 try:
                     parts = [f.result(timeout=self.timeout_s) for f in futures]
@@ -88,6 +91,13 @@ class VideoReader:
         for position, i in enumerate(order):
             inverse[i] = position
         return DecodedFrames(data=data[inverse], pts=[pts[p] for p in inverse])
+
+
+def _decode_run(decoder: Decoder, seconds: list[float], size: tuple[int, int] | None) -> DecodedFrames:
+    decoded = decoder.frames_played_at(seconds)
+    if size is None:
+        return decoded
+    return DecodedFrames(data=resize_bicubic(decoded.data, *size), pts=decoded.pts)
 
 
 class ReaderCache:
