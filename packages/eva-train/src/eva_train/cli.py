@@ -1,0 +1,74 @@
+"""`eva-train`: the command line. `fit` and `validate` through LightningCLI, plus `export`.
+
+    eva-train fit --config configs/sft-tiny.yaml [--trainer.max_steps 20 ...]
+    eva-train validate --config configs/sft-tiny.yaml --ckpt_path runs/.../last.ckpt
+    eva-train export CKPT --out DIR [--adapter-only] [--dtype bfloat16]
+
+Configs name the stage module and the data module by class path (`model.class_path`,
+`data.class_path`), so one entry point runs every stage. They are parsed in jsonargparse's
+"omegaconf+" mode: `${...}` interpolations resolve against the whole config (for example
+`data.init_args.processor_path: ${model.init_args.model.path}`). The logger defaults to CSV
+under `runs/`; the resolved config is written beside the checkpoints (`config.yaml` in the
+run folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from lightning.pytorch.cli import LightningCLI
+
+TRAINER_DEFAULTS = {
+    "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
+    "log_every_n_steps": 1,
+}
+
+
+def fit_cli(args: Sequence[str] | None = None, *, run: bool = True) -> LightningCLI:
+    """The LightningCLI for `fit`/`validate` (and `test`/`predict`, which the stages do not define)."""
+    import lightning as L
+
+    return LightningCLI(
+        model_class=L.LightningModule,
+        datamodule_class=L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        parser_kwargs={"parser_mode": "omegaconf+"},
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults=TRAINER_DEFAULTS,
+        args=list(args) if args is not None else None,
+        run=run,
+    )
+
+
+def export_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="eva-train export",
+                                     description="Write a Hugging Face model folder from an eva-train checkpoint.")
+    parser.add_argument("ckpt", help="a .ckpt file or an FSDP2 distributed checkpoint folder")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--adapter-only", action="store_true", help="write the LoRA adapter, not a merged model")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                        help="weight dtype of a merged model (default: the base model's)")
+    ns = parser.parse_args(list(argv))
+    from eva_train.export import ExportError, export_checkpoint
+
+    try:
+        out = export_checkpoint(ns.ckpt, ns.out, adapter_only=ns.adapter_only, dtype=ns.dtype)
+    except ExportError as err:
+        parser.exit(2, f"eva-train export: error: {err}\n")
+    print(out)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "export":
+        return export_main(argv[1:])
+    fit_cli(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The SFT data module: sources in, resumable length-grouped batch loaders out.
+
+`SFTDataModule` builds one `SFTStream` per split for this process's data-parallel rank (taken
+from the trainer's strategy: the data-parallel mesh under `ModelParallelStrategy`, the DDP
+rank otherwise) and wraps the training stream in a `ResumableLoader`, whose position Lightning
+stores in every checkpoint. Use one batch size per device; the global batch is
+batch_size x data-parallel ranks x `accumulate_grad_batches`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+
+from eva_train.sources import ExampleSource
+from eva_train.stream import ResumableLoader, SFTStream
+
+
+def data_parallel_rank(trainer: L.Trainer | None) -> tuple[int, int]:
+    """(rank, world size) of data parallelism for `trainer`; (0, 1) without one."""
+    if trainer is None:
+        return 0, 1
+    kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None) or {}
+    return int(kwargs.get("rank", trainer.global_rank)), int(kwargs.get("num_replicas", trainer.world_size))
+
+
+class SFTDataModule(L.LightningDataModule):
+    """Training (and optional validation) batches of SFT conversations.
+
+    Args:
+        processor_path: folder of the model's processor (usually the model folder).
+        train: the training source.
+        val: an optional validation source.
+        batch_size: conversations per batch per device (paper: global batch 8).
+        max_length: longest rendered conversation in tokens, images included; longer ones are
+            truncated before an image (`eva_train.masking.truncate`).
+        window_batches: batches per length-grouping window.
+        num_workers: 0 or 1 decoding worker process.
+        seed: seeds the batch order within windows.
+    """
+
+    def __init__(self, processor_path: str, train: ExampleSource, val: ExampleSource | None = None, *,
+                 batch_size: int = 1, max_length: int = 16384, window_batches: int = 16, num_workers: int = 0,
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.processor_path = processor_path
+        self.train_source = train
+        self.val_source = val
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.window_batches = window_batches
+        self.num_workers = num_workers
+        self.seed = seed
+        self._train_loader: ResumableLoader | None = None
+
+    def _stream(self, source: ExampleSource, *, shuffle: bool) -> SFTStream:
+        rank, world = data_parallel_rank(self.trainer)
+        return SFTStream(source, self.processor_path, batch_size=self.batch_size, max_length=self.max_length,
+                         window_batches=self.window_batches, seed=self.seed, rank=rank, world_size=world,
+                         shuffle=shuffle)
+
+    def train_dataloader(self) -> ResumableLoader:
+        if self._train_loader is None:
+            trainer = self.trainer
+            self._train_loader = ResumableLoader(
+                self._stream(self.train_source, shuffle=True), num_workers=self.num_workers, seed=self.seed,
+                epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else None)
+        return self._train_loader
+
+    def val_dataloader(self) -> Any:
+        if self.val_source is None:
+            return []
+        return ResumableLoader(self._stream(self.val_source, shuffle=False), num_workers=self.num_workers,
+                               seed=self.seed)

@@ -1,0 +1,192 @@
+"""The SFT training stream: samples -> encoded, length-grouped batches, with a resumable position.
+
+`SFTStream` reads a window of `window_batches * batch_size` samples from an `ExampleSource`,
+renders and masks each (`eva_train.masking`), truncates to `max_length` (never through an
+image), groups the window by length into batches (`eva_train.collate.group_by_length`, order
+shuffled by a seed derived from the run seed, the epoch and the window) and yields each batch
+with the `StreamPosition` that follows it.
+
+`ResumableLoader` is what the Trainer iterates. It runs the stream in a DataLoader (0 or 1
+worker process), remembers the position after the last batch it handed out, and exposes
+`state_dict`/`load_state_dict`, which Lightning stores in and restores from checkpoints
+(`fit_loop` state "combined_loader"). Because it also has an exact `__len__`, Lightning does
+not prefetch ahead of the step, so the stored position is that of the last trained batch.
+A resumed stream reopens the source at the window's first sample and skips the window's
+batches already trained: at most one window is decoded again, and the batches that follow are
+identical to an uninterrupted run's.
+
+At most one worker: with several, torch's DataLoader interleaves workers' batches and each
+worker would need its own position; one worker already overlaps decoding with the step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from itertools import islice
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from eva_train.collate import Batch, collate, group_by_length
+from eva_train.masking import encode_conversation, truncate
+from eva_train.sources import ExampleSource
+
+
+@dataclass(frozen=True)
+class StreamPosition:
+    """Where a stream continues.
+
+    Attributes:
+        epoch: the epoch in progress.
+        window_start: this rank's position (sample index) of the current window's first sample.
+        batches_done: batches of that window already trained.
+    """
+
+    epoch: int = 0
+    window_start: int = 0
+    batches_done: int = 0
+
+
+def window_seed(seed: int, epoch: int, window_start: int) -> int:
+    """The batch-order seed of one window: distinct per run seed, epoch and window."""
+    return (seed * 1_000_003 + epoch) * 1_000_003 + window_start
+
+
+def _load_processor(path: str):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(path)
+
+
+class SFTStream(IterableDataset):
+    """Length-grouped batches of encoded conversations from one rank's share of a source.
+
+    Args:
+        source: the samples.
+        processor_path: folder of the model's processor (chat template, image processor).
+        batch_size: conversations per batch.
+        max_length: tokens per conversation after truncation.
+        window_batches: batches per length-grouping window (a window holds
+            window_batches * batch_size samples); larger windows pad less and shuffle less.
+        seed: seeds the batch order within windows.
+        rank, world_size: this process's data-parallel rank and the number of ranks.
+        shuffle: shuffle batch order within windows (validation streams keep the order).
+    """
+
+    def __init__(self, source: ExampleSource, processor_path: str, *, batch_size: int, max_length: int,
+                 window_batches: int = 16, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 shuffle: bool = True) -> None:
+        if batch_size < 1 or window_batches < 1 or max_length < 1:
+            raise ValueError("batch_size, window_batches and max_length must be positive")
+        self.source = source
+        self.processor_path = processor_path
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.window_batches = window_batches
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.shuffle = shuffle
+        self.start = StreamPosition()
+        self._processor = None
+
+    @property
+    def processor(self):
+        if self._processor is None:
+            self._processor = _load_processor(self.processor_path)
+        return self._processor
+
+    def __getstate__(self):  # workers load their own processor
+        state = dict(self.__dict__)
+        state["_processor"] = None
+        return state
+
+    def num_samples(self) -> int:
+        return self.source.num_examples(rank=self.rank, world_size=self.world_size)
+
+    def num_batches(self) -> int:
+        """Batches per epoch: ceil(samples / batch_size), since every full window is a multiple of it."""
+        return math.ceil(self.num_samples() / self.batch_size)
+
+    def batches(self, start: StreamPosition) -> Iterator[tuple[Batch, StreamPosition]]:
+        """Batches of `start.epoch` from `start` on, each with the position after it."""
+        processor = self.processor
+        pad_id = processor.tokenizer.pad_token_id
+        total = self.num_samples()
+        window = self.window_batches * self.batch_size
+        samples = self.source.examples(epoch=start.epoch, rank=self.rank, world_size=self.world_size,
+                                       start=start.window_start)
+        window_start, skip = start.window_start, start.batches_done
+        while window_start < total:
+            chunk = list(islice(samples, min(window, total - window_start)))
+            if not chunk:
+                raise RuntimeError(f"source ended at sample {window_start} of {total} (rank {self.rank})")
+            encoded = [truncate(encode_conversation(processor, s.messages, s.trained_turns), self.max_length)
+                       for s in chunk]
+            groups = group_by_length([len(e) for e in encoded], self.batch_size,
+                                     seed=window_seed(self.seed, start.epoch, window_start),
+                                     shuffle=self.shuffle)
+            next_start = window_start + len(chunk)
+            for j, group in enumerate(groups):
+                if j < skip:
+                    continue
+                if j + 1 < len(groups):
+                    after = StreamPosition(start.epoch, window_start, j + 1)
+                elif next_start < total:
+                    after = StreamPosition(start.epoch, next_start, 0)
+                else:
+                    after = StreamPosition(start.epoch + 1, 0, 0)
+                yield collate([encoded[i] for i in group], pad_id=pad_id), after
+            window_start, skip = next_start, 0
+
+    def __iter__(self) -> Iterator[tuple[Batch, StreamPosition]]:
+        info = get_worker_info()
+        if info is not None and info.num_workers > 1:
+            raise ValueError("SFTStream runs in at most one DataLoader worker (see eva_train.stream)")
+        return self.batches(self.start)
+
+
+class ResumableLoader:
+    """The iterable the Trainer trains on: batches in order, and the position after the last one.
+
+    Args:
+        stream: the batches.
+        num_workers: 0 (decode in the training process) or 1 (in one worker process).
+        epoch_fn: returns the trainer's current epoch; a stored position of another epoch is
+            discarded (Lightning moved on, e.g. after `limit_train_batches`).
+        seed: seeds the DataLoader's own generator, so creating iterators never draws from the
+            global torch RNG (which dropout uses and checkpoints restore).
+    """
+
+    def __init__(self, stream: SFTStream, *, num_workers: int = 0, epoch_fn: Callable[[], int] | None = None,
+                 seed: int = 0) -> None:
+        if num_workers not in (0, 1):
+            raise ValueError(f"num_workers must be 0 or 1 (see eva_train.stream), got {num_workers}")
+        self.stream = stream
+        self.num_workers = num_workers
+        self.epoch_fn = epoch_fn
+        self.seed = seed
+        self.position = StreamPosition()
+
+    def __len__(self) -> int:
+        return self.stream.num_batches()
+
+    def __iter__(self) -> Iterator[Batch]:
+        position = self.position
+        if self.epoch_fn is not None and position.epoch != (epoch := int(self.epoch_fn())):
+            position = StreamPosition(epoch=epoch)
+        self.stream.start = position
+        loader = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers,
+                            generator=torch.Generator().manual_seed(self.seed),
+                            prefetch_factor=2 if self.num_workers else None)
+        for batch, after in loader:
+            self.position = after
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return asdict(self.position)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.position = StreamPosition(**state)
