@@ -1,0 +1,105 @@
+"""A 6-turn agent episode on the tiny Qwen2.5-VL, with and without KV-cache reuse.
+
+Prints, side by side, the prompt tokens of each turn and the tokens prefilled with and without
+reuse, the sums, and the wall time of each mode; checks that both modes give the same replies.
+With reuse the tokens computed over the episode (prefill plus the replies fed back while
+decoding) come to about one final context, not the sum of every turn's prompt.
+
+A random model never writes a valid tool call, so every reply gets a fixed frame_select call
+appended (`eva_core.backends.forced.AppendToolCall`): the episode then runs all its turns,
+and since the appended text is not what the model generated, each turn also exercises the
+cache's prefix matching (the cached reply tokens and the re-tokenized reply diverge there).
+
+    uv run python benchmarks/agent_turns.py [--repeats 3] [--hidden-size 128 --layers 2]
+
+`--hidden-size`/`--layers` build a larger random model of the same architecture (still
+offline) to see the wall-time effect where compute, not Python overhead, dominates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from eva_core.agent import AgentConfig, run_episode
+from eva_core.backends import TransformersPolicy
+from eva_core.backends.forced import AppendToolCall, frame_select_call
+from eva_core.policy import GenerationConfig
+from eva_core.sample_video import write_sample_video
+from eva_core.tiny_model import TinyModelSpec, build_tiny_model, tiny_model_dir
+
+QUESTION = "What happens in the video? A. a dog runs B. a car stops C. a door opens D. nothing"
+
+
+def run(policy, video, args) -> tuple[list, float]:
+    suffix = "\n" + frame_select_call(0.0, args.duration, args.nframes, args.resize)
+    config = AgentConfig(max_turns=args.turns, generation=GenerationConfig(max_new_tokens=args.max_new_tokens))
+    start = time.perf_counter()
+    episode = run_episode(AppendToolCall(policy, suffix), video, QUESTION, config)
+    return episode, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--turns", type=int, default=6)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--nframes", type=int, default=8)
+    parser.add_argument("--resize", type=float, default=0.5)
+    parser.add_argument("--duration", type=float, default=12.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--hidden-size", type=int, default=None, help="a larger random model (multiple of 64)")
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.hidden_size:
+            spec = TinyModelSpec(hidden_size=args.hidden_size, intermediate_size=4 * args.hidden_size,
+                                 num_hidden_layers=args.layers, num_attention_heads=max(1, args.hidden_size // 64),
+                                 num_key_value_heads=max(1, args.hidden_size // 128))
+            model_dir = build_tiny_model(Path(tmp) / "model", spec=spec)
+        else:
+            model_dir = tiny_model_dir()
+        video = write_sample_video(Path(tmp) / "video.mp4", duration=args.duration, fps=10, width=336,
+                                   height=252, gop=10)
+        reuse = TransformersPolicy.from_pretrained(str(model_dir), device="cpu", dtype="float32")
+        fresh = TransformersPolicy(reuse.model, reuse.processor, reuse_kv_cache=False)
+        n_params = sum(p.numel() for p in reuse.model.parameters())
+        run(reuse, video, args)  # warm-up: first-call overheads out of the timings
+        results = {"reuse": [], "no reuse": []}
+        for _ in range(args.repeats):
+            for name, policy in (("reuse", reuse), ("no reuse", fresh)):
+                results[name].append(run(policy, video, args))
+
+    a, b = results["reuse"][0][0], results["no reuse"][0][0]
+    same = all([s.reply for s in e.steps] == [s.reply for s in a.steps] for e, _ in results["reuse"] + results["no reuse"])
+    print(f"model: {model_dir.name if not args.hidden_size else 'random'} ({n_params / 1e6:.2f}M parameters), "
+          f"{args.turns} turns, {args.nframes} frames x resize {args.resize} per call, "
+          f"{args.max_new_tokens} new tokens per turn, torch threads {torch.get_num_threads()}")
+    print(f"stop: {a.stop_reason}, turns run: {len(a.steps)}; same replies with and without reuse: {same}")
+    print()
+    print(f"{'turn':>4} {'prompt':>8} {'visual':>7} {'prefill reuse':>14} {'prefill no reuse':>17}")
+    for i, (x, y) in enumerate(zip(a.steps, b.steps, strict=True), 1):
+        print(f"{i:>4} {x.prompt_tokens:>8} {x.visual_tokens:>7} {x.prefill_tokens:>14} {y.prefill_tokens:>17}")
+    final = a.steps[-1].prompt_tokens + a.steps[-1].completion_tokens
+    fed = sum(s.completion_tokens - 1 for s in a.steps)  # decode feeds every sampled token but the last
+    print()
+    for name, ep in (("reuse", a), ("no reuse", b)):
+        prefill = sum(s.prefill_tokens for s in ep.steps)
+        walls = [w for _, w in results[name]]
+        model = [sum(s.model_seconds for s in e.steps) for e, _ in results[name]]
+        print(f"{name:>9}: prefill {prefill:>6} tokens, + {fed} fed while decoding = {prefill + fed:>6} computed "
+              f"(final context {final}); episode wall {statistics.median(walls):.3f} s, model "
+              f"{statistics.median(model):.3f} s (median of {args.repeats})")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
