@@ -230,3 +230,16 @@ def test_next_tokens():
     assert abs(frac - 0.75) < 0.015
     with pytest.raises(ValueError, match="top_p"):
         next_tokens(logits, top_p=0.0)
+
+
+def test_image_given_as_a_path_equals_the_tensor(policy, tmp_path):
+    from PIL import Image
+
+    image = frames(4, ((56, 84),))[0]
+    path = tmp_path / "frame.png"
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
+    base = opening() + [{"role": "assistant", "content": [{"type": "text", "text": CALL}]}]
+    as_tensor = policy.generate([GenerationRequest(base + [tool_turn([image])])], GREEDY)[0]
+    as_path = policy.generate([GenerationRequest(base + [tool_turn([str(path)])])], GREEDY)[0]
+    assert (as_path.text, as_path.prompt_tokens, as_path.visual_tokens) == (as_tensor.text, as_tensor.prompt_tokens, 6)
+    assert policy.generate([], GREEDY) == []

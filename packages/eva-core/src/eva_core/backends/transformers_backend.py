@@ -56,9 +56,12 @@ def message_images(messages: Sequence[Message]) -> list[Any]:
     """The images of a conversation in the order the chat template places their tokens.
 
     A part is an image when Qwen's template says so: type "image", or an "image" or
-    "image_url" key. Values are taken as they are (tensors, arrays, PIL images); an
-    "image_url" part holds {"url": ...} or a string, loaded with transformers' `load_image`.
+    "image_url" key. Tensors, arrays and PIL images are taken as they are; a path or URL
+    string (an "image" string, an "image_url" {"url": ...} or string) is loaded with
+    transformers' `load_image`.
     """
+    from transformers.image_utils import load_image
+
     images = []
     for message in messages:
         content = message.get("content")
@@ -66,12 +69,13 @@ def message_images(messages: Sequence[Message]) -> list[Any]:
             continue
         for part in content:
             if part.get("type") == "image" or "image" in part:
-                images.append(part["image"])
+                image = part["image"]
             elif "image_url" in part:
-                from transformers.image_utils import load_image
-
-                url = part["image_url"]
-                images.append(load_image(url["url"] if isinstance(url, dict) else url))
+                image = part["image_url"]
+                image = image["url"] if isinstance(image, dict) else image
+            else:
+                continue
+            images.append(load_image(image) if isinstance(image, str) else image)
     return images
 
 
@@ -177,6 +181,8 @@ class TransformersPolicy:
         """One reply per request; see the module docstring for how the cache is reused."""
         if config.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {config.max_new_tokens}")
+        if not requests:
+            return []
         ids = [r.episode_id for r in requests if r.episode_id]
         if len(ids) != len(set(ids)):
             raise ValueError("two requests of one batch share an episode_id")
