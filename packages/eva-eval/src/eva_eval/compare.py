@@ -19,8 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy.stats import binomtest
-
 from eva_eval.metrics import mean
 from eva_eval.runs import Run
 
@@ -38,6 +36,8 @@ def mcnemar_exact(b: int, c: int) -> float:
         raise ValueError(f"counts must be >= 0, got {b}, {c}")
     if b + c == 0:
         return 1.0
+    from scipy.stats import binomtest  # imported here: scipy.stats takes seconds to import
+
     return float(binomtest(c, b + c, 0.5).pvalue)
 
 

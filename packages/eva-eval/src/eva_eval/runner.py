@@ -20,6 +20,7 @@ run with `RunAborted`, rather than writing thousands of error records against a 
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +28,6 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from eva_core.agent import AgentConfig, Task, run_episodes
-from eva_core.backends.openai_backend import OpenAIPolicy
 from eva_core.policy import Generation, GenerationConfig, GenerationRequest, Policy
 from tqdm import tqdm
 
@@ -95,7 +95,12 @@ class _SerialPolicy:
 def concurrent_safe(policy: Policy) -> bool:
     """May `policy.generate` be called from several threads at once?"""
     declared = getattr(policy, "concurrent_safe", None)
-    return bool(declared) if declared is not None else isinstance(policy, OpenAIPolicy)
+    if declared is not None:
+        return bool(declared)
+    # Not imported at the top: the backends package imports transformers, seconds of start-up
+    # that scripted runs do not need. A policy can only be an OpenAIPolicy once it is imported.
+    module = sys.modules.get("eva_core.backends.openai_backend")
+    return module is not None and isinstance(policy, module.OpenAIPolicy)
 
 
 def select_items(items: Sequence[BenchmarkItem], *, ids: Sequence[str] | None = None,
