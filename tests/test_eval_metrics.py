@@ -120,3 +120,12 @@ def test_hallucination_report_per_aspect_and_incomplete():
     assert summary.extra["sah"] == pytest.approx(50.0) and summary.extra["incomplete_triplets"] == 1
     with pytest.raises(ValueError, match="two in_video items"):
         hallucination_report(records[:2] + [_elv(0, "in_video", False, "objects")])
+
+
+def test_number_scoring_uses_the_answer_range():
+    item = BenchmarkItem(id="5", benchmark="synthetic", question="When?", ground_truth="19",
+                         answer_kind=AnswerKind.NUMBER, video_ref="v.mp4", unresolved=Unresolved.NO_VIDEO_ROOT,
+                         extra={"answer_range": [18.0, 23.5]})
+    assert score_answer(item, "00:19") == score_answer(item, "19") and score_answer(item, "23.5").correct
+    assert score_answer(item, "00:19").normalized == "19"
+    assert not score_answer(item, "17.9").correct and not score_answer(item, None).correct

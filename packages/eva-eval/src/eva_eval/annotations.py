@@ -134,6 +134,12 @@ def field_categories(*names: str) -> CategoryFn:
     return categories
 
 
+def _valid_range(value: Any) -> bool:
+    """[lo, hi] with lo <= hi, both numbers."""
+    return (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+            and value[0] <= value[1])
+
+
 def _ground_truth(record: dict[str, Any], kind: AnswerKind) -> str:
     reward = record.get("reward_model")
     if isinstance(reward, dict) and "ground_truth" in reward:
@@ -191,7 +197,7 @@ def parse_record(record: dict[str, Any], *, benchmark: str, kind: AnswerKind | K
         valid = gt in options if options else bool(re.fullmatch(r"[A-Z]", gt))
         if not valid:
             quirks.append(Quirk.CORRUPT_GROUND_TRUTH)
-    elif kind is AnswerKind.YES_NO and ground_truth not in ("yes", "no"):
+    elif kind is AnswerKind.YES_NO and ground_truth not in ("yes", "no") or kind is AnswerKind.NUMBER and not _valid_range(_extras(record).get("answer_range")):
         quirks.append(Quirk.CORRUPT_GROUND_TRUTH)
 
     resolution = resolve_video(videos[0], video_root)

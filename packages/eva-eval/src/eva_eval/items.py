@@ -24,6 +24,8 @@ class AnswerKind(StrEnum):
     """An option letter; exact match after strip + upper (protocol, "Metrics")."""
     YES_NO = "yes_no"
     """ELV-Halluc's binary caption check: the reply normalised to yes/no."""
+    NUMBER = "number"
+    """A time in seconds, right inside the item's `answer_range` (the synthetic benchmark)."""
     OPEN = "open"
     """Free text, scored by ROUGE-L F1 against the reference."""
 

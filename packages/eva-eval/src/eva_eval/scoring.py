@@ -1,20 +1,25 @@
 """Per-item scorers: is one answer right, and how right.
 
-Pure functions over strings, so a training reward can call the same code as the evaluation
-(style.md: "Rewards used in training and scorers used in evaluation are the same functions").
+Pure functions over strings. The choice, number and open-ended scorers are eva-data's
+(`eva_data.synth.scoring.score_answer`), which its RL rewards call too (style.md: "Rewards used
+in training and scorers used in evaluation are the same functions"); only ELV-Halluc's yes/no
+rule is added here.
 
 - Multiple choice (protocol, "Metrics"): answer and ground truth stripped and upper-cased,
   compared for equality; an empty answer is wrong.
+- Number (synthetic time questions): the first time in the answer (seconds or mm:ss) is right
+  inside the item's `answer_range`.
+- Open-ended (synthetic "describe it"): ROUGE-L F1 against the reference; the item counts as
+  correct at F1 >= `OPEN_CORRECT_AT`, a threshold of ours.
 - Yes/no (ELV-Halluc): the lower-cased text is "yes" if it contains "yes", else "no" if it
   contains "no" (the benchmark's own rule, substring match included: "not" counts as "no").
-- Open-ended (the synthetic benchmark's "describe the event"): ROUGE-L F1 against the reference;
-  the item counts as correct at F1 >= `OPEN_CORRECT_AT`, a threshold of ours.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+
+from eva_data.synth import scoring as shared
 
 from eva_eval.items import AnswerKind, BenchmarkItem
 
@@ -23,10 +28,7 @@ OPEN_CORRECT_AT = 0.5  # ROUGE-L F1 at which an open answer counts in accuracy (
 
 def choice_correct(answer: str | None, ground_truth: str) -> bool:
     """answer.strip().upper() == ground_truth.strip().upper(), and the answer is not empty."""
-    if answer is None:
-        return False
-    a = answer.strip().upper()
-    return bool(a) and a == ground_truth.strip().upper()
+    return shared.score_answer(answer, answer_type="choice", ground_truth=ground_truth) == 1.0
 
 
 def yes_no(text: str | None) -> str | None:
@@ -41,21 +43,12 @@ def yes_no(text: str | None) -> str | None:
     return None
 
 
-@lru_cache(maxsize=1)
-def _rouge_scorer():
-    from rouge_score import rouge_scorer
-
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-
-
 def rouge_l(prediction: str | None, reference: str) -> float:
     """ROUGE-L F1 (longest common subsequence of stemmed tokens), in [0, 1]; 0 for no answer.
 
     F1 = 2 P R / (P + R), P = LCS / len(prediction tokens), R = LCS / len(reference tokens).
     """
-    if not prediction or not prediction.strip():
-        return 0.0
-    return float(_rouge_scorer().score(reference, prediction)["rougeL"].fmeasure)
+    return shared.rouge_l(prediction or "", reference)
 
 
 @dataclass(frozen=True)
@@ -90,5 +83,13 @@ def score_answer(item: BenchmarkItem, answer: str | None, reply: str | None = No
         normalized = yes_no(answer) or yes_no(reply)
         ok = not item.corrupt and normalized is not None and normalized == item.ground_truth
         return Score(ok, float(ok), normalized)
+    if item.answer_kind is AnswerKind.NUMBER:
+        if item.corrupt:
+            return Score(False, 0.0, answer.strip() if answer else None)
+        lo, hi = item.extra["answer_range"]
+        value = shared.score_answer(answer, answer_type="number", ground_truth=item.ground_truth,
+                                    answer_range=(lo, hi))
+        seconds = shared.parse_seconds(answer) if answer else None
+        return Score(value == 1.0, value, None if seconds is None else f"{seconds:g}")
     value = rouge_l(answer, item.ground_truth)
     return Score(value >= OPEN_CORRECT_AT, value, answer.strip() if answer else None)

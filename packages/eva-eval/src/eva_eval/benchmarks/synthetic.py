@@ -1,10 +1,12 @@
 """The synthetic needle-in-video benchmark of eva-data (`eva-data synth`).
 
-A folder holding `annotations.jsonl` in the unified format and the generated mp4 files (paths
-relative to the folder, which is the video root). Items mix multiple-choice questions (colour,
-digit, order, count, temporal) scored by option letter with open-ended ones ("describe the
-event") scored by ROUGE-L; the kind is read per item from its `answer_type` field. The question
-type becomes the category. No published figures: the numbers are ours to set.
+A folder holding `annotations.jsonl` in the unified format and the generated videos (paths
+relative to the folder, which is the default video root). Items mix multiple-choice questions
+(character, colour, order, count, temporal window) scored by option letter, time questions
+("at what time...", `answer_type` number) right inside the item's `answer_range`, and
+open-ended ones ("describe it") scored by ROUGE-L; the kind is read per item from its
+`answer_type`. Scoring is eva-data's (`eva_data.synth.scoring`), the same functions its RL
+rewards use. The question type becomes the category. No published figures: the numbers are ours.
 """
 
 from __future__ import annotations
@@ -15,14 +17,19 @@ from eva_eval.annotations import field_categories
 from eva_eval.benchmarks.spec import Benchmark
 from eva_eval.items import AnswerKind
 
-OPEN_TYPES = frozenset({"open", "open_ended", "open-ended", "text"})
+KINDS = {"choice": AnswerKind.CHOICE, "number": AnswerKind.NUMBER, "open": AnswerKind.OPEN}
 
 
 def answer_kind(record: dict[str, Any]) -> AnswerKind:
-    """OPEN when the record's `answer_type` names free text, else CHOICE."""
-    info = record.get("extra_info") if isinstance(record.get("extra_info"), dict) else {}
-    kind = record.get("answer_type", info.get("answer_type", "choice"))
-    return AnswerKind.OPEN if str(kind).lower() in OPEN_TYPES else AnswerKind.CHOICE
+    """The item's kind from its `answer_type` (choice, number, open).
+
+    Raises:
+        ValueError: another answer type.
+    """
+    kind = str(record.get("answer_type", "choice"))
+    if kind not in KINDS:
+        raise ValueError(f"unknown answer_type {kind!r}; expected one of {sorted(KINDS)}")
+    return KINDS[kind]
 
 
 BENCHMARK = Benchmark(
