@@ -136,6 +136,8 @@ RAW_RESPONSE_TEMPLATE = {
     },
 }
 
+QK_INIT_STD = 0.2  # decoder query/key weights; see build_tiny_model
+
 MIN_PIXELS = 28 * 28  # one merged visual token: the smallest protocol frame
 MAX_PIXELS = 28 * 28 * 16384  # Qwen2.5-VL's max_pixels
 
@@ -399,6 +401,14 @@ def build_tiny_model(out_dir: str | os.PathLike, *, seed: int = 0, spec: TinyMod
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen2_5_VLForConditionalGeneration(config).eval()
+        # At the default init (std 0.02) random attention is nearly uniform, so replies would not
+        # depend on token positions and a test of M-RoPE position handling could not fail
+        # (measured: positions replaced by token indices gave the same greedy reply). Sharper
+        # query/key projections make attention, and so the replies, depend on positions.
+        with torch.no_grad():
+            for layer in model.model.language_model.layers:
+                for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj):
+                    proj.weight.normal_(0.0, QK_INIT_STD)
     end_ids = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
     # Random weights would write image placeholders and other chat markers that a trained model
     # never writes; a skip_special_tokens decode drops them but a server's raw decode keeps them,
