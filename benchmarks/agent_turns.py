@@ -10,7 +10,7 @@ appended (`eva_core.backends.forced.AppendToolCall`): the episode then runs all 
 and since the appended text is not what the model generated, each turn also exercises the
 cache's prefix matching (the cached reply tokens and the re-tokenized reply diverge there).
 
-    uv run python benchmarks/agent_turns.py [--repeats 3] [--hidden-size 128 --layers 2]
+    uv run python benchmarks/agent_turns.py [--repeats 5] [--hidden-size 128 --layers 2]
 
 `--hidden-size`/`--layers` build a larger random model of the same architecture (still
 offline) to see the wall-time effect where compute, not Python overhead, dominates.
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nframes", type=int, default=8)
     parser.add_argument("--resize", type=float, default=0.5)
     parser.add_argument("--duration", type=float, default=12.0)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--hidden-size", type=int, default=None, help="a larger random model (multiple of 64)")
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -96,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         walls = [w for _, w in results[name]]
         model = [sum(s.model_seconds for s in e.steps) for e, _ in results[name]]
         print(f"{name:>9}: prefill {prefill:>6} tokens, + {fed} fed while decoding = {prefill + fed:>6} computed "
-              f"(final context {final}); episode wall {statistics.median(walls):.3f} s, model "
-              f"{statistics.median(model):.3f} s (median of {args.repeats})")
+              f"(final context {final}); episode wall median {statistics.median(walls):.3f} s / min "
+              f"{min(walls):.3f} s, model median {statistics.median(model):.3f} s / min {min(model):.3f} s "
+              f"({args.repeats} runs)")
     return 0 if same else 1
 
 
