@@ -243,3 +243,24 @@ def test_image_given_as_a_path_equals_the_tensor(policy, tmp_path):
     as_path = policy.generate([GenerationRequest(base + [tool_turn([str(path)])])], GREEDY)[0]
     assert (as_path.text, as_path.prompt_tokens, as_path.visual_tokens) == (as_tensor.text, as_tensor.prompt_tokens, 6)
     assert policy.generate([], GREEDY) == []
+
+
+def test_batched_episodes_with_reuse_equal_without(policy, no_reuse, tmp_path):
+    """Two episodes in lockstep: decoding stitches caches of different lengths (left-padded)."""
+    agent = pytest.importorskip("eva_core.agent")
+    from eva_core.sample_video import write_sample_video
+
+    videos = [write_sample_video(tmp_path / f"v{i}.mp4", duration=6.0 + 3 * i, fps=10, width=336, height=252,
+                                 gop=10) for i in range(2)]
+    config = agent.AgentConfig(max_turns=3, generation=GREEDY)
+    runs = []
+    for p in (policy, no_reuse):
+        forced = AppendToolCall(p, "\n" + frame_select_call(0.0, 6.0, 3, 0.25))
+        tasks = [agent.Task(video=v, prompt=q) for v, q in zip(videos, ["What? A. a B. b", "Who is there?"],
+                                                               strict=True)]
+        runs.append(agent.run_episodes(forced, tasks, config))
+    for a, b in zip(*runs, strict=True):
+        assert [s.reply for s in a.steps] == [s.reply for s in b.steps] and len(a.steps) == 3
+        assert all(s.prefill_tokens < s.prompt_tokens for s in a.steps[1:])
+        assert [s.prefill_tokens for s in b.steps] == [s.prompt_tokens for s in b.steps]
+    assert len(policy.store) == 0  # the loop released both episodes
