@@ -2,10 +2,10 @@
 
 A source serves, for one epoch and one data-parallel rank, a deterministic sequence of
 `ChatSample`s (a conversation in the Hugging Face chat format with its images decoded, and
-which turns are trained), and can start that sequence at any position. Those two properties
-are what makes a resumed job see exactly the samples an uninterrupted one would: the stream
-(`eva_train.stream`) stores (epoch, position) in the checkpoint and asks the source to start
-there.
+which turns are trained), each with the source's state after it (plain JSON-able data), and
+can continue from any such state. Those two properties are what makes a resumed job see
+exactly the samples an uninterrupted one would: the stream (`eva_train.stream`) stores the
+state in the checkpoint and asks the source to continue from it.
 
 Every rank must get the same number of samples per epoch (ranks that run out early would hang
 in the next collective), so `num_examples` is per rank and equal across ranks.
@@ -55,8 +55,14 @@ class ExampleSource(Protocol):
         """Samples each rank reads per epoch (equal on every rank)."""
         ...
 
-    def examples(self, *, epoch: int, rank: int, world_size: int, start: int = 0) -> Iterator[ChatSample]:
-        """This rank's samples of `epoch`, from position `start` (0-based) to the end."""
+    def examples(self, *, epoch: int, rank: int, world_size: int,
+                 state: dict[str, Any] | None = None) -> Iterator[tuple[ChatSample, dict[str, Any]]]:
+        """This rank's samples of `epoch`, each with the source state right after it.
+
+        Args:
+            state: a state yielded earlier for the same epoch and rank: continue after that
+                sample. None starts the epoch.
+        """
         ...
 
 
@@ -96,7 +102,10 @@ class ListSource:
             raise ValueError(f"{len(self.items)} samples cannot feed {world_size} ranks")
         return count
 
-    def examples(self, *, epoch: int, rank: int, world_size: int, start: int = 0) -> Iterator[ChatSample]:
-        for index in rank_slice(self._order(epoch), rank=rank, world_size=world_size)[start:]:
-            item = self.items[index]
-            yield item if isinstance(item, ChatSample) else item()
+    def examples(self, *, epoch: int, rank: int, world_size: int,
+                 state: dict[str, Any] | None = None) -> Iterator[tuple[ChatSample, dict[str, Any]]]:
+        order = rank_slice(self._order(epoch), rank=rank, world_size=world_size)
+        start = 0 if state is None else int(state["next"])
+        for position in range(start, len(order)):
+            item = self.items[order[position]]
+            yield (item if isinstance(item, ChatSample) else item()), {"next": position + 1}

@@ -11,8 +11,8 @@ worker process), remembers the position after the last batch it handed out, and 
 `state_dict`/`load_state_dict`, which Lightning stores in and restores from checkpoints
 (`fit_loop` state "combined_loader"). Because it also has an exact `__len__`, Lightning does
 not prefetch ahead of the step, so the stored position is that of the last trained batch.
-A resumed stream reopens the source at the window's first sample and skips the window's
-batches already trained: at most one window is decoded again, and the batches that follow are
+A resumed stream reopens the source at the window's first sample (the source's own state,
+stored in the position) and skips the window's batches already trained: at most one window is decoded again, and the batches that follow are
 identical to an uninterrupted run's.
 
 At most one worker: with several, torch's DataLoader interleaves workers' batches and each
@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from itertools import islice
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -40,12 +41,14 @@ class StreamPosition:
 
     Attributes:
         epoch: the epoch in progress.
-        window_start: this rank's position (sample index) of the current window's first sample.
+        window_start: how many of this rank's samples of the epoch precede the current window.
+        window_state: the source's state before the window's first sample (None: epoch start).
         batches_done: batches of that window already trained.
     """
 
     epoch: int = 0
     window_start: int = 0
+    window_state: dict[str, Any] | None = None
     batches_done: int = 0
 
 
@@ -117,29 +120,28 @@ class SFTStream(IterableDataset):
         total = self.num_samples()
         window = self.window_batches * self.batch_size
         samples = self.source.examples(epoch=start.epoch, rank=self.rank, world_size=self.world_size,
-                                       start=start.window_start)
-        window_start, skip = start.window_start, start.batches_done
+                                       state=start.window_state)
+        window_start, window_state, skip = start.window_start, start.window_state, start.batches_done
         while window_start < total:
             chunk = list(islice(samples, min(window, total - window_start)))
             if not chunk:
                 raise RuntimeError(f"source ended at sample {window_start} of {total} (rank {self.rank})")
             encoded = [truncate(encode_conversation(processor, s.messages, s.trained_turns), self.max_length)
-                       for s in chunk]
+                       for s, _ in chunk]
             groups = group_by_length([len(e) for e in encoded], self.batch_size,
-                                     seed=window_seed(self.seed, start.epoch, window_start),
-                                     shuffle=self.shuffle)
-            next_start = window_start + len(chunk)
+                                     seed=window_seed(self.seed, start.epoch, window_start), shuffle=self.shuffle)
+            next_start, next_state = window_start + len(chunk), chunk[-1][1]
             for j, group in enumerate(groups):
                 if j < skip:
                     continue
                 if j + 1 < len(groups):
-                    after = StreamPosition(start.epoch, window_start, j + 1)
+                    after = StreamPosition(start.epoch, window_start, window_state, j + 1)
                 elif next_start < total:
-                    after = StreamPosition(start.epoch, next_start, 0)
+                    after = StreamPosition(start.epoch, next_start, next_state, 0)
                 else:
-                    after = StreamPosition(start.epoch + 1, 0, 0)
+                    after = StreamPosition(start.epoch + 1)
                 yield collate([encoded[i] for i in group], pad_id=pad_id), after
-            window_start, skip = next_start, 0
+            window_start, window_state, skip = next_start, next_state, 0
 
     def __iter__(self) -> Iterator[tuple[Batch, StreamPosition]]:
         info = get_worker_info()
@@ -185,8 +187,8 @@ class ResumableLoader:
             self.position = after
             yield batch
 
-    def state_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, Any]:
         return asdict(self.position)
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.position = StreamPosition(**state)

@@ -1,0 +1,162 @@
+"""Rendering, masking, truncation and collation of real protocol conversations on the tiny model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from eva_core.protocol import IMAGE_PLACEHOLDER, turn_text
+from eva_core.sample_video import write_sample_video
+from eva_train.collate import collate
+from eva_train.logprobs import policy_logprobs, token_logprobs
+from eva_train.masking import TemplateError, encode_conversation, truncate
+from train_conversations import make_conversation, make_conversations
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: the tiny model gains nothing from more, and on a shared 2-core machine
+    two spinning OpenMP threads per process slow every step several times over."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_model_dir):
+    return AutoProcessor.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return write_sample_video(tmp_path_factory.mktemp("sft") / "v.mp4", duration=8.0, fps=10, width=336,
+                              height=252, gop=10)
+
+
+@pytest.fixture(scope="module")
+def conversations(video):
+    return make_conversations(video, 6)
+
+
+def test_ids_pixels_and_types_equal_the_processors(processor, conversations):
+    for sample in conversations:
+        enc = encode_conversation(processor, sample.messages)
+        text = processor.apply_chat_template(sample.messages, tokenize=False)
+        images = [p["image"] for m in sample.messages if isinstance(m["content"], list)
+                  for p in m["content"] if p["type"] == "image"]
+        ref = processor(text=[text], images=images, return_tensors="pt", return_mm_token_type_ids=True)
+        assert torch.equal(enc.input_ids, ref["input_ids"][0])
+        assert torch.equal(enc.mm_token_type_ids, ref["mm_token_type_ids"][0].to(torch.int32))
+        assert torch.equal(enc.pixel_values, ref["pixel_values"])
+        assert torch.equal(enc.image_grid_thw, ref["image_grid_thw"])
+
+
+def test_only_assistant_content_and_end_token_are_trained(processor, conversations):
+    tok = processor.tokenizer
+    for sample in conversations:
+        enc = encode_conversation(processor, sample.messages)
+        replies = [turn_text(m) for m in sample.messages if m["role"] == "assistant"]
+        assert tok.decode(enc.input_ids[enc.trained]) == "".join(r + "<|im_end|>" for r in replies)
+        assert not enc.trained[enc.mm_token_type_ids == 1].any()  # no image token is a target
+        # The header and the newline after <|im_end|> are not trained; the turn's first token is.
+        first = int(enc.trained.nonzero()[0])
+        assert tok.decode(enc.input_ids[first - 3:first]) == "<|im_start|>assistant\n"
+        assert not enc.trained[0]
+
+
+def test_trained_turns_select_which_replies_train(processor, conversations):
+    sample = conversations[0]
+    flags = [m["role"] == "assistant" for m in sample.messages]
+    last = max(i for i, f in enumerate(flags) if f)
+    only_last = [i == last for i in range(len(flags))]
+    enc = encode_conversation(processor, sample.messages, only_last)
+    assert processor.tokenizer.decode(enc.input_ids[enc.trained]) == turn_text(sample.messages[last]) + "<|im_end|>"
+    with pytest.raises(TemplateError, match="only assistant turns"):
+        encode_conversation(processor, sample.messages, [True] * len(flags))
+    with pytest.raises(TemplateError, match="trained flags"):
+        encode_conversation(processor, sample.messages, [True])
+
+
+def test_image_spans_hold_whole_images(processor, conversations):
+    tok = processor.tokenizer
+    enc = encode_conversation(processor, conversations[3].messages)  # 4 frames
+    assert len(enc.image_spans) == enc.image_grid_thw.shape[0] == 4
+    for (start, end), grid in zip(enc.image_spans, enc.image_grid_thw, strict=True):
+        assert tok.convert_ids_to_tokens(int(enc.input_ids[start])) == "<|vision_start|>"
+        assert tok.convert_ids_to_tokens(int(enc.input_ids[end - 1])) == "<|vision_end|>"
+        assert int((enc.mm_token_type_ids[start:end] == 1).sum()) == int(grid.prod()) // 4  # merge 2 x 2
+
+
+def test_truncation_never_cuts_an_image(processor, conversations):
+    enc = encode_conversation(processor, conversations[3].messages)
+    for max_length in range(1, len(enc) + 5):
+        cut = truncate(enc, max_length)
+        assert len(cut) <= max(max_length, 1)
+        n = 0 if cut.image_grid_thw is None else cut.image_grid_thw.shape[0]
+        # Every image token left belongs to a complete image, and pixel rows match the kept grids.
+        assert int((cut.mm_token_type_ids == 1).sum()) == sum(int(g.prod()) // 4 for g in enc.image_grid_thw[:n])
+        assert cut.image_spans == enc.image_spans[:n]
+        assert torch.equal(cut.input_ids, enc.input_ids[:len(cut)])
+        assert cut.truncated == (max_length < len(enc))
+        if n:
+            assert torch.equal(cut.pixel_values, enc.pixel_values[:cut.pixel_values.shape[0]])
+    # A cut inside the second image moves back to that image's start.
+    start, end = enc.image_spans[1]
+    assert len(truncate(enc, start + 2)) == start
+    with pytest.raises(ValueError, match="positive"):
+        truncate(enc, 0)
+
+
+def test_bad_conversations_raise(processor, video):
+    sample = make_conversation(video, 1)
+    bad = [dict(m) for m in sample.messages]
+    bad[3] = {"role": "tool", "content": [{"type": "image", "image": torch.zeros(3, 28, 28)}]}  # float
+    with pytest.raises(TemplateError, match="uint8"):
+        encode_conversation(processor, bad)
+    with pytest.raises(TemplateError, match="video parts"):
+        encode_conversation(processor, [{"role": "user", "content": [{"type": "video", "video": "x.mp4"}]}])
+    with pytest.raises(TemplateError, match="role"):
+        encode_conversation(processor, [{"content": "hi"}])
+
+
+def test_collate_pads_right_and_counts_padding(processor, conversations):
+    encoded = [encode_conversation(processor, s.messages) for s in conversations[:3]]
+    batch = collate(encoded, pad_id=processor.tokenizer.pad_token_id)
+    lengths = [len(e) for e in encoded]
+    assert batch.input_ids.shape == (3, max(lengths))
+    assert batch.attention_mask.sum(1).tolist() == lengths
+    assert batch.num_tokens == sum(lengths)
+    assert batch.padding_fraction == pytest.approx(1 - sum(lengths) / (3 * max(lengths)))
+    assert batch.pixel_values.shape[0] == sum(e.pixel_values.shape[0] for e in encoded)
+    assert not batch.trained[batch.attention_mask == 0].any()
+    assert IMAGE_PLACEHOLDER not in processor.tokenizer.decode(batch.input_ids[0])
+
+
+def test_selected_logprobs_equal_full_logits(processor, conversations, tiny_model_dir):
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    encoded = [encode_conversation(processor, s.messages) for s in conversations[:3]]
+    batch = collate(encoded, pad_id=processor.tokenizer.pad_token_id)
+    with torch.no_grad():
+        got = policy_logprobs(model, batch)
+        logits = model(**batch.model_inputs()).logits
+    full = torch.log_softmax(logits.float(), -1)[:, :-1].gather(2, batch.input_ids[:, 1:, None]).squeeze(2)
+    want = torch.zeros_like(got)
+    want[:, 1:] = full
+    want = want * batch.trained
+    assert torch.allclose(got, want, atol=1e-5)
+    assert (got[batch.trained] < 0).all()
+    # Padding does not change a row: the shortest conversation alone gives the same log-probs.
+    i = min(range(3), key=lambda k: len(encoded[k]))
+    with torch.no_grad():
+        alone = policy_logprobs(model, collate([encoded[i]], pad_id=processor.tokenizer.pad_token_id))
+    assert torch.allclose(alone[0], got[i, :len(encoded[i])], atol=1e-5)
+
+
+def test_token_logprobs_by_hand():
+    logits = torch.tensor([[0.0, 0.0], [2.0, 0.0]])
+    got = token_logprobs(logits, torch.tensor([1, 0]))
+    # log(1/2); 2 - log(e^2 + 1)
+    assert torch.allclose(got, torch.tensor([-0.6931472, 2 - 2.1269280]), atol=1e-6)
+    with pytest.raises(ValueError, match="targets"):
+        token_logprobs(logits, torch.tensor([1]))
