@@ -264,3 +264,17 @@ def test_batched_episodes_with_reuse_equal_without(policy, no_reuse, tmp_path):
         assert all(s.prefill_tokens < s.prompt_tokens for s in a.steps[1:])
         assert [s.prefill_tokens for s in b.steps] == [s.prompt_tokens for s in b.steps]
     assert len(policy.store) == 0  # the loop released both episodes
+
+
+def test_warns_when_the_processor_resizes_frames(policy, tiny_model_dir, caplog):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    processor.image_processor.size = {"shortest_edge": 56 * 56, "longest_edge": 28 * 28 * 16384}  # Qwen's min
+    upscaling = TransformersPolicy(policy.model, processor)
+    messages = opening() + [tool_turn(frames(9))]  # the 28x56 frame is below 56x56 pixels
+    upscaling.generate([GenerationRequest(messages)], GenerationConfig(max_new_tokens=2))
+    assert "resized a 28x56 frame to 56x84" in caplog.text
+    caplog.clear()
+    policy.generate([GenerationRequest(messages)], GenerationConfig(max_new_tokens=2))
+    assert "resized" not in caplog.text

@@ -33,6 +33,7 @@ and images); only decoding is batched.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ from eva_core.backends.prefix_cache import (
 )
 from eva_core.backends.sampling import next_tokens
 from eva_core.policy import Generation, GenerationConfig, GenerationRequest, Message
+
+log = logging.getLogger(__name__)
 
 
 def message_images(messages: Sequence[Message]) -> list[Any]:
@@ -110,7 +113,7 @@ class _Row:
 
 
 class TransformersPolicy:
-    """A `Policy` over an in-process transformers model.
+    """A `Policy` over an in-process transformers model. Not thread-safe: one `generate` at a time.
 
     Args:
         model: an image-text-to-text model in eval mode.
@@ -138,6 +141,7 @@ class TransformersPolicy:
         self.image_token_id = getattr(processor, "image_token_id", None) or getattr(model.config, "image_token_id", None)
         inner = getattr(model, "model", None)
         self._rope_index = getattr(inner, "get_rope_index", None)
+        self._warned_resize = False
 
     @classmethod
     def from_pretrained(
@@ -221,6 +225,8 @@ class TransformersPolicy:
             if self.image_token_id is None:
                 raise ValueError("images given but neither processor nor config names an image token")
             spans = image_spans(ids.tolist(), self.image_token_id, [image_key(im) for im in images])
+        if images and "image_grid_thw" in inputs and not self._warned_resize:
+            self._check_sizes(images, inputs["image_grid_thw"])
         visual = sum(s.end - s.start for s in spans)
         n = ids.numel()
         if self._rope_index is not None and images:
@@ -236,6 +242,18 @@ class TransformersPolicy:
         else:
             positions = torch.arange(n)[None]
         return _Prompt(ids=ids, spans=spans, positions=positions, inputs=dict(inputs), visual_tokens=visual)
+
+    def _check_sizes(self, images: list[Any], grid: torch.Tensor) -> None:
+        """Warn once when the processor resized a frame (its min/max_pixels do not admit it)."""
+        patch = getattr(getattr(self.processor, "image_processor", None), "patch_size", 14)
+        for image, (_, gh, gw) in zip(images, grid.tolist(), strict=True):
+            h, w = (image.shape[-2], image.shape[-1]) if hasattr(image, "shape") else image.size[::-1]
+            if (gh * patch, gw * patch) != (h, w):
+                log.warning("the processor resized a %dx%d frame to %dx%d: the protocol's frames should reach the "
+                            "model unchanged; widen the image processor's size (min/max pixels), see "
+                            "eva_core.tiny_model", h, w, gh * patch, gw * patch)
+                self._warned_resize = True
+                return
 
     def _image_inputs(self, prompt: _Prompt, first: int) -> dict[str, Any] | None:
         """Vision inputs for the images from index `first` on; None when their rows cannot be split."""
