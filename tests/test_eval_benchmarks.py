@@ -168,3 +168,19 @@ def test_find_options_styles():
     assert find_options("Q\\n\nA: a\nB: b\nC: c") == [("A", "a"), ("B", "b"), ("C", "c")]
     assert find_options("A. first run\nB. x\nsome text\nA) a\nB) b\nC)") == [("A", "a"), ("B", "b"), ("C", "")]
     assert find_options("A man walks.\nWhat next?") == []
+
+
+def test_cli_list_and_inspect(capsys, tmp_path):
+    from eva_eval.cli import main
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "mlvu" in out and "68.26" in out and "sah_eva 5.0" in out
+    (tmp_path / "x.mp4").write_bytes(b"x")
+    assert main(["inspect", "--benchmark", "lsdbench", "--annotations", str(SHARED / "LSDBench_raw_full.jsonl"),
+                 "--video-root", str(tmp_path), "--show-unresolved", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "lsdbench: 1304 items" in out and "quirk escaped_newlines: 1304" in out
+    assert "unresolved 0: 71fbc5bf-7e2a-415d-86bc-3a948742e904.mp4 (not_found)" in out
+    assert main(["inspect", "--benchmark", "nope", "--annotations", "x"]) == 2
+    assert "unknown benchmark 'nope'" in capsys.readouterr().err
