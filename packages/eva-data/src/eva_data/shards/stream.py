@@ -59,7 +59,8 @@ def list_shards(shards: str | os.PathLike | Sequence[str]) -> list[str]:
     as "data/shard-{000000..000009}.tar", or a list.
 
     Raises:
-        FileNotFoundError: a folder with no shards.
+        FileNotFoundError: a folder with no shards, or a local shard file that does not exist
+            (a missing file at start-up is a wrong path, not corrupt data to skip).
     """
     if isinstance(shards, (str, os.PathLike)) and Path(shards).is_dir():
         root = Path(shards)
@@ -69,9 +70,16 @@ def list_shards(shards: str | os.PathLike | Sequence[str]) -> list[str]:
         if not found:
             raise FileNotFoundError(f"no .tar shards in {root}")
         return found
-    if isinstance(shards, (str, os.PathLike)):
-        return list(expand_urls(str(shards)))
-    return [str(s) for s in shards]
+    urls = list(expand_urls(str(shards))) if isinstance(shards, (str, os.PathLike)) else [str(s) for s in shards]
+    missing = [u for u in urls if not _is_remote(u) and not Path(u).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} shard files do not exist, such as {missing[0]}")
+    return urls
+
+
+def _is_remote(url: str) -> bool:
+    """A URL WebDataset's gopen opens other than as a local file (pipe:, http://, s3://, ...)."""
+    return url.startswith("pipe:") or "://" in url
 
 
 def draw(*parts: object) -> int:

@@ -63,6 +63,11 @@ class Question:
         return FAMILY[self.qtype]
 
 
+def article(word: str) -> str:
+    """"A" or "An" before `word`."""
+    return "An" if word[:1].lower() in "aeiou" else "A"
+
+
 def timestamp(seconds: float) -> str:
     """mm:ss, minutes not wrapped at an hour (as the tool labels frames)."""
     s = int(seconds)
@@ -88,7 +93,7 @@ def _shuffled(rng: random.Random, items: Sequence[str]) -> list[str]:
 def character_question(plan: VideoPlan, rng: random.Random) -> Question:
     event = rng.choice(plan.key_events)
     others = rng.sample([c for c in CHARACTERS if c != event.char], 3)
-    stem = (f"A {event.colour} {event.shape} carrying a character appears briefly in the video. "
+    stem = (f"{article(event.colour)} {event.colour} {event.shape} carrying a character appears briefly in the video. "
             "Which character does it carry?")
     return _choice("character", stem, _shuffled(rng, [event.char, *others]), event.char, [event])
 
@@ -149,7 +154,7 @@ def temporal_number_question(plan: VideoPlan, rng: random.Random) -> Question:
 def describe_reference(event: Event, width: int, height: int) -> str:
     """The reference description of a key event."""
     kind = "digit" if is_digit(event.char or "") else "letter"
-    return (f"A {event.colour} {event.shape} carrying the {kind} {event.char} appears in the "
+    return (f"{article(event.colour)} {event.colour} {event.shape} carrying the {kind} {event.char} appears at the "
             f"{event.region(width, height)} of the frame from {timestamp(event.start)} to {timestamp(event.end)}.")
 
 

@@ -1,0 +1,133 @@
+"""`eva-data`: generate the synthetic benchmark, pack benchmarks into shards, inspect shards.
+
+    eva-data synth --out DIR --n N --seed S [--difficulty easy|default|hard] [knobs] [--shards DIR]
+    eva-data pack SOURCE --out DIR [--video-root DIR] [--max-bytes B] [--max-count N]
+    eva-data inspect SHARDS... [--examples K]
+
+`synth` writes a benchmark folder in the unified annotation format (see
+`eva_data.synth.benchmark`); `--shards` also packs it. `pack` takes such a folder or any
+unified-format jsonl (videos relative to `--video-root`, default the jsonl's folder) and writes
+one sample per video into size-capped shards. `inspect` reads shards as training would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from eva_data.shards.summary import summarize
+from eva_data.shards.writer import DEFAULT_MAX_BYTES, benchmark_samples, pack
+from eva_data.synth.benchmark import ANNOTATIONS, PLANS, VIDEO_DIR, load_plans, write_benchmark
+from eva_data.synth.config import DIFFICULTIES, QUESTION_TYPES, SynthConfigError
+
+
+def _synth_args(sub) -> None:
+    p = sub.add_parser("synth", help="generate the synthetic needle-in-video benchmark")
+    p.add_argument("--out", required=True, type=Path, help="benchmark folder to write")
+    p.add_argument("--n", required=True, type=int, help="number of videos")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--difficulty", choices=sorted(DIFFICULTIES), default="default",
+                   help="preset the knobs below start from")
+    knobs = p.add_argument_group("knobs (override the preset)")
+    knobs.add_argument("--duration", nargs=2, type=float, metavar=("MIN", "MAX"), help="video length, s")
+    knobs.add_argument("--event-length", nargs=2, type=float, metavar=("MIN", "MAX"), help="event length, s")
+    knobs.add_argument("--key-events", nargs=2, type=int, metavar=("MIN", "MAX"), help="glyph-carrying shapes")
+    knobs.add_argument("--distractors", nargs=2, type=int, metavar=("MIN", "MAX"), help="blank look-alike shapes")
+    knobs.add_argument("--glyph-px", type=int, help="glyph height in pixels")
+    knobs.add_argument("--fps", type=float)
+    knobs.add_argument("--size", nargs=2, type=int, metavar=("W", "H"), help="frame size")
+    knobs.add_argument("--crf", type=int, help="x264 quality")
+    knobs.add_argument("--grain", type=int, help="per-frame noise amplitude (makes big files)")
+    knobs.add_argument("--questions-per-video", type=int)
+    knobs.add_argument("--question-types", nargs="+", choices=QUESTION_TYPES)
+    p.add_argument("--workers", type=int, default=1, help="processes rendering videos")
+    p.add_argument("--shards", type=Path, help="also pack the benchmark into shards here")
+    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="shard size cap")
+
+
+def _tuple(value):
+    return tuple(value) if value is not None else None
+
+
+def run_synth(args) -> int:
+    base = DIFFICULTIES[args.difficulty]
+    width, height = args.size if args.size else (None, None)
+    try:
+        config = base.with_knobs(
+            duration=_tuple(args.duration), event_length=_tuple(args.event_length), key_events=_tuple(args.key_events),
+            distractor_events=_tuple(args.distractors), glyph_px=args.glyph_px, fps=args.fps, width=width,
+            height=height, crf=args.crf, grain=args.grain, questions_per_video=args.questions_per_video,
+            question_types=_tuple(args.question_types))
+    except SynthConfigError as error:
+        print(f"eva-data synth: {error}", file=sys.stderr)
+        return 2
+    custom = config != base
+    start = time.perf_counter()
+    summary = write_benchmark(args.out, n=args.n, seed=args.seed, config=config,
+                              difficulty="custom" if custom else args.difficulty, workers=args.workers)
+    seconds = time.perf_counter() - start
+    print(f"wrote {summary.n_videos} videos ({summary.video_seconds / 60:.1f} min, {summary.video_bytes / 1e6:.1f} MB) "
+          f"and {summary.n_items} questions to {summary.root} in {seconds:.1f} s "
+          f"({summary.video_seconds / max(seconds, 1e-9):.0f} video-seconds per second)")
+    print("question types: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.items_by_type.items())))
+    if args.shards:
+        shards = _pack_folder(args.out, args.shards, max_bytes=args.max_bytes)
+        print(f"packed into {len(shards)} shards in {args.shards}")
+    return 0
+
+
+def _pack_folder(source: Path, out: Path, *, video_root: Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+                 max_count: int | None = None):
+    annotations = source / ANNOTATIONS if source.is_dir() else source
+    meta = None
+    if source.is_dir() and (source / PLANS).is_file():
+        meta = {f"{VIDEO_DIR}/{vid}.mp4": {"plan": plan.to_dict()} for vid, plan in load_plans(source).items()}
+    return pack(benchmark_samples(annotations, video_root, meta_by_video=meta), out, max_bytes=max_bytes,
+                max_count=max_count)
+
+
+def run_pack(args) -> int:
+    try:
+        shards = _pack_folder(args.source, args.out, video_root=args.video_root, max_bytes=args.max_bytes,
+                              max_count=args.max_count)
+    except (FileNotFoundError, ValueError, json.JSONDecodeError) as error:
+        print(f"eva-data pack: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {sum(s.count for s in shards)} samples into {len(shards)} shards "
+          f"({sum(s.bytes for s in shards) / 1e6:.1f} MB) in {args.out}")
+    return 0
+
+
+def run_inspect(args) -> int:
+    sources = args.shards[0] if len(args.shards) == 1 else [str(s) for s in args.shards]
+    try:
+        summary = summarize(sources, examples=args.examples)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"eva-data inspect: {error}", file=sys.stderr)
+        return 2
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="eva-data", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _synth_args(sub)
+    p = sub.add_parser("pack", help="pack a benchmark folder or unified-format jsonl into shards")
+    p.add_argument("source", type=Path, help="benchmark folder (with annotations.jsonl) or a .jsonl file")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--video-root", type=Path, help="folder the videos paths are relative to")
+    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="shard size cap")
+    p.add_argument("--max-count", type=int, help="samples per shard cap")
+    p = sub.add_parser("inspect", help="counts, durations and a few samples of shards")
+    p.add_argument("shards", nargs="+", help="shard folder, brace pattern, or shard files")
+    p.add_argument("--examples", type=int, default=3)
+    args = parser.parse_args(argv)
+    return {"synth": run_synth, "pack": run_pack, "inspect": run_inspect}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
