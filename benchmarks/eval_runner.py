@@ -19,7 +19,6 @@ from pathlib import Path
 
 from eva_core import scripted
 from eva_core.sample_video import write_sample_video
-
 from eva_eval.benchmarks import get_benchmark
 from eva_eval.results import ResultRecord, ResultStore
 from eva_eval.runner import RunSettings, run_items
