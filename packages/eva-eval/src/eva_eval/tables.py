@@ -45,8 +45,11 @@ def _headline(run: Run, summary: RunSummary) -> str:
     if run.benchmark.metric == "sah":
         sah = summary.extra.get("sah")
         sah_text = "n/a" if sah is None else f"{sah:.1f}"
+        ref = run.benchmark.reference
+        paper = ", ".join(f"{k} {v}" for k, v in ref.extra.items()) if ref else ""
         return (f"SAH {sah_text} (in {summary.extra.get('in_acc', 0.0):.1f} / out "
-                f"{summary.extra.get('out_acc', 0.0):.1f}, {summary.extra.get('triplets', 0)} triplets)")
+                f"{summary.extra.get('out_acc', 0.0):.1f}, {summary.extra.get('triplets', 0)} triplets)"
+                + (f"; paper: {paper}" if paper else ""))
     return ""
 
 
