@@ -6,7 +6,7 @@ in-process model batches its forward passes and the HTTP backend sends the reque
 `workers` threads run batches side by side, so the frame decoding of one batch (itself spread
 over threads by the agent loop) overlaps the model calls of another. The HTTP backend
 (`OpenAIPolicy`: each generate call runs its own event loop and client) is called from several
-threads at once; any other policy, unless it sets `concurrent_safe = True`, is called under a
+threads at once (it declares `concurrent_safe = True`); any other policy is called under a
 lock (an in-process model is not safe to share): its generate calls take turns while tool
 decoding still overlaps them.
 
@@ -20,7 +20,6 @@ run with `RunAborted`, rather than writing thousands of error records against a 
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -94,13 +93,7 @@ class _SerialPolicy:
 
 def concurrent_safe(policy: Policy) -> bool:
     """May `policy.generate` be called from several threads at once?"""
-    declared = getattr(policy, "concurrent_safe", None)
-    if declared is not None:
-        return bool(declared)
-    # Not imported at the top: the backends package imports transformers, seconds of start-up
-    # that scripted runs do not need. A policy can only be an OpenAIPolicy once it is imported.
-    module = sys.modules.get("eva_core.backends.openai_backend")
-    return module is not None and isinstance(policy, module.OpenAIPolicy)
+    return bool(getattr(policy, "concurrent_safe", False))
 
 
 def select_items(items: Sequence[BenchmarkItem], *, ids: Sequence[str] | None = None,

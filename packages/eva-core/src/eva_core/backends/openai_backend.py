@@ -149,6 +149,9 @@ class OpenAIPolicy:
         extra_body: fields merged into every request body (server-specific options).
     """
 
+    concurrent_safe = True
+    """Each generate call runs its own event loop and client, so threads may call it at once."""
+
     def __init__(
         self,
         base_url: str,
