@@ -14,7 +14,6 @@ import sys
 import av
 import numpy as np
 import pytest
-
 from eva_core.errors import FrameToolError, ToolErrorReason
 from eva_core.frame_select import frame_select
 from eva_core.reader import VideoReader

@@ -5,7 +5,6 @@ from __future__ import annotations
 import cv2
 import pytest
 import torch
-
 from eva_core.reader import VideoReader
 from eva_core.resize import protocol_side, resize_bicubic
 from eva_core.sample_video import write_sample_video

@@ -57,7 +57,7 @@ def test_eva_core_installs_without_training_libraries():
 
 def test_every_module_imports():
     failures = {}
-    for package, folder in PACKAGES.items():
+    for folder in PACKAGES.values():
         for path in folder.rglob("*.py"):
             parts = path.relative_to(folder.parent).with_suffix("").parts
             name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
