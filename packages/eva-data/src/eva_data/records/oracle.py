@@ -1,0 +1,213 @@
+"""The oracle writer: SFT trajectories for synthetic items, written from their known events.
+
+Until the data-construction pipeline of the paper exists (a teacher model's episodes, filtered),
+this gives SFT data whose every step is right by construction. Records are labelled
+`source="oracle"`: they were not written by a model, and any figure trained on them says so.
+
+One trajectory has three assistant turns, in the paper's summary / plan / action / reflection
+style, run through eva-core's own agent loop (a scripted policy replays the texts), so the
+opening turns, tool turns and labels are the protocol's exactly and the episode is a real
+`eva_core.episode.Episode`:
+1. Before seeing anything: what the question needs and the plan; a low-resolution scan of the
+   whole video (resize 0.25).
+2. What the scan showed (the coloured shapes it caught, with their [mm:ss] labels), and a call
+   per candidate shape at full resolution around the moment it was seen.
+3. What the close looks showed (each shape's colour, form and character), the reasoning, and
+   `<answer>...</answer>`.
+
+The texts only claim what the frames the episode receives show: the scan's frame count is the
+smallest of 32, 48, ..., 256 whose sample times land on every evidence window, and every close
+look samples a frame inside its shape's window. Items for which no such scan exists (an event
+shorter than the spacing of 256 frames over the video) are skipped and counted, not faked.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eva_core.agent import AgentConfig, run_episode
+from eva_core.frame_select import (
+    Budget,
+    apply_budget,
+    clamp_window,
+    format_label,
+    sample_times,
+    shown_seconds,
+)
+from eva_core.protocol import video_length
+from eva_core.reader import VideoReader
+from eva_core.scripted import ScriptedPolicy
+from eva_core.video import VideoInfo, VideoSource
+
+from eva_data.records.convert import trajectory_from_episode
+from eva_data.records.records import SftTrajectory, Source
+from eva_data.synth.events import Event, VideoPlan
+from eva_data.synth.glyphs import is_digit
+from eva_data.synth.questions import article
+
+SURVEY_FRAMES = (32, 48, 64, 96, 128, 160, 192, 256)
+SURVEY_RESIZE = 0.25  # 640x360 -> 168x84: colour blobs visible, glyphs not
+ZOOM_FRAMES = (3, 4, 5, 6, 7, 8)
+ZOOM_RESIZE = 1.0
+PROTOCOL = AgentConfig()  # the protocol's defaults: 6 turns, 12000 visual tokens a call
+
+
+@dataclass(frozen=True)
+class Call:
+    """A frame_select call as written, and the frames it will show (computed as the tool does)."""
+
+    start: float
+    end: float
+    nframes: int
+    resize: float
+    times: tuple[float, ...]
+    labels: tuple[str, ...]
+
+    def json(self) -> str:
+        args = {"start_time": self.start, "end_time": self.end, "nframes": self.nframes, "resize": self.resize}
+        return json.dumps({"tool": "frame_select", "arguments": args})
+
+    def first_inside(self, window: tuple[float, float]) -> str | None:
+        """The label of the first frame sampled inside [start, end), None if none is."""
+        return next((label for t, label in zip(self.times, self.labels, strict=True)
+                     if window[0] <= t < window[1]), None)
+
+
+def plan_call(info: VideoInfo, start: float, end: float, nframes: int, resize: float,
+              config: AgentConfig = PROTOCOL) -> Call:
+    """The times and labels frame_select will use for these arguments (clamp, cap, budget), no decoding."""
+    s, e, _, _ = clamp_window(start, end, info.duration)
+    n = min(nframes, config.max_nframes)
+    n, r, _, _ = apply_budget(n, resize, info.height, info.width, Budget(config.budget, config.maxp))
+    return Call(start=start, end=end, nframes=nframes, resize=resize, times=tuple(sample_times(s, e, n)),
+                labels=tuple(format_label(x) for x in shown_seconds(s, e, n)))
+
+
+def _sees_all(call: Call, windows: Sequence[tuple[float, float]]) -> bool:
+    return all(call.first_inside(w) is not None for w in windows)
+
+
+def _describe(event: Event) -> str:
+    if event.char is None:
+        return f"a blank {event.colour} {event.shape}"
+    kind = "digit" if is_digit(event.char) else "letter"
+    return f"{article(event.colour).lower()} {event.colour} {event.shape} carrying the {kind} {event.char}"
+
+
+_TOPIC = {
+    "character": "the character on the {colour} {shape}",
+    "colour": "the colour of the shape carrying '{char}'",
+    "order": "which of two shapes carrying characters appears first",
+    "count": "how many shapes carry a character",
+    "temporal_choice": "when the shape carrying '{char}' appears",
+    "temporal_number": "when the shape carrying '{char}' first appears",
+    "describe": "what the shape carrying '{char}' looks like, where and when",
+}
+
+
+def _reasoning(item: dict[str, Any], events: list[Event], seen: dict[int, str]) -> tuple[str, str]:
+    """(reflection sentence, answer) for the item, from the events it is about."""
+    qtype, options, gt = item["question_type"], item.get("options", {}), item["reward_model"]["ground_truth"]
+    e = events[0]
+    if qtype == "character":
+        return f"The {e.colour} {e.shape} carries '{e.char}', which is option {gt}.", gt
+    if qtype == "colour":
+        return f"The shape carrying '{e.char}' is {e.colour}, which is option {gt}.", gt
+    if qtype == "order":
+        first, second = sorted(events, key=lambda x: x.start)
+        return (f"The shape carrying '{first.char}' appears at [{seen[first.index]}], before the one carrying "
+                f"'{second.char}' at [{seen[second.index]}], so the answer is option {gt}.", gt)
+    if qtype == "count":
+        return (f"{len(events)} of the shapes carry a character; the others are blank. "
+                f"That is option {gt}.", gt)
+    if qtype == "temporal_choice":
+        return f"It appears at [{seen[e.index]}], which lies in {options[gt]}: option {gt}.", gt
+    if qtype == "temporal_number":
+        mm, ss = seen[e.index].split(":")
+        seconds = int(mm) * 60 + int(ss)
+        return f"It is first visible at [{seen[e.index]}], that is {seconds} seconds from the start.", str(seconds)
+    if qtype == "describe":
+        return "That is the shape the question asks about.", gt
+    raise ValueError(f"the oracle has no script for question type {qtype!r}")
+
+
+@dataclass(frozen=True)
+class OracleScript:
+    """The assistant turns of an oracle trajectory and the calls each turn makes."""
+
+    turns: tuple[str, str, str]
+    calls: tuple[tuple[Call, ...], tuple[Call, ...]]
+
+
+def oracle_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo,
+                  config: AgentConfig = PROTOCOL) -> OracleScript | None:
+    """The three assistant turns for a synthetic item, or None when no scan sees its evidence."""
+    evidence = [tuple(w) for w in item["evidence"]]
+    duration = math.floor(info.duration * 10) / 10
+    survey = next((c for n in SURVEY_FRAMES
+                   if _sees_all(c := plan_call(info, 0.0, duration, n, SURVEY_RESIZE, config), evidence)), None)
+    if survey is None:
+        return None
+    targets = [plan.events[i] for i in item["event_ids"]]
+    caught = [(e, label) for e in plan.events if (label := survey.first_inside(e.window)) is not None]
+    if item["question_type"] == "character":  # named by colour and shape: the other colours need no look
+        caught = [(e, label) for e, label in caught if e.colour == targets[0].colour]
+
+    step = duration / max(1, survey.nframes - 1)
+    zooms: list[tuple[Event, Call]] = []
+    for event, _label in caught:
+        t = next(t for t in survey.times if event.start <= t < event.end)
+        lo, hi = round(max(0.0, t - step), 1), round(min(duration, t + step), 1)
+        call = next((c for n in ZOOM_FRAMES if _sees_all(c := plan_call(info, lo, hi, n, ZOOM_RESIZE, config),
+                                                         [event.window])), None)
+        if call is None:  # spacing wider than the event: look at the event's own window
+            call = plan_call(info, event.start, event.end, 2, ZOOM_RESIZE, config)
+        zooms.append((event, call))
+    seen = {event.index: call.first_inside(event.window) for event, call in zooms}
+    if any(e.index not in seen for e in targets):
+        return None
+
+    fields = {"colour": targets[0].colour, "shape": targets[0].shape, "char": targets[0].char}
+    topic = _TOPIC[item["question_type"]].format(**fields)
+    first = (f"Summary: I have not seen the video yet. It is {video_length(info.duration)} seconds long, and the "
+             f"question asks about {topic}.\nPlan: shapes like this are on screen for a few seconds only, so I will "
+             f"first scan the whole video at low resolution ({survey.nframes} frames) to find when coloured shapes "
+             f"appear, then look at those moments at full resolution.\n<tool_call>{survey.json()}</tool_call>")
+    spotted = "; ".join(f"{article(e.colour).lower()} {e.colour} shape at [{label}]" for e, label in caught)
+    which = f"The {targets[0].colour} ones are the candidates. " if item["question_type"] == "character" else ""
+    second = (f"Summary: the scan shows {spotted}; the rest is grey background with moving blocks. At this "
+              f"resolution no character can be read.\nPlan: {which}I will look at each of these moments at full "
+              f"resolution.\n<tool_call>" + "\n".join(c.json() for _, c in zooms) + "</tool_call>")
+    looks = "; ".join(f"at [{seen[e.index]}] {_describe(e)}" for e, _ in zooms)
+    reflection, answer = _reasoning(item, targets, seen)
+    third = f"Summary: at full resolution, {looks}.\nReflection: {reflection}\n<answer>{answer}</answer>"
+    return OracleScript(turns=(first, second, third), calls=((survey,), tuple(c for _, c in zooms)))
+
+
+def oracle_trajectory(item: dict[str, Any], plan: VideoPlan, video: VideoSource | VideoReader, *,
+                      config: AgentConfig = PROTOCOL) -> SftTrajectory | None:
+    """Run the oracle's script through the agent loop on the real video; None when skipped.
+
+    Raises:
+        RuntimeError: the episode did not go as scripted (the tool showed other labels, or the
+            answer scored below 1): a bug, never silently written.
+    """
+    reader = video if isinstance(video, VideoReader) else VideoReader(video)
+    script = oracle_script(item, plan, reader.info, config)
+    if script is None:
+        return None
+    episode = run_episode(ScriptedPolicy(list(script.turns)), reader, item["prompt"], config,
+                          video_id=item["videos"][0], episode_id=f"oracle-{item['index']}")
+    for step, calls in zip(episode.steps, script.calls, strict=False):
+        if [c.labels for c in step.calls] != [list(c.labels) for c in calls]:
+            raise RuntimeError(f"oracle item {item['index']}: the tool showed other frames than the script describes")
+    trajectory = trajectory_from_episode(episode, item, source=Source.ORACLE, video_key=plan.video_id,
+                                         meta={"writer": "eva_data.records.oracle"})
+    if trajectory.score < 1.0:
+        raise RuntimeError(f"oracle episode for item {item['index']} scored {trajectory.score} "
+                           f"(stop: {episode.stop_reason}, answer {episode.answer!r})")
+    return trajectory
