@@ -89,6 +89,9 @@ class LoraSpec:
         dropout: dropout on the adapter input.
         target_modules: bare names of the linear layers to adapt.
         vision: also adapt the vision tower's layers of those names (and its `qkv`, `proj`).
+        init_seed: seeds the adapters' random initialisation (A matrices; B starts at 0), so
+            every data-parallel rank builds the same adapters: FSDP2 shards each rank's local
+            copy and, unlike DDP, never broadcasts rank 0's.
     """
 
     r: int = 16
@@ -96,6 +99,7 @@ class LoraSpec:
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
     vision: bool = False
+    init_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.r < 1:
@@ -214,7 +218,9 @@ def add_lora(model: nn.Module, lora: LoraSpec) -> nn.Module:
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=lora.target_regex(), bias="none")
     try:
-        return get_peft_model(model, config)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(lora.init_seed)
+            return get_peft_model(model, config)
     except ValueError as err:  # peft: "Target modules ... not found in the base model"
         raise ModelLoadError(f"LoRA targets {lora.target_modules} match no layer: {err}") from err
 
