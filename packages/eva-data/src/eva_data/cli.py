@@ -1,11 +1,13 @@
 """`eva-data`: generate the synthetic benchmark, pack benchmarks into shards, inspect shards.
 
-    eva-data synth --out DIR --n N --seed S [--difficulty easy|default|hard] [knobs] [--shards DIR]
+    eva-data synth --out DIR --n N --seed S [--difficulty easy|default|hard] [knobs] [--records] [--shards DIR]
     eva-data pack SOURCE --out DIR [--video-root DIR] [--max-bytes B] [--max-count N]
     eva-data inspect SHARDS... [--examples K]
 
 `synth` writes a benchmark folder in the unified annotation format (see
-`eva_data.synth.benchmark`); `--shards` also packs it. `pack` takes such a folder or any
+`eva_data.synth.benchmark`); `--records` adds oracle SFT trajectories (`trajectories.jsonl`,
+labelled source "oracle") and RL prompts (`rl_prompts.jsonl`); `--shards` also packs it, each
+video with its questions and trajectories. `pack` takes such a folder or any
 unified-format jsonl (videos relative to `--video-root`, default the jsonl's folder) and writes
 one sample per video into size-capped shards. `inspect` reads shards as training would.
 """
@@ -18,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from eva_data.records.oracle import TRAJECTORIES, write_records
 from eva_data.shards.summary import summarize
 from eva_data.shards.writer import DEFAULT_MAX_BYTES, benchmark_samples, pack
 from eva_data.synth.benchmark import ANNOTATIONS, PLANS, VIDEO_DIR, load_plans, write_benchmark
@@ -44,6 +47,8 @@ def _synth_args(sub) -> None:
     knobs.add_argument("--questions-per-video", type=int)
     knobs.add_argument("--question-types", nargs="+", choices=QUESTION_TYPES)
     p.add_argument("--workers", type=int, default=1, help="processes rendering videos")
+    p.add_argument("--records", action="store_true",
+                   help="also write oracle SFT trajectories and RL prompts into the folder")
     p.add_argument("--shards", type=Path, help="also pack the benchmark into shards here")
     p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="shard size cap")
 
@@ -73,6 +78,12 @@ def run_synth(args) -> int:
           f"and {summary.n_items} questions to {summary.root} in {seconds:.1f} s "
           f"({summary.video_seconds / max(seconds, 1e-9):.0f} video-seconds per second)")
     print("question types: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.items_by_type.items())))
+    if args.records:
+        start = time.perf_counter()
+        records = write_records(args.out)
+        print(f"wrote {records.trajectories} oracle SFT trajectories ({records.skipped} items skipped: no scan of "
+              f"at most 256 frames sees their evidence) and {records.rl_prompts} RL prompts "
+              f"in {time.perf_counter() - start:.1f} s")
     if args.shards:
         shards = _pack_folder(args.out, args.shards, max_bytes=args.max_bytes)
         print(f"packed into {len(shards)} shards in {args.shards}")
@@ -82,11 +93,15 @@ def run_synth(args) -> int:
 def _pack_folder(source: Path, out: Path, *, video_root: Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
                  max_count: int | None = None):
     annotations = source / ANNOTATIONS if source.is_dir() else source
-    meta = None
+    meta, trajectories = None, {}
     if source.is_dir() and (source / PLANS).is_file():
         meta = {f"{VIDEO_DIR}/{vid}.mp4": {"plan": plan.to_dict()} for vid, plan in load_plans(source).items()}
-    return pack(benchmark_samples(annotations, video_root, meta_by_video=meta), out, max_bytes=max_bytes,
-                max_count=max_count)
+    if source.is_dir() and (source / TRAJECTORIES).is_file():
+        for line in (source / TRAJECTORIES).read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            trajectories.setdefault(record["episode"]["video"]["video_id"], []).append(record)
+    samples = benchmark_samples(annotations, video_root, meta_by_video=meta, trajectories_by_video=trajectories)
+    return pack(samples, out, max_bytes=max_bytes, max_count=max_count)
 
 
 def run_pack(args) -> int:

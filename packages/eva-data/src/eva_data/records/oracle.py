@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from eva_core.agent import AgentConfig, run_episode
@@ -44,7 +47,8 @@ from eva_core.scripted import ScriptedPolicy
 from eva_core.video import VideoInfo, VideoSource
 
 from eva_data.records.convert import trajectory_from_episode
-from eva_data.records.records import SftTrajectory, Source
+from eva_data.records.records import SftTrajectory, Source, rl_prompt_from_item
+from eva_data.synth.benchmark import ANNOTATIONS, load_plans
 from eva_data.synth.events import Event, VideoPlan
 from eva_data.synth.glyphs import is_digit
 from eva_data.synth.questions import article
@@ -211,3 +215,44 @@ def oracle_trajectory(item: dict[str, Any], plan: VideoPlan, video: VideoSource 
         raise RuntimeError(f"oracle episode for item {item['index']} scored {trajectory.score} "
                            f"(stop: {episode.stop_reason}, answer {episode.answer!r})")
     return trajectory
+
+
+TRAJECTORIES = "trajectories.jsonl"
+RL_PROMPTS = "rl_prompts.jsonl"
+
+
+@dataclass(frozen=True)
+class OracleSummary:
+    """What `write_records` wrote: oracle SFT trajectories (and items skipped), RL prompts."""
+
+    trajectories: int
+    skipped: int
+    rl_prompts: int
+    skipped_types: dict[str, int]
+
+
+def write_records(root: str | os.PathLike, *, config: AgentConfig = PROTOCOL) -> OracleSummary:
+    """Write `trajectories.jsonl` (oracle SFT records) and `rl_prompts.jsonl` into a benchmark
+    folder made by `eva_data.synth.benchmark.write_benchmark`."""
+    root = Path(root)
+    plans = load_plans(root)
+    items = [json.loads(line) for line in (root / ANNOTATIONS).read_text(encoding="utf-8").splitlines() if line]
+    readers: dict[str, VideoReader] = {}
+    written, skipped = 0, Counter()
+    with open(root / TRAJECTORIES, "w", encoding="utf-8") as out:
+        for item in items:
+            path = item["videos"][0]
+            if path not in readers:
+                readers.clear()  # items come grouped by video: keep one open
+                readers[path] = VideoReader(root / path)
+            trajectory = oracle_trajectory(item, plans[item["video_id"]], readers[path], config=config)
+            if trajectory is None:
+                skipped[item["question_type"]] += 1
+                continue
+            out.write(json.dumps(trajectory.to_dict()) + "\n")
+            written += 1
+    with open(root / RL_PROMPTS, "w", encoding="utf-8") as out:
+        for item in items:
+            out.write(json.dumps(rl_prompt_from_item(item, video_key=item["video_id"]).to_dict()) + "\n")
+    return OracleSummary(trajectories=written, skipped=sum(skipped.values()), rl_prompts=len(items),
+                         skipped_types=dict(skipped))

@@ -8,7 +8,7 @@ eva-core's `Episode`, whose `to_dict` adds derived figures (rounds, total_tokens
 readers ignore. What the schema cannot say (a tool turn after every reply but the last, the
 answer range of number items...) is checked by the dataclasses' `__post_init__`.
 
-`validate(data)` checks a record dict with `jsonschema`.
+`validate(data)` checks a record dict with `jsonschema`, against the schema of its `kind`.
 """
 
 from __future__ import annotations
@@ -86,15 +86,20 @@ def record_schema() -> dict[str, Any]:
 
 
 def validate(data: dict[str, Any]) -> None:
-    """Check a record dict against `record_schema()`.
+    """Check a record dict against the schema of its `kind`.
 
     Raises:
-        RecordError: the dict does not fit, with jsonschema's best explanation.
+        RecordError: the dict does not fit, with jsonschema's best explanation and where.
     """
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(record_schema())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind not in KINDS:
+        raise RecordError(f"record kind must be one of {sorted(KINDS)}, got {kind!r}")
+    schema = record_schema()
+    one = {"$schema": schema["$schema"], "$ref": f"#/$defs/{KINDS[kind].__name__}", "$defs": schema["$defs"]}
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(one).iter_errors(data))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-        raise RecordError(f"record does not fit the schema at {where}: {error.message}")
+        message = error.message if len(error.message) <= 300 else error.message[:300] + "..."
+        raise RecordError(f"{kind} record does not fit the schema at {where}: {message}")

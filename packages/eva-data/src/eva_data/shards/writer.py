@@ -148,7 +148,8 @@ def read_index(root: str | os.PathLike) -> list[ShardInfo]:
 
 
 def benchmark_samples(annotations: str | os.PathLike, video_root: str | os.PathLike | None = None,
-                      *, meta_by_video: dict[str, dict] | None = None) -> Iterator[ShardSample]:
+                      *, meta_by_video: dict[str, dict] | None = None,
+                      trajectories_by_video: dict[str, list[dict]] | None = None) -> Iterator[ShardSample]:
     """Samples from a unified-format jsonl: one per video, holding all of its items, in the order
     each video first appears.
 
@@ -156,6 +157,7 @@ def benchmark_samples(annotations: str | os.PathLike, video_root: str | os.PathL
         annotations: the jsonl file.
         video_root: folder the `videos` paths are relative to (default: the jsonl's folder).
         meta_by_video: optional extra metadata per video path (such as a synthetic plan).
+        trajectories_by_video: optional training records per video path.
 
     Raises:
         FileNotFoundError: a video that does not exist.
@@ -180,7 +182,8 @@ def benchmark_samples(annotations: str | os.PathLike, video_root: str | os.PathL
         ext = path.suffix.lstrip(".").lower() or "mp4"
         key = path.stem.replace(".", "_")
         meta = {"source": ref, **(meta_by_video or {}).get(ref, {})}
-        yield ShardSample(key=key, video=path.read_bytes(), items=items, meta=meta, video_ext=ext)
+        yield ShardSample(key=key, video=path.read_bytes(), items=items, meta=meta, video_ext=ext,
+                          trajectories=(trajectories_by_video or {}).get(ref, []))
 
 
 def pack(samples: Iterable[ShardSample], out_dir: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_BYTES,
