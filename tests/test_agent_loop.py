@@ -104,7 +104,7 @@ def test_unreadable_videos_stop_before_the_first_turn(videos, name, reasons):
 def _reader_failing_with(error: Exception, path) -> VideoReader:
     reader = VideoReader(path)
 
-    def fail(seconds):
+    def fail(seconds, **kwargs):
         raise error
 
     reader.frames_played_at = fail
