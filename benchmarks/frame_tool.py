@@ -8,12 +8,13 @@ For keyframe intervals 250 and 30 and resize 0.25 and 1.0, in one run:
   bound      (b) the best time to decode exactly those frames, no resize, no packaging: the
              faster of one decoder and a decoder per core on threads, decoders already open
 
-Usage: uv run python benchmarks/frame_tool.py [--minutes 10] [--repeats 5] [--gops 250 30]
+Usage: uv run python benchmarks/frame_tool.py [--minutes 10] [--repeats 7] [--gops 250 30]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import subprocess
 import sys
@@ -61,28 +62,31 @@ def make_video(folder: Path, minutes: float, gop: int) -> Path:
     return path
 
 
-def decode_bound(path: Path, times: list[float], repeats: int) -> float:
+def bound_calls(path: Path, times: list[float]) -> list:
+    """Ways to decode exactly `times` with no resize and no packaging, decoders already open:
+    one decoder, and one decoder per core on threads. The bound is the fastest of them."""
     cores = os.cpu_count() or 1
-    one = VideoReader(path, workers=1)
-    bound = best(lambda: one._decoder(0).frames_played_at(times), repeats)
+    one = VideoReader(path, workers=1)._decoder(0)
+    calls = [lambda: one.frames_played_at(times)]
     if cores > 1:
-        readers = [VideoReader(path, workers=1)._decoder(0) for _ in range(cores)]
+        decoders = [VideoReader(path, workers=1)._decoder(0) for _ in range(cores)]
         chunks = [times[round(i * len(times) / cores):round((i + 1) * len(times) / cores)] for i in range(cores)]
-        with ThreadPoolExecutor(cores) as pool:
-            bound = min(bound, best(lambda: list(pool.map(lambda a: a[0].frames_played_at(a[1]), zip(readers, chunks, strict=True))), repeats))
-    return bound
+        pool = ThreadPoolExecutor(cores)
+        calls.append(lambda: list(pool.map(lambda a: a[0].frames_played_at(a[1]), zip(decoders, chunks, strict=True))))
+    return calls
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--gops", type=int, nargs="+", default=[250, 30])
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "eva-bench")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
 
-    print(f"{os.cpu_count()} cores; {NFRAMES} frames over the whole video; best of {args.repeats}")
+    print(f"{os.cpu_count()} cores; {NFRAMES} frames over the whole video; best of {args.repeats}, "
+          "warm calls and the bound interleaved")
     header = f"{'gop':>4} {'resize':>6} {'cold s':>8} {'warm s':>8} {'(a) subproc s':>14} {'(b) bound s':>12} {'a/warm':>7} {'warm/b':>7}"
     print(header)
     print("-" * len(header))
@@ -90,28 +94,35 @@ def main() -> None:
         path = make_video(args.cache, args.minutes, gop)
         duration = VideoReader(path).info.duration
         times = sample_times(0.0, duration, NFRAMES)
-        bound = decode_bound(path, times, args.repeats)
-        for resize in (0.25, 1.0):
-            cold_s, warm_s, sub_s = measure(path, duration, times, resize, args.repeats)
+        scales = (0.25, 1.0)
+        calls = {f"bound{i}": fn for i, fn in enumerate(bound_calls(path, times))}
+        for resize in scales:
+            calls[resize] = functools.partial(frame_select, path, start_time=0.0, end_time=duration,
+                                              nframes=NFRAMES, resize=resize, budget=None)
+        # Round-robin, so that a change in the machine's load hits every contender alike.
+        seconds = {name: float("inf") for name in calls}
+        for _ in range(args.repeats + 1):  # the first round warms up
+            for name, fn in calls.items():
+                seconds[name] = min(seconds[name], best(fn, 1))
+        bound = min(v for k, v in seconds.items() if str(k).startswith("bound"))
+        for resize in scales:
+            cold_s, sub_s = cold_and_subprocess(path, duration, times, resize, max(1, args.repeats // 2))
+            warm_s = seconds[resize]
             print(f"{gop:>4} {resize:>6} {cold_s:>8.3f} {warm_s:>8.3f} {sub_s:>14.3f} {bound:>12.3f} "
                   f"{sub_s / warm_s:>6.1f}x {warm_s / bound:>6.2f}x")
 
 
-def measure(path: Path, duration: float, times: list[float], resize: float, repeats: int) -> tuple[float, float, float]:
-    """(cold, warm, subprocess) seconds for one call."""
-    call = dict(start_time=0.0, end_time=duration, nframes=NFRAMES, resize=resize, budget=None)
-
+def cold_and_subprocess(path: Path, duration: float, times: list[float], resize: float, repeats: int) -> tuple[float, float]:
+    """Seconds for one call on a new reader, and for one call as a fresh process writing PNGs."""
     def cold():
         default_cache.clear()
-        frame_select(path, **call)
+        frame_select(path, start_time=0.0, end_time=duration, nframes=NFRAMES, resize=resize, budget=None)
 
-    cold_s = best(cold, max(1, repeats // 2))
-    frame_select(path, **call)
-    warm_s = best(lambda: frame_select(path, **call), repeats)
+    cold_s = best(cold, repeats)
     with tempfile.TemporaryDirectory() as out:
         argv = [sys.executable, "-c", SUBPROCESS_TOOL, str(path), out, str(resize), *map(str, times)]
-        sub_s = best(lambda: subprocess.run(argv, check=True), max(1, repeats // 2))
-    return cold_s, warm_s, sub_s
+        sub_s = best(lambda: subprocess.run(argv, check=True), repeats)
+    return cold_s, sub_s
 
 
 if __name__ == "__main__":
