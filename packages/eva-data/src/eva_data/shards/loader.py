@@ -58,6 +58,8 @@ class ShardLoader:
         if stream.worker is not None:
             raise ValueError("a ShardLoader's stream takes its worker role from the DataLoader; "
                              "do not pass worker/num_workers to it")
+        if dataloader_kwargs.get("persistent_workers"):
+            raise ValueError("persistent workers would keep the epoch and resume position of the first iteration")
         self.stream, self.batch_size, self.num_workers = stream, batch_size, num_workers
         self.collate = _WithPositions(collate_fn or _collate_list)
         self.kwargs = dataloader_kwargs
