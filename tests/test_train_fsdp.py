@@ -72,4 +72,4 @@ def test_two_process_fsdp2_lora_equals_one_process(tmp_path, video, tiny_model_d
     assert gap < 1e-4
     # The sharded LoRA checkpoint holds only the adapters.
     meta = torch.load(Path(fsdp["checkpoint"]) / "meta.pt", weights_only=True)
-    assert meta["hyper_parameters"]["lora"]["r"] == 4
+    assert meta["eva_train"]["lora"]["r"] == 4

@@ -16,7 +16,8 @@ inherit from each other.
   A 7B LoRA checkpoint is then tens of MB, not 16 GB. The torch RNG state is saved and
   restored too, so dropout continues the same stream after a resume (the saving rank's state is
   restored on every rank: exact on one process, approximate with dropout on several).
-- Hyperparameters are stored as plain dicts, so checkpoints load with `weights_only=True`.
+- The specs are stored as plain dicts under the checkpoint's "eva_train" entry, so checkpoints
+  load with `weights_only=True` and export needs nothing but the checkpoint.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ from eva_train.modeling import LoraSpec, ModelSpec, load_model
 from eva_train.optim import OptimSpec, build_optimizer
 from eva_train.sharding import ShardingSpec, apply_fsdp
 from eva_train.throughput import StepClock, peak_memory_bytes
+
+SPECS_KEY = "eva_train"
+"""Checkpoint entry holding the specs. Not Lightning's `hyper_parameters`: LightningCLI would
+re-parse those as the model's arguments on resume, overriding the config given."""
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -54,12 +59,6 @@ class PolicyModule(L.LightningModule):
         self.lora_spec = lora
         self.optim_spec = optim or OptimSpec()
         self.sharding_spec = sharding or ShardingSpec()
-        self.save_hyperparameters({
-            "model": asdict(model),
-            "lora": asdict(lora) if lora is not None else None,
-            "optim": asdict(self.optim_spec),
-            "sharding": asdict(self.sharding_spec),
-        })
         # Frozen weights are not in checkpoints; `on_load_checkpoint` checks the rest instead.
         self.strict_loading = False
         self.policy: torch.nn.Module | None = None
@@ -104,7 +103,18 @@ class PolicyModule(L.LightningModule):
         """Checkpoint keys of the trained parameters (`policy.` + parameter name)."""
         return {f"policy.{name}" for name, p in self.policy.named_parameters() if p.requires_grad}
 
+    def checkpoint_specs(self) -> dict[str, Any]:
+        """What rebuilds the policy from a checkpoint (`eva_train.export`), as plain dicts."""
+        return {
+            "stage": type(self).__name__,
+            "model": asdict(self.model_spec),
+            "lora": asdict(self.lora_spec) if self.lora_spec is not None else None,
+            "optim": asdict(self.optim_spec),
+            "sharding": asdict(self.sharding_spec),
+        }
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[SPECS_KEY] = self.checkpoint_specs()
         if "state_dict" in checkpoint:
             keep = self.trained_state_keys()
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}

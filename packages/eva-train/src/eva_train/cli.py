@@ -6,8 +6,9 @@
 
 Configs name the stage module and the data module by class path (`model.class_path`,
 `data.class_path`), so one entry point runs every stage. They are parsed in jsonargparse's
-"omegaconf+" mode: `${...}` interpolations resolve against the whole config (for example
-`data.init_args.processor_path: ${model.init_args.model.path}`). The logger defaults to CSV
+"omegaconf" mode: `${...}` interpolations resolve within the config file (for example
+`data.init_args.processor_path: ${model.init_args.model.path}`), and `${tiny_model:0}` names
+the tiny offline model's folder. The logger defaults to CSV
 under `runs/`; the resolved config is written beside the checkpoints (`config.yaml` in the
 run folder).
 """
@@ -20,6 +21,20 @@ from collections.abc import Sequence
 
 from lightning.pytorch.cli import LightningCLI
 
+
+def register_resolvers() -> None:
+    """OmegaConf resolvers the recipes use: `${tiny_model:SEED}` is the tiny offline Qwen2.5-VL's
+    folder (`eva_core.tiny_model.tiny_model_dir`, built into the user cache on first use)."""
+    from omegaconf import OmegaConf
+
+    def tiny_model(seed: int = 0) -> str:
+        from eva_core.tiny_model import tiny_model_dir
+
+        return str(tiny_model_dir(seed=int(seed)))
+
+    OmegaConf.register_resolver("tiny_model", tiny_model, replace=True, use_cache=True)
+
+
 TRAINER_DEFAULTS = {
     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
     "log_every_n_steps": 1,
@@ -30,14 +45,18 @@ def fit_cli(args: Sequence[str] | None = None, *, run: bool = True) -> Lightning
     """The LightningCLI for `fit`/`validate` (and `test`/`predict`, which the stages do not define)."""
     import lightning as L
 
+    register_resolvers()
     return LightningCLI(
         model_class=L.LightningModule,
         datamodule_class=L.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        parser_kwargs={"parser_mode": "omegaconf+"},
+        parser_kwargs={"parser_mode": "omegaconf"},
         save_config_kwargs={"overwrite": True},
         trainer_defaults=TRAINER_DEFAULTS,
+        # The config given is the run's truth; a resumed run must not take its model arguments
+        # from the checkpoint's hyperparameters (which export reads, as plain dicts).
+        load_from_checkpoint_support=False,
         args=list(args) if args is not None else None,
         run=run,
     )
@@ -63,10 +82,10 @@ def export_main(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "export":
-        return export_main(argv[1:])
-    fit_cli(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "export":
+        return export_main(args[1:])
+    fit_cli(argv)  # None: LightningCLI reads sys.argv itself
     return 0
 
 

@@ -54,6 +54,12 @@ class SFTDataModule(L.LightningDataModule):
         self.seed = seed
         self._train_loader: ResumableLoader | None = None
 
+    def prepare_data(self) -> None:
+        """Let sources build missing data (synthetic shards), once per node before training."""
+        for source in (self.train_source, self.val_source):
+            if source is not None and callable(getattr(source, "prepare", None)):
+                source.prepare()
+
     def _stream(self, source: ExampleSource, *, shuffle: bool) -> SFTStream:
         rank, world = data_parallel_rank(self.trainer)
         return SFTStream(source, self.processor_path, batch_size=self.batch_size, max_length=self.max_length,

@@ -1,7 +1,7 @@
 """Export a training checkpoint as a Hugging Face model folder that eva-core and vLLM load directly.
 
 `export_checkpoint(ckpt, out)` rebuilds the policy from the base folder named in the
-checkpoint's hyperparameters, loads the trained parameters the checkpoint holds (LoRA adapters
+checkpoint's specs (its "eva_train" entry), loads the trained parameters the checkpoint holds (LoRA adapters
 or unfrozen weights; frozen ones are never in it, see `eva_train.base`), and writes
 
 - by default a full model: LoRA merged into the base weights, `config.json`,
@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from eva_train.base import SPECS_KEY
 from eva_train.modeling import DTYPES, LoraSpec, ModelSpec, load_model
 
 # Files of a Hugging Face processor folder (Qwen2.5-VL's and the tiny model's).
@@ -58,11 +59,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def specs_from_checkpoint(checkpoint: dict[str, Any]) -> tuple[ModelSpec, LoraSpec | None]:
     """The model and LoRA specs an eva-train checkpoint was trained with."""
-    hparams = checkpoint.get("hyper_parameters") or {}
-    if "model" not in hparams:
-        raise ExportError("not an eva-train checkpoint: its hyperparameters name no model")
-    lora = hparams.get("lora")
-    return ModelSpec(**hparams["model"]), (LoraSpec(**lora) if lora else None)
+    specs = checkpoint.get(SPECS_KEY) or {}
+    if "model" not in specs:
+        raise ExportError(f"not an eva-train checkpoint: it has no {SPECS_KEY!r} entry naming the model")
+    lora = specs.get("lora")
+    return ModelSpec(**specs["model"]), (LoraSpec(**lora) if lora else None)
 
 
 def trained_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -44,7 +44,6 @@ class SFTModule(PolicyModule):
                  normalization: Literal["tokens", "sequences"] = "tokens") -> None:
         super().__init__(model=model, lora=lora, optim=optim, sharding=sharding)
         self.normalization = normalization
-        self.hparams["normalization"] = normalization
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         logps = policy_logprobs(self.policy, batch)

@@ -180,9 +180,12 @@ class ResumableLoader:
         if self.epoch_fn is not None and position.epoch != (epoch := int(self.epoch_fn())):
             position = StreamPosition(epoch=epoch)
         self.stream.start = position
+        # "spawn": a forked worker inherits the locks of the parent's decoding threads (eva-data's
+        # synthesis, video readers) and can deadlock in its first decode (measured: 120 s timeout).
         loader = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers,
                             generator=torch.Generator().manual_seed(self.seed),
-                            prefetch_factor=2 if self.num_workers else None)
+                            prefetch_factor=2 if self.num_workers else None,
+                            multiprocessing_context="spawn" if self.num_workers else None)
         for batch, after in loader:
             self.position = after
             yield batch

@@ -1,0 +1,145 @@
+"""SFT conversations streamed from eva-data shards: the `ExampleSource` the recipes use.
+
+Each shard sample (`eva_data.shards.sample.ShardSample`) is one video with its training
+records; every SFT record becomes one `ChatSample` through eva-data's own conversion
+(`eva_data.records.convert.training_conversation`: the recorded turns, frames decoded again
+from the sample's video bytes at the recorded times, assistant turns trained). Frames are never
+stored in shards; decoding happens here, in the data worker.
+
+The stream is eva-data's `ShardStream` (shard order per epoch, optional shuffle buffer, rank
+split, resampling), played as a single worker role: eva-train's `SFTStream` runs in at most
+one DataLoader worker. Positions: the state after a conversation is eva-data's stream position
+after its video plus how many of that video's SFT records were already used, so a resumed job
+re-reads at most that one video.
+
+Epoch length, in conversations per rank, must be the same on every rank and known up front
+(`eva_train.stream`):
+- `resample=False` (exact epochs, one process only): every SFT record once per epoch; the
+  count is read from the shards' `.trajectories.json` members (local shards; a header scan
+  that seeks past the videos).
+- `resample=True` (any number of ranks): each rank draws shards with replacement from a seed
+  of (seed, epoch, rank) and takes `examples_per_rank` conversations (default: the record
+  count divided by the world size, rounded up), WebDataset's resampled-epoch recipe.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tarfile
+from collections.abc import Iterator, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from eva_train.sources import ChatSample
+
+SFT_KIND = "sft"
+TRAJECTORIES_MEMBER = ".trajectories.json"
+
+
+class ShardSourceError(ValueError):
+    """Shards that cannot serve the requested epochs."""
+
+
+def count_records(urls: Sequence[str], kind: str = SFT_KIND) -> int:
+    """Records of `kind` in local tar shards, reading only the `.trajectories.json` members."""
+    total = 0
+    for url in urls:
+        if "://" in url or url.startswith("pipe:"):
+            raise ShardSourceError(f"cannot count records in remote shard {url}: give examples_per_rank")
+        with tarfile.open(url, "r:") as tar:
+            for member in tar:
+                if member.isfile() and member.name.endswith(TRAJECTORIES_MEMBER):
+                    records = json.loads(tar.extractfile(member).read())
+                    total += sum(1 for r in records if r.get("kind", SFT_KIND) == kind)
+    return total
+
+
+class ShardSource:
+    """The SFT records of eva-data shards as conversations.
+
+    Args:
+        shards: a shard folder (with eva-data's `index.json`), a brace pattern or a list of URLs.
+        seed: seeds shard order, resampling and the shuffle buffer.
+        buffer_size: eva-data's shuffle buffer, in videos (0: read order).
+        resample: draw shards with replacement (needed with several ranks); see the module doc.
+        examples_per_rank: conversations per rank per epoch; default from the record count.
+        synthesize: when `shards` is a folder that does not exist yet, build it first with
+            `eva-data synth` using these arguments (for example `["--n", "12", "--seed", "0",
+            "--difficulty", "easy"]`); the data is eva-data's oracle trajectories.
+    """
+
+    def __init__(self, shards: str | list[str], *, seed: int = 0, buffer_size: int = 0, resample: bool = False,
+                 examples_per_rank: int | None = None, synthesize: list[str] | None = None) -> None:
+        self.shards = shards
+        self.seed = seed
+        self.buffer_size = buffer_size
+        self.resample = resample
+        self.examples_per_rank = examples_per_rank
+        self.synthesize = synthesize
+
+    def prepare(self) -> None:
+        """Generate the synthetic shards when asked to and missing (run once, before training)."""
+        if self.synthesize is None or not isinstance(self.shards, str | os.PathLike):
+            return
+        folder = Path(self.shards)
+        if folder.is_dir() and any(folder.glob("*.tar")):
+            return
+        from eva_data.cli import main as eva_data_main
+
+        bench = folder.parent / (folder.name + "-benchmark")
+        code = eva_data_main(["synth", "--out", str(bench), *self.synthesize, "--records", "--shards", str(folder)])
+        if code != 0 or not any(folder.glob("*.tar")):
+            raise ShardSourceError(f"eva-data synth {' '.join(self.synthesize)} failed (exit {code})")
+
+    @cached_property
+    def urls(self) -> list[str]:
+        from eva_data.shards.stream import list_shards
+
+        return list_shards(self.shards)
+
+    @cached_property
+    def total_records(self) -> int:
+        return count_records(self.urls)
+
+    def num_examples(self, *, rank: int, world_size: int) -> int:
+        if self.examples_per_rank is not None:
+            return self.examples_per_rank
+        if not self.resample and world_size > 1:
+            raise ShardSourceError("exact epochs give ranks unequal counts: set resample: true with several ranks")
+        if self.total_records == 0:
+            raise ShardSourceError(f"no SFT records in {self.shards}")
+        return math.ceil(self.total_records / world_size) if self.resample else self.total_records
+
+    def _stream(self, epoch: int, rank: int, world_size: int):
+        from eva_data.shards.stream import ShardStream
+
+        stream = ShardStream(self.urls, rank=rank, world_size=world_size, seed=self.seed,
+                             buffer_size=self.buffer_size, resample=self.resample,
+                             samples_per_rank=2**62 if self.resample else None,  # the caller counts conversations
+                             worker=0, num_workers=1)
+        stream.set_epoch(epoch)
+        return stream
+
+    def examples(self, *, epoch: int, rank: int, world_size: int,
+                 state: dict[str, Any] | None = None) -> Iterator[tuple[ChatSample, dict[str, Any]]]:
+        from eva_data.records.convert import training_conversation
+        from eva_data.records.records import SftTrajectory
+
+        stream = self._stream(epoch, rank, world_size)
+        before = None if state is None else state["stream"]
+        skip = 0 if state is None else int(state["skip"])
+        if before is not None:
+            stream.load_state_dict(before)
+        for sample in stream:
+            records = [r for r in sample.trajectories if r.get("kind", SFT_KIND) == SFT_KIND]
+            after = {"epoch": epoch, "positions": {"0": sample.position.to_dict()}}
+            for j in range(skip, len(records)):
+                conversation = training_conversation(SftTrajectory.from_dict(records[j]), sample.video)
+                chat = ChatSample(messages=conversation.messages, trained_turns=conversation.trained_turns,
+                                  sample_id=conversation.sample_id, meta=conversation.meta)
+                last = j + 1 == len(records)
+                yield chat, ({"stream": after, "skip": 0} if last else {"stream": before, "skip": j + 1})
+            before, skip = after, 0

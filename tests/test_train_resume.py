@@ -1,0 +1,144 @@
+"""A job killed mid-epoch and resumed from its checkpoint ends with the weights of an uninterrupted one.
+
+Data: eva-data shards of synthetic videos with oracle trajectories, streamed through
+`ShardSource` (the recipes' path). Runs go through `eva-train fit --config`: the uninterrupted
+run and the resumes in this process, the interrupted one as a real subprocess killed with
+SIGKILL once it has written its step-4 checkpoint. Resumes start from a checkpoint in the middle
+of a length-grouping window (step 3), at the end of an epoch (step 4) and in the second epoch
+(step 6); each must finish with the uninterrupted run's weights and log its losses.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from eva_data.cli import main as eva_data_main
+from eva_train.cli import fit_cli
+
+MAX_STEPS = 8  # 4 trajectories, batch 1: two epochs
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the subprocess gets OMP_NUM_THREADS=1: same kernels, same sums
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume-data")
+    code = eva_data_main(["synth", "--out", str(root / "bench"), "--n", "2", "--seed", "1", "--difficulty", "easy",
+                          "--duration", "30", "40", "--size", "224", "126", "--questions-per-video", "2",
+                          "--records", "--shards", str(root / "shards")])
+    assert code == 0
+    return root / "shards"
+
+
+def _config(tmp_path: Path, name: str, shards: Path, tiny_model_dir: Path) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"""
+seed_everything: 0
+model:
+  class_path: eva_train.sft.SFTModule
+  init_args:
+    model: {{path: {tiny_model_dir}, dtype: float32}}
+    optim: {{lr: 2.0e-3, warmup_ratio: 0.1}}
+data:
+  class_path: eva_train.datamodule.SFTDataModule
+  init_args:
+    processor_path: ${{model.init_args.model.path}}
+    train:
+      class_path: eva_train.shard_source.ShardSource
+      init_args: {{shards: {shards}}}
+    batch_size: 1
+    window_batches: 2
+trainer:
+  accelerator: cpu
+  devices: 1
+  max_steps: {MAX_STEPS}
+  enable_progress_bar: false
+  enable_model_summary: false
+  logger:
+    class_path: lightning.pytorch.loggers.CSVLogger
+    init_args: {{save_dir: {tmp_path / 'logs'}, name: {name}}}
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {{dirpath: {tmp_path / name}, filename: "{{step}}", every_n_train_steps: 1, save_top_k: -1,
+                   save_last: true}}
+""")
+    return path
+
+
+def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def _losses(cli) -> dict[int, float]:
+    with open(Path(cli.trainer.logger.log_dir) / "metrics.csv") as f:
+        return {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, shards, tiny_model_dir):
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    cli = fit_cli(["fit", "--config", str(_config(tmp, "full", shards, tiny_model_dir))])
+    return tmp / "full", _losses(cli)
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory, shards, tiny_model_dir):
+    """Run the job in a subprocess and SIGKILL it once its step-4 checkpoint exists."""
+    tmp = tmp_path_factory.mktemp("killed")
+    config = _config(tmp, "killed", shards, tiny_model_dir)
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE")} | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "eva_train.cli", "fit", "--config", str(config)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (tmp / "killed" / "step=4.ckpt").exists():
+        if proc.poll() is not None:
+            pytest.fail(f"the job ended before its step-4 checkpoint: {proc.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("no step-4 checkpoint within 240 s")
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp / "killed" / f"step={MAX_STEPS}.ckpt").exists()  # it really stopped early
+    return tmp / "killed"
+
+
+@pytest.mark.parametrize(("run", "step"), [("killed", 3), ("uninterrupted", 4), ("uninterrupted", 6)])
+def test_resume_equals_uninterrupted(request, tmp_path, shards, tiny_model_dir, uninterrupted, run, step):
+    full_dir, full_losses = uninterrupted
+    ckpt_dir = request.getfixturevalue("killed") if run == "killed" else full_dir
+    ckpt = ckpt_dir / f"step={step}.ckpt"
+    position = torch.load(ckpt, weights_only=True)["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
+    # step 3: second window of epoch 0, one batch in; step 4: epoch 0 done; step 6: epoch 1, window 0.
+    expected = {3: (0, 2, 1), 4: (1, 0, 0), 6: (1, 2, 0)}[step]
+    assert (position["epoch"], position["window_start"], position["batches_done"]) == expected
+
+    cli = fit_cli(["fit", "--config", str(_config(tmp_path, "resumed", shards, tiny_model_dir)),
+                   "--ckpt_path", str(ckpt)])
+    assert cli.trainer.global_step == MAX_STEPS
+    resumed, reference = _weights(tmp_path / "resumed" / "last.ckpt"), _weights(full_dir / "last.ckpt")
+    assert resumed.keys() == reference.keys()
+    start = _weights(full_dir / "step=1.ckpt")
+    assert any(not torch.equal(start[k], reference[k]) for k in reference)  # the steps after resume moved it
+    for key in reference:
+        torch.testing.assert_close(resumed[key], reference[key], rtol=1e-5, atol=1e-6, msg=key)
+    # The resumed run trained the same batches: its losses are the uninterrupted run's.
+    losses = _losses(cli)
+    assert sorted(losses) == list(range(step, MAX_STEPS))
+    for s, loss in losses.items():
+        assert loss == pytest.approx(full_losses[s], rel=1e-5, abs=1e-6), s
