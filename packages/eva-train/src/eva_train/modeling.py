@@ -190,6 +190,25 @@ def load_model(spec: ModelSpec, lora: LoraSpec | None = None, *, device_map=None
     return model
 
 
+def init_empty_model(spec: ModelSpec, lora: LoraSpec | None = None) -> nn.Module:
+    """The model `load_model` would build, on the meta device: shapes, freezing and LoRA, no weights.
+
+    Reads only `config.json` from `spec.path`, so a recipe's model can be sized and its sharding
+    planned without the checkpoint's weights (the 7B recipe test does this on CPU).
+    """
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    config = AutoConfig.from_pretrained(check_model_dir(spec.path))
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config, dtype=DTYPES[spec.dtype])
+        if lora is not None:
+            model.requires_grad_(False)
+        freeze_vision(model, tower=spec.freeze_vision_tower, projector=spec.freeze_projector)
+        if lora is not None:
+            model = add_lora(model, lora)
+    return model
+
+
 def vision_modules(model: nn.Module) -> tuple[nn.Module | None, nn.Module | None]:
     """(vision tower, patch merger) of a Qwen2-VL-class model, or (None, None) when it has none."""
     inner = getattr(model, "model", model)
