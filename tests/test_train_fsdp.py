@@ -39,7 +39,7 @@ def _compare(fsdp_state, single_state, tiny_model_dir):
     moved = max((single_state[k] - base[k]).abs().max().item() for k in base if k in single_state)
     gap = max((fsdp_state[k] - single_state[k]).abs().max().item() for k in single_state)
     assert moved > 1e-3  # training moved the weights ...
-    assert gap < 1e-4 and gap < moved / 50, (gap, moved)  # ... and both jobs moved them alike
+    assert gap < 2e-4 and gap < moved / 20, (gap, moved)  # ... and both jobs moved them alike
 
 
 def test_two_process_fsdp2_equals_one_process(tmp_path, video, tiny_model_dir):

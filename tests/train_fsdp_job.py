@@ -7,7 +7,8 @@ Both train the tiny model on the same conversations with the same global batch: 
 conversations under `ModelParallelStrategy` (FSDP2, one unit per decoder layer and vision
 block), or 1 process x 4 conversations. With per-sequence loss normalisation and ranks reading
 alternate samples, the averaged gradient of the two ranks equals the single process's, so the
-weights must agree. Rank 0 writes the full (gathered) state dict, the losses and the FSDP
+weights must agree; gradient clipping (active at 0.5: it changes these weights by ~5e-3) must
+then clip by the same global norm over the sharded gradients. Rank 0 writes the full (gathered) state dict, the losses and the FSDP
 units it saw to DIR.
 """
 
@@ -62,7 +63,8 @@ def main() -> None:
     strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1) if fsdp else "auto"
     trainer = L.Trainer(accelerator="cpu", devices=2 if fsdp else 1, strategy=strategy, max_steps=STEPS,
                         logger=L.pytorch.loggers.CSVLogger(out / "logs"), enable_progress_bar=False,
-                        enable_model_summary=False, log_every_n_steps=1, default_root_dir=out)
+                        enable_model_summary=False, log_every_n_steps=1, default_root_dir=out,
+                        gradient_clip_val=0.5)
     trainer.fit(module, data)
 
     units = sorted({type(m).__name__ for m in module.policy.modules() if type(m).__name__.startswith("FSDP")})
