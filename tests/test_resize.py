@@ -6,7 +6,6 @@ import cv2
 import pytest
 import torch
 import torch.nn.functional as F
-
 from eva_core.reader import VideoReader
 from eva_core.resize import protocol_side, resize_bicubic
 from eva_core.sample_video import write_sample_video
