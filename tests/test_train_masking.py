@@ -160,3 +160,22 @@ def test_token_logprobs_by_hand():
     assert torch.allclose(got, torch.tensor([-0.6931472, 2 - 2.1269280]), atol=1e-6)
     with pytest.raises(ValueError, match="targets"):
         token_logprobs(logits, torch.tensor([1]))
+
+
+def test_frames_kept_until_collation_give_the_same_batch(processor, conversations):
+    eager = [encode_conversation(processor, s.messages) for s in conversations[:4]]
+    lazy = [encode_conversation(processor, s.messages, with_pixels=False) for s in conversations[:4]]
+    for e, lz in zip(eager, lazy, strict=True):
+        assert lz.pixel_values is None and len(lz.images) == e.image_grid_thw.shape[0]
+        assert torch.equal(lz.image_grid_thw, e.image_grid_thw)  # grids from the sizes alone
+        assert torch.equal(lz.input_ids, e.input_ids) and torch.equal(lz.trained, e.trained)
+    pad = processor.tokenizer.pad_token_id
+    a = collate(eager, pad_id=pad)
+    b = collate([truncate(s, 10_000) for s in lazy], pad_id=pad, image_processor=processor.image_processor)
+    assert torch.equal(a.pixel_values, b.pixel_values) and torch.equal(a.image_grid_thw, b.image_grid_thw)
+    assert torch.equal(a.input_ids, b.input_ids)
+    cut = truncate(lazy[3], lazy[3].image_spans[1][0] + 1)  # keeps the first image only
+    assert len(cut.images) == 1 and collate([cut], pad_id=pad, image_processor=processor.image_processor)\
+        .pixel_values.shape[0] == int(cut.image_grid_thw.prod())
+    with pytest.raises(ValueError, match="image processor"):
+        collate(lazy, pad_id=pad)

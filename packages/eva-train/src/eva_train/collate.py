@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from eva_train.masking import EncodedConversation
+from eva_train.masking import EncodedConversation, pixel_values_for
 
 
 @dataclass
@@ -70,12 +70,14 @@ class Batch:
         return inputs
 
 
-def collate(samples: Sequence[EncodedConversation], *, pad_id: int) -> Batch:
+def collate(samples: Sequence[EncodedConversation], *, pad_id: int, image_processor=None) -> Batch:
     """Right-pad encoded conversations into one `Batch`.
 
     Args:
         samples: at least one encoded conversation.
         pad_id: the tokenizer's padding id.
+        image_processor: computes the pixel values of samples encoded without them
+            (`encode_conversation(..., with_pixels=False)`), for the whole batch at once.
     """
     if not samples:
         raise ValueError("cannot collate an empty batch")
@@ -90,8 +92,18 @@ def collate(samples: Sequence[EncodedConversation], *, pad_id: int) -> Batch:
         attention[i, :n] = 1
         trained[i, :n] = s.trained
         types[i, :n] = s.mm_token_type_ids
-    pixels = [s.pixel_values for s in samples if s.pixel_values is not None]
-    grids = [s.image_grid_thw for s in samples if s.image_grid_thw is not None]
+    pixels, grids = [], []
+    for s in samples:
+        if s.image_grid_thw is None:
+            continue
+        if s.pixel_values is None:
+            if image_processor is None:
+                raise ValueError("a sample was encoded without pixel values: pass the image processor")
+            values, grid = pixel_values_for(image_processor, s.images, s.image_grid_thw)
+        else:
+            values, grid = s.pixel_values, s.image_grid_thw
+        pixels.append(values)
+        grids.append(grid)
     total = sum(lengths)
     return Batch(
         input_ids=input_ids,

@@ -16,6 +16,12 @@ inference renders the same turns, and in addition:
 - `image_spans`: the token range of each image, from `<|vision_start|>` to `<|vision_end|>`
   inclusive, so that truncation never cuts an image in half (`truncate`).
 
+With `with_pixels=False` the image grids come from the frame sizes (Qwen2-VL's `smart_resize`,
+as the image processor computes them) and the uint8 frames are kept instead of the processor's
+float patches, which are 8 times larger (3 float32 channels, each frame repeated over Qwen's
+2-frame temporal patch); `pixel_values_for` runs the image processor later, on a batch. The
+training stream holds a whole length-grouping window this way.
+
 Images are not resized: the protocol's frames are multiples of 28 and the tiny model's
 processor keeps such sizes (see `eva_core.tiny_model`); a real Qwen2.5-VL processor applies
 its own min/max pixel bounds exactly as at inference.
@@ -49,6 +55,7 @@ class EncodedConversation:
         image_spans: I (start, end) token ranges, end exclusive, from the vision-start token to
             the vision-end token inclusive.
         truncated: whether `truncate` dropped tokens.
+        images: the I frames, uint8 [3, H, W], when `pixel_values` is not computed yet.
     """
 
     input_ids: Tensor
@@ -58,6 +65,7 @@ class EncodedConversation:
     image_grid_thw: Tensor | None
     image_spans: list[tuple[int, int]] = field(default_factory=list)
     truncated: bool = False
+    images: list[Tensor] | None = None
 
     def __post_init__(self) -> None:
         t = self.input_ids.shape[0]
@@ -66,7 +74,10 @@ class EncodedConversation:
         n_images = 0 if self.image_grid_thw is None else self.image_grid_thw.shape[0]
         if n_images != len(self.image_spans):
             raise ValueError(f"{n_images} image grids but {len(self.image_spans)} image spans")
-        if n_images and self.pixel_values.shape[0] != int(self.image_grid_thw.prod(dim=1).sum()):
+        if n_images and self.pixel_values is None and (self.images is None or len(self.images) != n_images):
+            raise ValueError("an encoded conversation needs pixel_values or one frame per image grid")
+        if n_images and self.pixel_values is not None and \
+                self.pixel_values.shape[0] != int(self.image_grid_thw.prod(dim=1).sum()):
             raise ValueError("pixel_values rows do not match the image grids")
 
     def __len__(self) -> int:
@@ -134,14 +145,45 @@ def trained_char_spans(processor, messages: Sequence[dict], trained_turns: Seque
     return text, spans
 
 
+def image_grids(image_processor, images: Sequence[Tensor]) -> Tensor:
+    """[I, 3] (t, h, w) patch grids the Qwen2-VL image processor gives these frames, from their sizes.
+
+    Qwen2-VL's `smart_resize` (sides to multiples of patch x merge within [min, max] pixels) then
+    one temporal patch per image: what `image_processor(images)["image_grid_thw"]` returns.
+    """
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    patch, merge = image_processor.patch_size, image_processor.merge_size
+    size = image_processor.size
+    rows = []
+    for image in images:
+        h, w = smart_resize(int(image.shape[-2]), int(image.shape[-1]), patch * merge,
+                            min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"])
+        rows.append([1, h // patch, w // patch])
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def pixel_values_for(image_processor, images: Sequence[Tensor], grids: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The image processor's (pixel_values [P, D], image_grid_thw [I, 3]) for frames.
+
+    Raises:
+        ValueError: the processor's grids differ from `grids` (precomputed from the sizes).
+    """
+    out = image_processor(images=list(images), return_tensors="pt")
+    if grids is not None and not torch.equal(out["image_grid_thw"], grids):
+        raise ValueError("the image processor's grids differ from the ones computed from the frame sizes")
+    return out["pixel_values"], out["image_grid_thw"]
+
+
 def encode_conversation(processor, messages: Sequence[dict[str, Any]], trained_turns: Sequence[bool] | None = None,
-                        ) -> EncodedConversation:
+                        *, with_pixels: bool = True) -> EncodedConversation:
     """Render, tokenize and mask one conversation.
 
     Args:
         processor: the model's processor (tokenizer with chat template, image processor, merge size).
         messages: the conversation; images as uint8 [3, H, W] tensors in the turns' content.
         trained_turns: one flag per turn; default every assistant turn.
+        with_pixels: run the image processor now; False keeps the frames for `pixel_values_for`.
 
     Returns:
         The encoded conversation (see `EncodedConversation`).
@@ -158,8 +200,10 @@ def encode_conversation(processor, messages: Sequence[dict[str, Any]], trained_t
     end_token = tokenizer.convert_tokens_to_ids("<|vision_end|>")
 
     if images:
-        out = processor.image_processor(images=images, return_tensors="pt")
-        pixel_values, grid = out["pixel_values"], out["image_grid_thw"]
+        if with_pixels:
+            pixel_values, grid = pixel_values_for(processor.image_processor, images)
+        else:
+            pixel_values, grid = None, image_grids(processor.image_processor, images)
         merge = processor.image_processor.merge_size
         per_image = (grid.prod(dim=1) // (merge * merge)).tolist()
     else:
@@ -206,6 +250,7 @@ def encode_conversation(processor, messages: Sequence[dict[str, Any]], trained_t
         pixel_values=pixel_values,
         image_grid_thw=grid,
         image_spans=image_spans,
+        images=None if with_pixels or not images else images,
     )
 
 
@@ -237,10 +282,11 @@ def truncate(sample: EncodedConversation, max_length: int) -> EncodedConversatio
                 cut = start
             break
     cut = max(cut, 1)
-    pixel_values, grid = sample.pixel_values, sample.image_grid_thw
+    pixel_values, grid, images = sample.pixel_values, sample.image_grid_thw, sample.images
     if grid is not None:
         rows = int(grid[:kept_images].prod(dim=1).sum())
-        pixel_values = pixel_values[:rows] if kept_images else None
+        pixel_values = pixel_values[:rows] if kept_images and pixel_values is not None else None
+        images = images[:kept_images] if kept_images and images is not None else None
         grid = grid[:kept_images] if kept_images else None
     return EncodedConversation(
         input_ids=sample.input_ids[:cut],
@@ -250,4 +296,5 @@ def truncate(sample: EncodedConversation, max_length: int) -> EncodedConversatio
         image_grid_thw=grid,
         image_spans=list(sample.image_spans[:kept_images]),
         truncated=True,
+        images=images,
     )

@@ -126,8 +126,9 @@ class SFTStream(IterableDataset):
             chunk = list(islice(samples, min(window, total - window_start)))
             if not chunk:
                 raise RuntimeError(f"source ended at sample {window_start} of {total} (rank {self.rank})")
-            encoded = [truncate(encode_conversation(processor, s.messages, s.trained_turns), self.max_length)
-                       for s, _ in chunk]
+            # Frames stay uint8 until their batch is collated (see eva_train.masking).
+            encoded = [truncate(encode_conversation(processor, s.messages, s.trained_turns, with_pixels=False),
+                                self.max_length) for s, _ in chunk]
             groups = group_by_length([len(e) for e in encoded], self.batch_size,
                                      seed=window_seed(self.seed, start.epoch, window_start), shuffle=self.shuffle)
             next_start, next_state = window_start + len(chunk), chunk[-1][1]
@@ -140,7 +141,8 @@ class SFTStream(IterableDataset):
                     after = StreamPosition(start.epoch, next_start, next_state, 0)
                 else:
                     after = StreamPosition(start.epoch + 1)
-                yield collate([encoded[i] for i in group], pad_id=pad_id), after
+                yield collate([encoded[i] for i in group], pad_id=pad_id,
+                              image_processor=processor.image_processor), after
             window_start, window_state, skip = next_start, next_state, 0
 
     def __iter__(self) -> Iterator[tuple[Batch, StreamPosition]]:
