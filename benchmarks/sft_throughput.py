@@ -9,10 +9,12 @@ timing, and held in memory, so neither side pays for video decoding.
 
 Each trainer runs in its own subprocess (so each has its own peak memory) for one epoch over
 the same conversations with the same batch size, model (the tiny Qwen2.5-VL, float32, full
-fine-tuning), optimizer (AdamW, constant lr 1e-3) and thread count:
+fine-tuning), optimizer (AdamW, constant lr 1e-3), thread count and gradient checkpointing
+(off unless --gradient-checkpointing; TRL's own default is on):
 - ours: `SFTModule` + `SFTDataModule` through a Lightning Trainer: the model's chat template,
   loss on assistant tokens only, logits computed only where a trained token is predicted,
-  length-grouped batches;
+  length-grouped batches ("ours"), and once more with TRL's exact batches ("ours-same":
+  consecutive conversations, no grouping) to compare the implementations on equal tensors;
 - TRL: `SFTTrainer` with its vision-language collator (the processor's chat template with
   images, right padding, random batches), loss on every non-padding token (its default: the
   `assistant_only_loss` option needs a chat template with generation tags, which Qwen2.5-VL's
@@ -77,10 +79,14 @@ def run_ours(args, chats) -> dict:
         def on_train_epoch_end(self, trainer, module):
             stats["seconds"] = time.perf_counter() - stats["start"]
 
-    module = SFTModule(ModelSpec(path=path, dtype="float32"),
+    module = SFTModule(ModelSpec(path=path, dtype="float32", gradient_checkpointing=args.gradient_checkpointing),
                        optim=OptimSpec(lr=1e-3, warmup_ratio=0.0, schedule="constant"))
+    # "ours": length-grouped over the whole epoch; "ours-same": windows of one batch, i.e. batches
+    # of consecutive conversations in list order, exactly TRL's batches (it reads an iterable
+    # dataset in order), so the two implementations compute on the same padded tensors.
+    window = len(chats) if args.worker == "ours" else 1
     data = SFTDataModule(path, ListSource(chats, shuffle=False), batch_size=args.batch_size, max_length=65536,
-                         window_batches=len(chats))
+                         window_batches=window)
     trainer = L.Trainer(accelerator=args.device, devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[Clock()])
     stats["rss_before"] = rss_bytes()
@@ -120,6 +126,7 @@ def run_trl(args, chats) -> dict:
                        learning_rate=1e-3, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
                        logging_steps=1, save_strategy="no", report_to=[], use_cpu=args.device == "cpu",
                        bf16=False, fp16=False, max_length=None, dataloader_num_workers=0, seed=0,
+                       gradient_checkpointing=args.gradient_checkpointing,  # TRL's default is on
                        remove_unused_columns=False)
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=processor,
@@ -144,7 +151,7 @@ def worker(args) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     chats = conversations(args.shards)
-    stats = (run_ours if args.worker == "ours" else run_trl)(args, chats)
+    stats = (run_trl if args.worker == "trl" else run_ours)(args, chats)
     stats["peak"] = peak_bytes(args.device)
     stats["conversations"] = len(chats)
     print("RESULT " + json.dumps(stats))
@@ -157,7 +164,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads in each trainer")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--shards", help="eva-data shards with SFT records (default: generate)")
-    parser.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="in both trainers (default: off)")
+    parser.add_argument("--worker", choices=["ours", "ours-same", "trl"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
@@ -172,9 +180,10 @@ def main() -> None:
         if code:
             sys.exit(code)
     results = {}
-    for name in ("ours", "trl"):
+    for name in ("ours", "ours-same", "trl"):
         cmd = [sys.executable, __file__, "--worker", name, "--shards", args.shards, "--batch-size",
                str(args.batch_size), "--threads", str(args.threads), "--device", args.device]
+        cmd += ["--gradient-checkpointing"] if args.gradient_checkpointing else []
         proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ | {"OMP_NUM_THREADS": str(args.threads)})
         line = next((s for s in proc.stdout.splitlines() if s.startswith("RESULT ")), None)
         if proc.returncode or line is None:
@@ -183,16 +192,18 @@ def main() -> None:
 
     n = results["ours"]["conversations"]
     print(f"one epoch, {n} conversations, batch {args.batch_size}, tiny Qwen2.5-VL (float32, full fine-tuning), "
-          f"{args.device}, {args.threads} threads")
-    print(f"{'trainer':<8} {'tokens':>8} {'seconds':>8} {'tokens/s':>9} {'padding':>8} {'peak MiB':>9} "
+          f"{args.device}, {args.threads} threads, gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}")
+    print(f"{'trainer':<10} {'tokens':>8} {'seconds':>8} {'tokens/s':>9} {'padding':>8} {'peak MiB':>9} "
           f"{'peak - before':>14}")
     for name, r in results.items():
         rate = r["tokens"] / r["seconds"]
         r["rate"] = rate
-        print(f"{name:<8} {r['tokens']:>8} {r['seconds']:>8.1f} {rate:>9.0f} {1 - r['tokens'] / r['padded']:>8.1%} "
+        print(f"{name:<10} {r['tokens']:>8} {r['seconds']:>8.1f} {rate:>9.0f} {1 - r['tokens'] / r['padded']:>8.1%} "
               f"{r['peak'] / 2**20:>9.0f} {(r['peak'] - r['rss_before']) / 2**20 if args.device == 'cpu' else 0:>14.0f}")
-    print(f"ours / TRL tokens/s: {results['ours']['rate'] / results['trl']['rate']:.2f}x; "
-          f"peak memory ours / TRL: {results['ours']['peak'] / results['trl']['peak']:.2f}x")
+    trl = results["trl"]
+    for name in ("ours", "ours-same"):
+        print(f"{name} / TRL: tokens/s {results[name]['rate'] / trl['rate']:.2f}x, "
+              f"peak memory {results[name]['peak'] / trl['peak']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -44,8 +44,12 @@ def shards(tmp_path_factory):
     return root / "shards"
 
 
-def _config(tmp_path: Path, name: str, shards: Path, tiny_model_dir: Path) -> Path:
+def _config(tmp_path: Path, name: str, shards: Path, tiny_model_dir: Path, *, val: bool = False) -> Path:
     path = tmp_path / f"{name}.yaml"
+    val_source = f"""
+    val:
+      class_path: eva_train.shard_source.ShardSource
+      init_args: {{shards: {shards}}}""" if val else ""
     path.write_text(f"""
 seed_everything: 0
 model:
@@ -59,7 +63,7 @@ data:
     processor_path: ${{model.init_args.model.path}}
     train:
       class_path: eva_train.shard_source.ShardSource
-      init_args: {{shards: {shards}}}
+      init_args: {{shards: {shards}}}{val_source}
     batch_size: 1
     window_batches: 2
 trainer:
@@ -142,3 +146,25 @@ def test_resume_equals_uninterrupted(request, tmp_path, shards, tiny_model_dir, 
     assert sorted(losses) == list(range(step, MAX_STEPS))
     for s, loss in losses.items():
         assert loss == pytest.approx(full_losses[s], rel=1e-5, abs=1e-6), s
+
+
+def test_validate_and_export_from_the_command_line(tmp_path, shards, tiny_model_dir, uninterrupted):
+    from eva_train.cli import main
+    from transformers import AutoModelForImageTextToText
+
+    full_dir, _ = uninterrupted
+    config = str(_config(tmp_path, "validate", shards, tiny_model_dir, val=True))
+    losses = {}
+    for step in (1, MAX_STEPS):
+        ckpt = full_dir / ("last.ckpt" if step == MAX_STEPS else f"step={step}.ckpt")
+        cli = fit_cli(["validate", "--config", config, "--ckpt_path", str(ckpt)])
+        losses[step] = float(cli.trainer.callback_metrics["val/loss"])
+    assert losses[MAX_STEPS] < losses[1]  # validated on the training conversations: training lowered it
+
+    assert main(["export", str(full_dir / "last.ckpt"), "--out", str(tmp_path / "model")]) == 0
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "model")
+    trained = _weights(full_dir / "last.ckpt")
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, trained[f"policy.{name}"], msg=name)
+    with pytest.raises(SystemExit):
+        main(["export", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "x")])
