@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import lightning as L
 import pytest
@@ -85,6 +86,9 @@ def test_full_finetune_loss_falls_and_every_trained_weight_moves(tmp_path, tiny_
     trainer = _fit(tmp_path, module, conversations, steps=24, enable_checkpointing=False)
     losses = _losses(trainer)
     assert len(losses) == 24
+    # A random initialisation predicts about uniformly: the first loss is close to ln(vocabulary).
+    vocab = module.policy.config.text_config.vocab_size
+    assert abs(losses[0] - math.log(vocab)) < 0.1, (losses[0], math.log(vocab))
     # Well below the start: the tiny model memorises the protocol's fixed strings quickly.
     assert sum(losses[-3:]) / 3 < 0.5 * sum(losses[:3]) / 3, losses
     visual = {n for n, _ in module.policy.named_parameters() if n.startswith("model.visual.")
