@@ -46,3 +46,15 @@ def tiny_model_dir():
     from eva_core.tiny_model import tiny_model_dir as build_cached
 
     return build_cached()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread: the tiny model gains nothing from more, and on a shared 2-core machine
+    two spinning OpenMP threads per process slow every step several times over."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

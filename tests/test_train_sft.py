@@ -31,15 +31,7 @@ from eva_train.sources import ListSource
 from train_conversations import make_conversations
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the tiny model gains nothing from more, and on a shared 2-core machine
-    two spinning OpenMP threads per process slow every step several times over."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
