@@ -3,62 +3,18 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-
-import httpx
 import pytest
 from eva_eval.cli import main
 from eva_eval.results import read_run
 from eval_bench import make_bench
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from serving import transformers_serve
 
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
     """`transformers serve <tiny model>` on a free port; yields its base URL."""
-    exe = shutil.which("transformers") or str(Path(sys.executable).parent / "transformers")
-    port = _free_port()
-    hub = tmp_path_factory.mktemp("hf-hub")
-    env = {**os.environ, "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    log = open(hub / "serve.log", "wb")  # noqa: SIM115 - closed below, after the server stops
-    proc = subprocess.Popen([exe, "serve", str(tiny_model_dir), "--host", "127.0.0.1", "--port", str(port),
-                             "--device", "cpu", "--log-level", "warning"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"transformers serve exited: {(hub / 'serve.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("transformers serve did not come up in 180 s")
-            time.sleep(0.5)
+    with transformers_serve(tiny_model_dir, tmp_path_factory.mktemp("hf-hub")) as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 @pytest.mark.parametrize("mode", ["agent", "uniform"])

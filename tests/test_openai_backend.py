@@ -8,17 +8,12 @@ import base64
 import io
 import json
 import logging
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import urlparse
 
-import httpx
 import numpy as np
 import pytest
 import torch
@@ -31,17 +26,13 @@ from eva_core.backends import (
 from eva_core.backends.forced import AppendToolCall, frame_select_call
 from eva_core.backends.openai_backend import backoff_delay, chat_completions_url, reply_text
 from eva_core.policy import GenerationConfig, GenerationRequest
+from eva_core.protocol import SYSTEM_PROMPT
 from PIL import Image
+from serving import free_port, transformers_serve
 
-SYSTEM = "Use Frame Select Tool to Anlysis the video and generate an answer to the question."
+SYSTEM = SYSTEM_PROMPT
 GREEDY = GenerationConfig(max_new_tokens=16)
 CALL = frame_select_call(0.0, 9.0, 2, 0.5)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def frames(seed: int, sizes=((56, 84), (28, 56))) -> list[torch.Tensor]:
@@ -70,37 +61,8 @@ def tool_turn(images: list[torch.Tensor]) -> dict:
 @pytest.fixture(scope="module")
 def served(tiny_model_dir, tmp_path_factory):
     """`transformers serve` on the tiny model at 127.0.0.1:<free port>; stopped after the module."""
-    port = free_port()
-    cache = tmp_path_factory.mktemp("hf-hub-cache")  # /v1/models scans the hub cache
-    log_path = cache / "serve.log"
-    exe = Path(sys.executable).parent / "transformers"
-    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen([str(exe), "serve", str(tiny_model_dir), "--host", "127.0.0.1", "--port", str(port),
-                                 "--device", "cpu", "--dtype", "float32"],
-                                stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"transformers serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"transformers serve did not start in 180 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with transformers_serve(tiny_model_dir, tmp_path_factory.mktemp("hf-hub-cache")) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,9 @@ from eva_core.backends.prefix_cache import (
 from eva_core.backends.sampling import next_tokens
 from eva_core.backends.transformers_backend import message_images
 from eva_core.policy import GenerationConfig, GenerationRequest, Policy
+from eva_core.protocol import SYSTEM_PROMPT
 
-SYSTEM = "Use Frame Select Tool to Anlysis the video and generate an answer to the question."
+SYSTEM = SYSTEM_PROMPT
 GREEDY = GenerationConfig(max_new_tokens=16)
 CALL = frame_select_call(0.0, 9.0, 2, 0.5)
 
