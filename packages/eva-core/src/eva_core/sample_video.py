@@ -9,6 +9,7 @@ libx264, so no system FFmpeg is needed.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 INDEX_BITS = 16
+TIME_BASE = Fraction(1, 90000)
 
 
 def _frame_pixels(index: int, width: int, height: int) -> np.ndarray:
@@ -94,27 +96,60 @@ def write_sample_video(
     """
     n_frames = max(1, round(duration * fps))
     times = sample_frame_times(n_frames, fps, start=start, vfr=vfr)
-    buffer = io.BytesIO()
-    out = av.open(buffer, mode="w", format=container)
-    time_base = Fraction(1, 90000)
-    stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-    stream.time_base = time_base
-    stream.codec_context.time_base = time_base
-    stream.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "crf": str(crf),
-                      "preset": "veryfast", "bf": "0"}
-    for index, t in enumerate(times):
-        frame = av.VideoFrame.from_ndarray(_frame_pixels(index, width, height), format="rgb24")
-        frame.pts = round(t / time_base)
-        frame.time_base = time_base
-        for packet in stream.encode(frame):
-            out.mux(packet)
-    for packet in stream.encode():
-        out.mux(packet)
-    out.close()
-    data = buffer.getvalue()
+    frames = (_frame_pixels(index, width, height) for index in range(n_frames))
+    data = encode_h264(frames, times, fps=fps, width=width, height=height, gop=gop, crf=crf, container=container)
     if target is None:
         return data
     path = Path(target)
     path.write_bytes(data)
     return path
+
+
+def encode_h264(
+    frames: Iterable[np.ndarray],
+    times: Iterable[float] | None = None,
+    *,
+    fps: float,
+    width: int,
+    height: int,
+    gop: int,
+    crf: int = 23,
+    preset: str = "veryfast",
+    container: str = "mp4",
+    threads: int | None = None,
+) -> bytes:
+    """Encode RGB frames as H.264 (yuv420p, no B-frames) with PyAV's bundled libx264.
+
+    Args:
+        frames: uint8 [H, W, 3] each.
+        times: presentation time of each frame, seconds; None: frame i at i / fps.
+        fps: nominal frame rate written in the stream.
+        width, height: frame size (even numbers).
+        gop: keyframe interval in frames.
+        crf: x264 quality (lower is better).
+        preset: x264 speed preset.
+        container: "mp4" or "matroska".
+        threads: x264 threads; 1 makes the bytes independent of the machine's core count.
+    """
+    buffer = io.BytesIO()
+    out = av.open(buffer, mode="w", format=container)
+    stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    stream.time_base = TIME_BASE
+    stream.codec_context.time_base = TIME_BASE
+    options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "crf": str(crf),
+               "preset": preset, "bf": "0"}
+    if threads is not None:
+        options["threads"] = str(threads)
+    stream.options = options
+    pairs = zip(frames, times, strict=True) if times is not None else ((f, i / fps) for i, f in enumerate(frames))
+    for img, t in pairs:
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        frame.pts = round(t / TIME_BASE)
+        frame.time_base = TIME_BASE
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+    out.close()
+    return buffer.getvalue()

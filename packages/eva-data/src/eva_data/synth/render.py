@@ -2,25 +2,21 @@
 
 Shapes are drawn as exact masks in numpy (no anti-aliasing, no drawing library), and glyphs
 come from the bitmap font in `eva_data.synth.glyphs`, so a seed always gives the same pixels.
-Encoding uses PyAV's bundled libx264 like `eva_core.sample_video`, with one encoder thread:
+Encoding uses `eva_core.sample_video.encode_h264` (PyAV's bundled libx264) with one encoder thread:
 x264's output can depend on its thread count, and same seed must mean same bytes on any
 machine with the same libraries.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Iterator
-from fractions import Fraction
 
-import av
 import numpy as np
+from eva_core.sample_video import encode_h264 as encode_video
 
 from eva_data.synth.events import COLOURS, Event, VideoPlan
 from eva_data.synth.glyphs import glyph_mask
 from eva_data.synth.scenes import SceneRenderer
-
-TIME_BASE = Fraction(1, 90000)
 
 
 def shape_mask(shape: str, size: int) -> np.ndarray:
@@ -98,24 +94,9 @@ def encode_h264(frames: Iterable[np.ndarray], *, fps: float, width: int, height:
         crf: x264 quality.
         preset: x264 speed preset.
     """
-    buffer = io.BytesIO()
-    out = av.open(buffer, mode="w", format="mp4")
-    stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-    stream.time_base = TIME_BASE
-    stream.codec_context.time_base = TIME_BASE
-    stream.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "crf": str(crf),
-                      "preset": preset, "bf": "0", "threads": "1"}
-    for index, img in enumerate(frames):
-        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-        frame.pts = round(index / fps / TIME_BASE)
-        frame.time_base = TIME_BASE
-        for packet in stream.encode(frame):
-            out.mux(packet)
-    for packet in stream.encode():
-        out.mux(packet)
-    out.close()
-    return buffer.getvalue()
+    # One x264 thread: the bytes then do not depend on the machine's core count (same seed, same bytes).
+    return encode_video(frames, fps=fps, width=width, height=height, gop=gop, crf=crf, preset=preset,
+                        threads=1)
 
 
 def render_video(plan: VideoPlan) -> bytes:
