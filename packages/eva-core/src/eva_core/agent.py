@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from eva_core import uniform
 from eva_core.decoders import Backend
 from eva_core.episode import Episode, Step, StopReason, ToolCallRecord, VideoRef
 from eva_core.errors import FrameToolError
@@ -330,6 +331,8 @@ def replay_messages(episode: Episode, video: VideoSource | VideoReader | None = 
     source = video if video is not None else episode.video.path
     if source is None:
         raise ValueError("the record has no video path: pass the video")
+    if episode.config.get("mode") == uniform.MODE:
+        return _replay_uniform(episode, open_video(source, backend=backend), backend)
     reader = open_video(source, backend=backend) if episode.steps else None
     messages: list[Message] = [{"role": t["role"], "content": [text_part(t["text"])]} for t in episode.prompt]
     for step in episode.steps:
@@ -351,3 +354,14 @@ def replay_messages(episode: Episode, video: VideoSource | VideoReader | None = 
             raise ValueError("the rebuilt tool turn differs from the record's")
         messages.append(turn)
     return messages
+
+
+def _replay_uniform(episode: Episode, reader: VideoReader, backend: Backend) -> list[Message]:
+    """A uniform-view episode's conversation (`eva_core.uniform`): the frames up front, one reply."""
+    selection = uniform.uniform_selection(reader, nframes=int(episode.config["nframes"]),
+                                          resize=float(episode.config["resize"]), backend=backend)
+    system = next((t["text"] for t in episode.prompt if t["role"] == "system"), None)
+    messages = uniform.uniform_messages(episode.question, selection, system)
+    if [{"role": m["role"], "text": turn_text(m)} for m in messages] != episode.prompt:
+        raise ValueError("the rebuilt uniform view differs from the record's prompt")
+    return messages + [assistant_turn(step.reply) for step in episode.steps]

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from eva_data.records.oracle import TRAJECTORIES, write_records
+from eva_data.records.oracle import SURVEY_FRAMES, SURVEY_RESIZE, TRAJECTORIES, write_records
 from eva_data.shards.summary import summarize
 from eva_data.shards.writer import DEFAULT_MAX_BYTES, benchmark_samples, pack
 from eva_data.synth.benchmark import ANNOTATIONS, PLANS, VIDEO_DIR, load_plans, write_benchmark
@@ -49,6 +49,13 @@ def _synth_args(sub) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes rendering videos")
     p.add_argument("--records", action="store_true",
                    help="also write oracle SFT trajectories and RL prompts into the folder")
+    p.add_argument("--survey-frames", nargs="+", type=int, default=list(SURVEY_FRAMES), metavar="N",
+                   help="with --records: the oracle scan's frame counts to try, smallest first "
+                        "(one count: the same scan for every video)")
+    p.add_argument("--uniform-frames", type=int, metavar="N",
+                   help="with --records: also write each item's uniform counterpart with N frames")
+    p.add_argument("--uniform-resize", type=float, default=SURVEY_RESIZE, metavar="R",
+                   help="resize of the uniform counterparts' frames")
     p.add_argument("--shards", type=Path, help="also pack the benchmark into shards here")
     p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="shard size cap")
 
@@ -80,10 +87,12 @@ def run_synth(args) -> int:
     print("question types: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.items_by_type.items())))
     if args.records:
         start = time.perf_counter()
-        records = write_records(args.out)
+        records = write_records(args.out, survey_frames=sorted(args.survey_frames), uniform_frames=args.uniform_frames,
+                                uniform_resize=args.uniform_resize)
+        uniform = f", {records.uniform} uniform counterparts" if args.uniform_frames else ""
         print(f"wrote {records.trajectories} oracle SFT trajectories ({records.skipped} items skipped: no scan of "
-              f"at most 256 frames sees their evidence) and {records.rl_prompts} RL prompts "
-              f"in {time.perf_counter() - start:.1f} s")
+              f"at most {max(args.survey_frames)} frames sees their evidence){uniform} and {records.rl_prompts} "
+              f"RL prompts in {time.perf_counter() - start:.1f} s")
     if args.shards:
         shards = _pack_folder(args.out, args.shards, max_bytes=args.max_bytes)
         print(f"packed into {len(shards)} shards in {args.shards}")

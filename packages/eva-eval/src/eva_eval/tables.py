@@ -105,11 +105,16 @@ def report_lines(runs: Sequence[Run]) -> list[str]:
         out.append(f"{row.run}: {row.title}, {row.mode}, model {row.model}")
         if row.headline:
             out.append(f"  {row.headline}")
+        if summary.chance is not None:
+            out.append(f"  chance {summary.chance:.2f} % on the items with fixed odds; accuracy above chance: "
+                       f"one-sided exact p = {summary.p_above_chance:.2g}")
         out.append("  stop reasons: " + ", ".join(f"{k} {v}" for k, v in summary.stop_reasons.items()))
         t = summary.time
         out.append(f"  time: model {t.model:.1f} s, tool {t.tool:.1f} s, other {t.other:.1f} s (summed over items)")
         for cat, (acc, n) in summary.by_category.items():
-            out.append(f"  {cat:<28} {acc:6.2f} %  ({n} items)")
+            level = summary.chance_by_category.get(cat)
+            odds = f", chance {level:.2f} %" if level is not None else ""
+            out.append(f"  {cat:<28} {acc:6.2f} %  ({n} items{odds})")
     return out
 
 

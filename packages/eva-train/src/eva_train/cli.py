@@ -23,14 +23,15 @@ from lightning.pytorch.cli import LightningCLI
 
 
 def register_resolvers() -> None:
-    """OmegaConf resolvers the recipes use: `${tiny_model:SEED}` is the tiny offline Qwen2.5-VL's
-    folder (`eva_core.tiny_model.tiny_model_dir`, built into the user cache on first use)."""
+    """OmegaConf resolvers the recipes use: `${tiny_model:SEED}` (or `${tiny_model:SEED,SIZE}`, a
+    size of `eva_core.tiny_model.SPECS`) is the tiny offline Qwen2.5-VL's folder
+    (`eva_core.tiny_model.tiny_model_dir`, built into the user cache on first use)."""
     from omegaconf import OmegaConf
 
-    def tiny_model(seed: int = 0) -> str:
+    def tiny_model(seed: int = 0, size: str = "tiny") -> str:
         from eva_core.tiny_model import tiny_model_dir
 
-        return str(tiny_model_dir(seed=int(seed)))
+        return str(tiny_model_dir(seed=int(seed), spec=str(size)))
 
     OmegaConf.register_resolver("tiny_model", tiny_model, replace=True, use_cache=True)
 

@@ -16,6 +16,9 @@ from dataclasses import dataclass, fields, replace
 
 from eva_data.synth.glyphs import GLYPH_ROWS
 
+PALETTE = ("red", "green", "blue", "yellow", "orange", "purple")
+"""Every colour an event can take (their RGB values: `eva_data.synth.events.COLOURS`)."""
+
 QUESTION_TYPES = ("character", "colour", "order", "count", "temporal_choice", "temporal_number", "describe")
 """Every question type the generator writes (see `eva_data.synth.questions`)."""
 
@@ -47,6 +50,11 @@ class SynthConfig:
         questions_per_video: questions written about each video, of distinct types.
         question_types: the types to draw from.
         min_gap: seconds of event-free time kept between two events and at both ends.
+        colours: the palette events are drawn in (names of `eva_data.synth.events.COLOURS`), and
+            the colours a `colour` question offers as options.
+        shuffle_options: shuffle the options of `character` and `colour` questions; False lists
+            them in a fixed order (the palette's, the glyph set's), so an option's letter names
+            the same colour in every item.
     """
 
     duration: tuple[float, float] = (120.0, 600.0)
@@ -64,6 +72,8 @@ class SynthConfig:
     questions_per_video: int = 3
     question_types: tuple[str, ...] = QUESTION_TYPES
     min_gap: float = 2.0
+    colours: tuple[str, ...] = PALETTE
+    shuffle_options: bool = True
 
     def __post_init__(self):
         for name in ("duration", "event_length", "key_events", "distractor_events"):
@@ -88,6 +98,10 @@ class SynthConfig:
             raise SynthConfigError("fps and gop_seconds must be positive")
         if not 0 <= self.grain <= 255:
             raise SynthConfigError(f"grain must be in [0, 255], got {self.grain}")
+        if len(set(self.colours)) != len(self.colours) or not set(self.colours) <= set(PALETTE):
+            raise SynthConfigError(f"colours must be distinct names from {PALETTE}, got {self.colours}")
+        if len(self.colours) < 4:
+            raise SynthConfigError(f"a colour question offers 4 options: give at least 4 colours, got {self.colours}")
         unknown = set(self.question_types) - set(QUESTION_TYPES)
         if unknown or not self.question_types:
             raise SynthConfigError(f"unknown question types {sorted(unknown)}; known: {QUESTION_TYPES}")
@@ -117,6 +131,15 @@ DIFFICULTIES: dict[str, SynthConfig] = {
     "default": SynthConfig(),
     "hard": SynthConfig(duration=(600.0, 1800.0), event_length=(1.0, 2.0), key_events=(3, 5),
                         distractor_events=(8, 16), glyph_px=10),
+    # Sized for the quickstart's tiny model on 2 CPU cores (docs/train.md, "The embedded
+    # default"): every video is 40 s long, so the survey call is the same for every item; one
+    # shape of one of four colours, on screen 4-6 s, small 224x224 frames (a frame of the
+    # survey at resize 0.25 is 4 visual tokens); one question, its colour, with the four
+    # colours always listed in the same order.
+    "tiny": SynthConfig(duration=(40.0, 40.0), event_length=(4.0, 6.0), key_events=(1, 1),
+                        distractor_events=(0, 0), width=224, height=224, questions_per_video=1,
+                        question_types=("colour",), colours=("red", "green", "blue", "yellow"),
+                        shuffle_options=False),
 }
 """Named presets. `default` is what the done-when tests measure (see docs/benchmarks.md)."""
 
