@@ -162,6 +162,9 @@ class TinyModelSpec:
         corpus_lines: lines of generated text the tokenizer is trained on.
         extra_text: more text the tokenizer's corpus repeats (for instance the wording of the
             training trajectories), so that its words become single tokens; empty by default.
+        qk_init_std: std of the decoder's query/key weights (see `build_tiny_model`); None keeps
+            transformers' initialisation (std 0.02), which a model meant to learn needs: sharp
+            random attention saturates the softmax, and the gradient through it vanishes.
     """
 
     vocab_size: int = 1024
@@ -176,6 +179,7 @@ class TinyModelSpec:
     vision_heads: int = 2
     corpus_lines: int = 4000
     extra_text: str = ""
+    qk_init_std: float | None = QK_INIT_STD
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "intermediate_size", "vision_hidden_size", "vision_intermediate_size"):
@@ -202,16 +206,16 @@ class TinyModelSpec:
 # reflection, the scan, colours and shapes): the `learner` tokenizer makes these words whole tokens,
 # which halves the length of a trajectory (and so the cost of a step and of a reply).
 LEARNER_TEXT = (
-    "Summary: I have not seen the video yet. It is 40 seconds long, and the question asks about the colour of "
-    "the shape carrying 'K'.\nPlan: shapes like this are on screen for a few seconds only, so I will first scan "
-    "the whole video at low resolution (16 frames) to find when coloured shapes appear; colour shows even at low "
-    "resolution, then look at those moments at full resolution.\nSummary: the scan shows a red shape at [00:12]; "
-    "the rest is grey background with moving blocks. It is the only coloured shape in the video, so it is the one "
-    "carrying 'K'.\nReflection: The shape carrying 'K' is red, which is option A.\n<answer>A</answer> "
-    "A shape carrying the character 'K' appears briefly in the video. What colour is it?\nA. red\nB. green\n"
-    "C. blue\nD. yellow\nE. orange\nF. purple\nAnswer with the option's letter from the given choices directly. "
-    "circle square triangle diamond letter digit character characters candidates close looks full resolution "
-    "At this resolution no character can be read. I will look at each of these moments at full resolution."
+    "Summary: I have not seen the video yet. It is 39 seconds long, and the question asks about the colour of a "
+    "shape.\nPlan: colour shows even at low resolution, so I will scan the whole video at low resolution (12 frames) "
+    "to find the shape.\nSummary: the scan shows a red shape at [00:12]; the rest is grey background with moving "
+    "blocks. It is the only coloured shape in the video, so it is the one the question asks about.\nReflection: the "
+    "shape is green, which is option B.\n<answer>B</answer> A shape carrying the character 'K' appears briefly in "
+    "the video. What colour is it?\nA. red\nB. green\nC. blue\nD. yellow\nE. orange\nF. purple\nAnswer with the "
+    "option's letter from the given choices directly. Plan: shapes like this are on screen for a few seconds only, "
+    "so I will first scan the whole video at low resolution to find when coloured shapes appear, then look at those "
+    "moments at full resolution. circle square triangle diamond letter digit character candidates close looks. At "
+    "this resolution no character can be read. I will look at each of these moments at full resolution."
 )
 
 _WORD_TEXT = (
@@ -427,9 +431,9 @@ def build_tiny_model(out_dir: str | os.PathLike, *, seed: int = 0, spec: TinyMod
         # (measured: positions replaced by token indices gave the same greedy reply). Sharper
         # query/key projections make attention, and so the replies, depend on positions.
         with torch.no_grad():
-            for layer in model.model.language_model.layers:
+            for layer in model.model.language_model.layers if spec.qk_init_std is not None else ():
                 for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj):
-                    proj.weight.normal_(0.0, QK_INIT_STD)
+                    proj.weight.normal_(0.0, spec.qk_init_std)
     end_ids = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
     # Random weights would write image placeholders and other chat markers that a trained model
     # never writes; a skip_special_tokens decode drops them but a server's raw decode keeps them,
@@ -458,7 +462,8 @@ SPECS: dict[str, TinyModelSpec] = {
     # parameters, with a tokenizer that knows the trajectories' words.
     "learner": TinyModelSpec(vocab_size=2048, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
                              num_attention_heads=4, num_key_value_heads=2, vision_hidden_size=128,
-                             vision_intermediate_size=256, vision_depth=2, vision_heads=2, extra_text=LEARNER_TEXT),
+                             vision_intermediate_size=256, vision_depth=2, vision_heads=2, extra_text=LEARNER_TEXT,
+                             qk_init_std=None),
 }
 """Named sizes: `tiny` (tests, the default) and `learner` (the quickstart's recipe)."""
 

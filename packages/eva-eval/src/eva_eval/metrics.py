@@ -58,6 +58,19 @@ def p_above_chance(records: Sequence[ResultRecord]) -> float | None:
     return min(1.0, sum(dist[k:]))
 
 
+def answered_after_tool_call(records: Sequence[ResultRecord]) -> float | None:
+    """100 * (agent-mode records that ended with an answer after at least one frame_select call
+    that ran) / (agent-mode records), error records included; None for a run with no agent record.
+
+    This is the protocol followed end to end: plan, call the tool validly, see frames, answer.
+    """
+    agent = [r for r in records if r.mode == "agent"]
+    if not agent:
+        return None
+    done = sum(r.status == "ok" and r.stop_reason == "answer_found" and bool(r.views) for r in agent)
+    return 100.0 * done / len(agent)
+
+
 def chance_by_category(records: Sequence[ResultRecord]) -> dict[str, float]:
     """{category: chance %} for the categories whose records have a chance."""
     groups: dict[str, list[ResultRecord]] = defaultdict(list)
@@ -123,6 +136,8 @@ class RunSummary:
         chance: percent a uniform guesser expects on the items with fixed odds, None if none has.
         p_above_chance: one-sided exact p-value of the accuracy on those items against chance.
         chance_by_category: {category: chance %}.
+        answered_after_tool_call: percent of agent episodes ending in an answer after a valid
+            tool call (`answered_after_tool_call`); None in uniform mode.
     """
 
     items: int
@@ -140,6 +155,7 @@ class RunSummary:
     chance: float | None = None
     p_above_chance: float | None = None
     chance_by_category: dict[str, float] = field(default_factory=dict)
+    answered_after_tool_call: float | None = None
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -165,4 +181,5 @@ def summarize(records: Sequence[ResultRecord]) -> RunSummary:
         chance=chance_level(records),
         p_above_chance=p_above_chance(records),
         chance_by_category=chance_by_category(records),
+        answered_after_tool_call=answered_after_tool_call(records),
     )

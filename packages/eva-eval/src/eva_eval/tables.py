@@ -108,6 +108,8 @@ def report_lines(runs: Sequence[Run]) -> list[str]:
         if summary.chance is not None:
             out.append(f"  chance {summary.chance:.2f} % on the items with fixed odds; accuracy above chance: "
                        f"one-sided exact p = {summary.p_above_chance:.2g}")
+        if summary.answered_after_tool_call is not None:
+            out.append(f"  answered after a valid tool call: {summary.answered_after_tool_call:.1f} % of episodes")
         out.append("  stop reasons: " + ", ".join(f"{k} {v}" for k, v in summary.stop_reasons.items()))
         t = summary.time
         out.append(f"  time: model {t.model:.1f} s, tool {t.tool:.1f} s, other {t.other:.1f} s (summed over items)")

@@ -170,22 +170,27 @@ def oracle_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo, config
         return None
     targets = [plan.events[i] for i in item["event_ids"]]
     caught = [(e, label) for e in plan.events if (label := survey.first_inside(e.window)) is not None]
+    spotted = "; ".join(f"{article(e.colour).lower()} {e.colour} shape at [{label}]" for e, label in caught)
+    if _alone(item, plan):
+        # Nothing item-specific is copied from the question (a tiny model learns a constant
+        # opening at once, and derails when copying a character): the opening depends only on
+        # the video's length, and the rest on what the scan shows.
+        event = targets[0]
+        first = (f"Summary: I have not seen the video yet. It is {video_length(info.duration)} seconds long, and the "
+                 f"question asks about the colour of a shape.\nPlan: colour shows even at low resolution, so I will "
+                 f"scan the whole video at low resolution ({survey.nframes} frames) to find the shape.\n"
+                 f"<tool_call>{survey.json()}</tool_call>")
+        second = (f"Summary: the scan shows {spotted}; the rest is grey background with moving blocks. It is the only "
+                  f"coloured shape in the video, so it is the one the question asks about.\n"
+                  f"Reflection: the shape is {event.colour}, which is option {item['reward_model']['ground_truth']}.\n"
+                  f"<answer>{item['reward_model']['ground_truth']}</answer>")
+        return OracleScript(turns=(first, second), calls=((survey,),))
     fields = {"colour": targets[0].colour, "shape": targets[0].shape, "char": targets[0].char}
     topic = _TOPIC[item["question_type"]].format(**fields)
     opening = (f"Summary: I have not seen the video yet. It is {video_length(info.duration)} seconds long, and the "
                f"question asks about {topic}.\nPlan: shapes like this are on screen for a few seconds only, so I will "
                f"first scan the whole video at low resolution ({survey.nframes} frames) to find when coloured shapes "
                f"appear, then look at those moments at full resolution.")
-    spotted = "; ".join(f"{article(e.colour).lower()} {e.colour} shape at [{label}]" for e, label in caught)
-    if _alone(item, plan):
-        label = survey.first_inside(targets[0].window)
-        reflection, answer = _reasoning(item, targets, {targets[0].index: label})
-        first = (f"{opening.removesuffix(', then look at those moments at full resolution.')}; colour shows even "
-                 f"at low resolution.\n<tool_call>{survey.json()}</tool_call>")
-        second = (f"Summary: the scan shows {spotted}; the rest is grey background with moving blocks. It is the only "
-                  f"coloured shape in the video, so it is the one carrying '{targets[0].char}'.\n"
-                  f"Reflection: {reflection}\n<answer>{answer}</answer>")
-        return OracleScript(turns=(first, second), calls=((survey,),))
     if item["question_type"] == "character":  # named by colour and shape: the other colours need no look
         caught = [(e, label) for e, label in caught if e.colour == targets[0].colour]
 

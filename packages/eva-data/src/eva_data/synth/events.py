@@ -105,6 +105,7 @@ class VideoPlan:
         fps, width, height, gop_seconds, crf, grain, glyph_px: as in `SynthConfig`.
         events: in order of appearance.
         scene_seed: seed of the background (see `eva_data.synth.scenes`).
+        background: "scenes" (tinted gradients) or "flat" (mid-grey), as in `SynthConfig`.
     """
 
     video_id: str
@@ -119,6 +120,7 @@ class VideoPlan:
     glyph_px: int
     events: tuple[Event, ...]
     scene_seed: int
+    background: str = "scenes"
 
     @property
     def duration(self) -> float:
@@ -183,4 +185,5 @@ def plan_video(config: SynthConfig, seed: int, video_id: str) -> VideoPlan:
         frame += lengths[i]
     return VideoPlan(video_id=video_id, seed=seed, n_frames=n_frames, fps=fps, width=config.width,
                      height=config.height, gop_seconds=config.gop_seconds, crf=config.crf, grain=config.grain,
-                     glyph_px=config.glyph_px, events=tuple(events), scene_seed=derive_seed(seed, "scene"))
+                     glyph_px=config.glyph_px, events=tuple(events), scene_seed=derive_seed(seed, "scene"),
+                     background=config.background)
