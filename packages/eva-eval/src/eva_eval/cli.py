@@ -49,6 +49,13 @@ def load_model(model: str, *, concurrency: int | None = None) -> Policy:
     return load_policy(model, max_concurrency=concurrency) if is_url and concurrency else load_policy(model)
 
 
+def _newline_flags(p) -> None:
+    p.add_argument("--decode-newlines", action="store_true",
+                   help="turn literal backslash-n in questions into newlines (default: send them as released)")
+    p.add_argument("--raw-prompts", dest="decode_newlines", action="store_false",
+                   help="the default; kept for old command lines")
+
+
 def _run_parser(sub) -> None:
     p = sub.add_parser("run", help="run a benchmark into a run directory (resumes by default)")
     p.add_argument("--benchmark", required=True, help="registry name (see `eva-eval list`)")
@@ -64,7 +71,7 @@ def _run_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="episodes per lockstep batch")
     p.add_argument("--workers", type=int, default=1, help="batches in flight (overlaps decoding with the model)")
     p.add_argument("--concurrency", type=int, help="HTTP backend: requests in flight")
-    p.add_argument("--raw-prompts", action="store_true", help="keep literal backslash-n in questions (as released)")
+    _newline_flags(p)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     a = p.add_argument_group("agent mode (protocol defaults)")
     a.add_argument("--max-turns", type=int, default=6)
@@ -81,7 +88,7 @@ def _run_parser(sub) -> None:
 def cmd_run(args) -> int:
     benchmark = get_benchmark(args.benchmark)
     video_root = args.video_root or args.annotations.parent
-    loaded = benchmark.load(args.annotations, video_root=video_root, decode_newlines=not args.raw_prompts)
+    loaded = benchmark.load(args.annotations, video_root=video_root, decode_newlines=args.decode_newlines)
     print("\n".join(loaded.report.lines()), file=sys.stderr)
     generation = GenerationConfig(max_new_tokens=args.max_new_tokens)
     settings = RunSettings(
@@ -92,7 +99,7 @@ def cmd_run(args) -> int:
                               generation=generation),
     )
     info = run_info(benchmark, settings, model=args.model, annotations=args.annotations, video_root=video_root,
-                    decode_newlines=not args.raw_prompts)
+                    decode_newlines=args.decode_newlines)
     policy = load_model(args.model, concurrency=args.concurrency)
     ids = [i.strip() for i in args.items.split(",") if i.strip()] if args.items else None
     outcome = evaluate(policy, benchmark, loaded, args.out, settings, info, resume=args.resume,
@@ -133,7 +140,7 @@ def cmd_compare(args) -> int:
 
 def cmd_inspect(args) -> int:
     benchmark = get_benchmark(args.benchmark)
-    loaded = benchmark.load(args.annotations, video_root=args.video_root, decode_newlines=not args.raw_prompts)
+    loaded = benchmark.load(args.annotations, video_root=args.video_root, decode_newlines=args.decode_newlines)
     print("\n".join(loaded.report.lines()))
     for item_id, ref, reason in loaded.report.unresolved[:args.show_unresolved]:
         print(f"  unresolved {item_id}: {ref} ({reason})")
@@ -159,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--benchmark", required=True)
     i.add_argument("--annotations", required=True, type=Path)
     i.add_argument("--video-root", type=Path)
-    i.add_argument("--raw-prompts", action="store_true")
+    _newline_flags(i)
     i.add_argument("--show-unresolved", type=int, default=0, help="list the first N unresolved videos")
     sub.add_parser("list", help="benchmarks and their published figures")
     return parser

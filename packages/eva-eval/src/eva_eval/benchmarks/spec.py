@@ -75,13 +75,14 @@ class Benchmark:
     summarizer: Summarizer | None = None
 
     def load(self, annotations: Path | str, *, video_root: Path | str | None,
-             decode_newlines: bool = True) -> LoadedBenchmark:
+             decode_newlines: bool = False) -> LoadedBenchmark:
         """Load the benchmark's items from an annotation file.
 
         Args:
             annotations: the annotation file (unified jsonl).
             video_root: the folder holding the videos; None loads without resolving them.
-            decode_newlines: decode literal backslash-n in questions (see `annotations`).
+            decode_newlines: decode literal backslash-n in questions (default: as released;
+                see `annotations`).
         """
         if self.loader is not None:
             return self.loader(annotations, benchmark=self.name, video_root=video_root,
