@@ -26,6 +26,9 @@ class Reference:
         tokens: mean total tokens (protocol's count).
         source: where the figure comes from.
         extra: other published numbers, such as ELV-Halluc's SAH ratios.
+        by_category: published accuracy (percent) per category, keyed as the annotations name
+            categories (Video-Holmes' SR, IMC, ...); printed beside ours in the report.
+        by_category_source: where the per-category figures come from.
     """
 
     accuracy: float | None = None
@@ -33,6 +36,8 @@ class Reference:
     tokens: float | None = None
     source: str = ""
     extra: dict[str, float] = field(default_factory=dict)
+    by_category: dict[str, float] = field(default_factory=dict)
+    by_category_source: str = ""
 
 
 Loader = Callable[..., LoadedBenchmark]
