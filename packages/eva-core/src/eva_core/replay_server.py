@@ -8,13 +8,16 @@ repeating; `scripted_replies` picks the script by a key found in the first user 
 
 Serves `GET /v1/models` and non-streaming `POST /v1/chat/completions` on a thread per
 connection (the standard library's `ThreadingHTTPServer`), with an optional fixed latency per
-completion. `usage` counts are rough (characters / 4 for text, images not counted): enough
-for a client's bookkeeping, not a tokenizer's figure.
+completion. `usage` counts are rough: characters / 4 for text, and Qwen2.5-VL's (H / 28) *
+(W / 28) for each PNG image (read from the PNG header of a data URL or a `file://` path):
+enough for a client's bookkeeping, not a tokenizer's figure.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import threading
 import time
 import uuid
@@ -67,6 +70,41 @@ def _rough_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
+def png_size(url: str) -> tuple[int, int] | None:
+    """(height, width) of a PNG given as a base64 data URL or a file:// URL; None otherwise."""
+    try:
+        if url.startswith("data:image/png;base64,"):
+            head = base64.b64decode(url[len("data:image/png;base64,"):][:32])
+        elif url.startswith("file://"):
+            with open(url[len("file://"):], "rb") as f:
+                head = f.read(24)
+        else:
+            return None
+    except (OSError, ValueError):
+        return None
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    width, height = struct.unpack(">II", head[16:24])
+    return height, width
+
+
+def image_tokens(messages: list[dict[str, Any]]) -> int:
+    """Qwen2.5-VL's visual tokens of the PNG images in the messages: (H / 28) * (W / 28) each."""
+    total = 0
+    for m in messages:
+        for part in m.get("content") if isinstance(m.get("content"), list) else []:
+            url = (part.get("image_url") or {}).get("url", "") if isinstance(part, dict) else ""
+            size = png_size(url)
+            if size is not None:
+                total += (size[0] // 28) * (size[1] // 28)
+    return total
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # a client opening dozens of connections at once is not refused
+    daemon_threads = True
+
+
 class ReplayServer:
     """The server, started on enter and stopped on exit.
 
@@ -82,8 +120,7 @@ class ReplayServer:
         self.reply, self.model, self.latency_s = reply, model, latency_s
         self.requests = 0
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer((host, port), self._handler())
-        self._httpd.daemon_threads = True
+        self._httpd = _Server((host, port), self._handler())
         self._thread: threading.Thread | None = None
 
     @property
@@ -111,7 +148,7 @@ class ReplayServer:
             time.sleep(self.latency_s)
         with self._lock:
             self.requests += 1
-        prompt = _rough_tokens("".join(message_text(m) for m in messages))
+        prompt = _rough_tokens("".join(message_text(m) for m in messages)) + image_tokens(messages)
         completion = _rough_tokens(text)
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
