@@ -6,7 +6,10 @@ script per item (2 or 3 `frame_select` calls, then the answer), so both do real 
 (decoding, resizing, sending images) and the figure is the client's own cost. Items: `--items`
 questions over `--videos` generated H.264 videos; item i makes 2 + (i mod 2) calls of 8 or 12
 frames at resize 0.5 over 15-second windows, then answers. Both must answer every item as
-scripted (the script prints their accuracy, 100 % when they did).
+scripted (the script prints their accuracy, 100 % when they did). Printed per client: wall time
+and items/s of the whole command (start-up included), and the CPU seconds it and every process
+it waited for used (the released client's tool and ffprobe processes included): on a shared
+machine the wall figures move with the load, the CPU figures much less.
 
 The released client is `eval-eva.py` of a checkout of the released repository (`--released
 DIR`, holding `eval-eva.py` and `select_frame_fallback.py`); it is run by a small wrapper that
@@ -28,6 +31,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -85,16 +89,25 @@ def make_benchmark(folder: Path, items: int, videos: int) -> tuple[Path, dict[st
     return annotations, scripts
 
 
+def timed(argv: list[str], cwd: Path | None = None) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Run a command; its wall seconds, and the CPU seconds (user + system) of it and of every
+    process it started and waited for (the released client's tool and ffprobe processes)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=cwd)
+    seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return done, seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 def run_eva(url: str, annotations: Path, out: Path, args) -> tuple[float, str]:
     argv = [sys.executable, "-m", "eva_eval.cli", "run", "--benchmark", "videomme", "--annotations", str(annotations),
             "--model", url, "--out", str(out), "--batch-size", str(args.batch_size), "--workers", str(args.workers),
             "--concurrency", str(args.batch_size * args.workers), "--no-progress"]
-    t0 = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
+    done, seconds, cpu = timed(argv)
     if done.returncode:
         raise RuntimeError(f"eva-eval failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return seconds, done.stdout
+    return seconds, cpu, done.stdout
 
 
 def run_released(url: str, annotations: Path, out: Path, args) -> tuple[float, str]:
@@ -104,12 +117,10 @@ def run_released(url: str, annotations: Path, out: Path, args) -> tuple[float, s
     frames.mkdir(parents=True, exist_ok=True)
     argv = [args.released_python, "-c", RELEASED_WRAPPER, str(args.released), url, str(tiny_model_dir()),
             str(annotations), str(annotations.parent), str(out), str(frames)]
-    t0 = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, cwd=args.released)
-    seconds = time.perf_counter() - t0
+    done, seconds, cpu = timed(argv, cwd=args.released)
     if done.returncode:
         raise RuntimeError(f"the released client failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return seconds, done.stdout
+    return seconds, cpu, done.stdout
 
 
 def eva_accuracy(out: Path) -> float:
@@ -146,22 +157,24 @@ def main() -> None:
     clients = {"eva": run_eva}
     if args.released is not None:
         clients["released"] = run_released
-    best: dict[str, tuple[float, float, int]] = {}
+    best: dict[str, tuple[float, float, float, int]] = {}
     with ReplayServer(scripted_replies(scripts), latency_s=args.model_ms / 1000) as server:
         for _ in range(args.repeats):
             for name, run in clients.items():  # alternate, so load changes hit both alike
                 with tempfile.TemporaryDirectory() as tmp:
                     before = server.requests
-                    seconds, stdout = run(server.url, annotations, Path(tmp) / "out", args)
+                    seconds, cpu, stdout = run(server.url, annotations, Path(tmp) / "out", args)
                     acc = eva_accuracy(Path(tmp) / "out") if name == "eva" else released_accuracy(stdout)
                     requests = server.requests - before
                 if name not in best or seconds < best[name][0]:
-                    best[name] = (seconds, acc, requests)
-    print(f"{'client':>9} {'wall s':>8} {'items/s':>8} {'accuracy %':>11} {'requests':>9}")
-    for name, (seconds, acc, requests) in best.items():
-        print(f"{name:>9} {seconds:>8.2f} {args.items / seconds:>8.2f} {acc:>11.1f} {requests:>9}")
+                    best[name] = (seconds, cpu, acc, requests)
+    print(f"{'client':>9} {'wall s':>8} {'items/s':>8} {'CPU s':>8} {'CPU s/item':>11} {'accuracy %':>11} {'requests':>9}")
+    for name, (seconds, cpu, acc, requests) in best.items():
+        print(f"{name:>9} {seconds:>8.2f} {args.items / seconds:>8.2f} {cpu:>8.2f} {cpu / args.items:>11.3f} "
+              f"{acc:>11.1f} {requests:>9}")
     if "released" in best:
-        print(f"eva / released items/s: {best['released'][0] / best['eva'][0]:.2f}x")
+        print(f"eva / released: items/s {best['released'][0] / best['eva'][0]:.2f}x, "
+              f"CPU per item {best['released'][1] / best['eva'][1]:.2f}x less")
 
 
 if __name__ == "__main__":
