@@ -10,9 +10,11 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 import yaml
 from eva_train.cli import fit_cli
 from eva_train.modeling import count_parameters, init_empty_model
+from eva_train.optim import OptimSpec, build_optimizer, use_fused_adamw
 from eva_train.sharding import sharding_plan
 from jsonargparse import ArgumentParser
 
@@ -137,3 +139,49 @@ def test_7b_lora_recipe_on_the_meta_device(capsys, monkeypatch, qwen_7b_dir):
     trained = [n for n, p in policy.named_parameters() if p.requires_grad]
     assert all("lora_" in n and ".language_model.layers." in n for n in trained)
     assert len(trained) == 28 * 7 * 2  # A and B of 7 projections in 28 layers
+
+
+class _Linear(L.LightningModule):
+    """A one-layer model whose optimizer is built as a recipe's would be on a CUDA device."""
+
+    def __init__(self, optim, *, fused: bool) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(8, 8)
+        self.optim, self.fused = optim, fused
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch).pow(2).mean()
+
+    def configure_optimizers(self):
+        optimizer, _ = build_optimizer(self.layer, self.optim, total_steps=2, fused=self.fused)
+        return optimizer
+
+
+def _fit_two_steps(module, trainer_config: dict) -> None:
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=2, precision=trainer_config["precision"],
+                        gradient_clip_val=trainer_config.get("gradient_clip_val"), logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, torch.utils.data.DataLoader(torch.randn(4, 8), batch_size=2))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_recipes_optimizer_steps_under_its_precision_and_clipping(path, capsys, monkeypatch, qwen_7b_dir,
+                                                                         tiny_model_dir):
+    # Issue 15: on CUDA the fused AdamW made Lightning's bf16-mixed plugin refuse gradient
+    # clipping at the first step. Fused AdamW runs on CPU too, so the CUDA choice is tested here.
+    monkeypatch.setenv("EVA_QWEN_7B", str(qwen_7b_dir))
+    config = _resolved(path, capsys)
+    optim = _module(config).optim_spec
+    fused = use_fused_adamw("cuda", config["trainer"].get("gradient_clip_val"))
+    module = _Linear(optim, fused=fused)
+    before = module.layer.weight.detach().clone()
+    _fit_two_steps(module, config["trainer"])
+    assert not torch.equal(before, module.layer.weight)
+
+
+def test_a_fused_adamw_with_clipping_is_what_bf16_mixed_refuses():
+    # The failure the test above guards against, reproduced on CPU.
+    assert use_fused_adamw("cuda", None) and use_fused_adamw("cuda", 0.0)
+    assert not use_fused_adamw("cuda", 1.0) and not use_fused_adamw("cpu", None)
+    with pytest.raises(RuntimeError, match="does not allow for gradient clipping"):
+        _fit_two_steps(_Linear(OptimSpec(lr=1e-3), fused=True), {"precision": "bf16-mixed", "gradient_clip_val": 1.0})
