@@ -18,8 +18,10 @@ Per model size:
    - `lora`: the recipe as written;
    - `qlora`: the same on a 4-bit NF4 base (`quantization: 4bit`);
    - `lora-text`: the same lengths without images (the language model alone), first length only;
-   - `lora-before`: the vision tower back in backward as before issue 15's fix (the input-grad
-     hooks and the tower's checkpointing restored), first length only.
+   - `lora-loop`: the vision tower's window attention as transformers runs it under sdpa, one
+     call per window (`eva_core.vision_attention` undone), first length only;
+   - `lora-before`: that, and the vision tower back in backward as before issue 15's fix (the
+     input-grad hooks and the tower's checkpointing restored), first length only.
 3. Printed per step: seconds (median of the timed steps; the batch is already on the device),
    tokens/s, model FLOPs utilisation and peak allocated memory. MFU = tokens/s x 6 N / peak
    rate, N = the base model's parameters (vision tower included): a LoRA step over a frozen base
@@ -183,6 +185,13 @@ def sft_module(folder: Path, quantization: str):
     return SFTModule(spec, lora=LoraSpec(**args["lora"]), optim=OptimSpec(**args["optim"]))
 
 
+def restore_window_loop(module) -> None:
+    """transformers' own vision attention forward (one sdpa call per window) back on every vision block."""
+    for m in module.policy.modules():
+        if type(m).__name__ == "Qwen2_5_VLVisionAttention":
+            vars(m).pop("forward", None)
+
+
 def put_tower_back_in_backward(module) -> None:
     """The state before issue 15's fix: input-grad hooks on the tower and its checkpointing restored."""
     from eva_train.modeling import base_model
@@ -258,12 +267,13 @@ class Results:
 
 
 def run_training(results: Results, folder: Path, size: str, args, peak: float) -> None:
-    """The bf16 modes share one loaded model (`lora-before` last: it changes the model); qlora loads its own."""
+    """The bf16 modes share one loaded model (`lora-loop` and `lora-before` last: they change it);
+    qlora loads its own."""
     from eva_train.modeling import count_parameters
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(folder)
-    groups = [("none", [m for m in ("lora", "lora-text", "lora-before") if m in args.modes])]
+    groups = [("none", [m for m in ("lora", "lora-text", "lora-loop", "lora-before") if m in args.modes])]
     if "qlora" in args.modes:
         groups.append(("4bit", ["qlora"]))
     for quantization, modes in groups:
@@ -282,6 +292,8 @@ def run_training(results: Results, folder: Path, size: str, args, peak: float) -
             results.add({"kind": "load", "size": size, "quantization": quantization, "base_params": n_base,
                          "trainable_params": counts.trainable, "seconds": time.perf_counter() - start})
             for mode in modes:
+                if mode in ("lora-loop", "lora-before"):
+                    restore_window_loop(module)
                 if mode == "lora-before":
                     put_tower_back_in_backward(module)
                 for tokens in args.tokens if mode in ("lora", "qlora") else args.tokens[:1]:
@@ -336,8 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for gpu_train.jsonl")
     parser.add_argument("--tiny", action="store_true", help="dry run: the tiny shape, short lengths, small frames")
     parser.add_argument("--sizes", nargs="+", default=["7b", "3b"], choices=["7b", "3b"])
-    parser.add_argument("--modes", nargs="+", default=["lora", "lora-text", "lora-before", "qlora"],
-                        choices=["lora", "qlora", "lora-text", "lora-before"])
+    modes = ["lora", "lora-text", "lora-loop", "lora-before", "qlora"]
+    parser.add_argument("--modes", nargs="+", default=modes, choices=modes)
     parser.add_argument("--tokens", nargs="+", type=int, default=[8192, 16384, 32768])
     parser.add_argument("--episode-sizes", nargs="*", default=["7b"], help="sizes that also run the episode")
     parser.add_argument("--warmup", type=int, default=1)

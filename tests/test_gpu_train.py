@@ -70,5 +70,5 @@ def test_dry_run_on_cpu(gpu_train, tmp_path):
 @pytest.mark.gpu
 def test_tiny_run_on_a_gpu(gpu_train, tmp_path):
     rows = _run(gpu_train, tmp_path, "--device", "cuda")
-    _check(rows, {"lora", "lora-text", "lora-before", "qlora"})
+    _check(rows, {"lora", "lora-text", "lora-loop", "lora-before", "qlora"})
     assert all(r["peak_gib"] > 0 for r in rows if r["kind"] == "train")

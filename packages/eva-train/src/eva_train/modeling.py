@@ -7,6 +7,8 @@ inference, so a checkpoint exported by `eva_train.export` round-trips. Nothing i
 
 - `ModelSpec` says how to load (dtype, attention implementation, gradient checkpointing,
   which parts of the vision side are frozen, quantisation).
+- Under sdpa, the vision tower's window attention runs as one call per window length instead
+  of one per window (`eva_core.vision_attention`).
 - `LoraSpec` says which linear layers get LoRA adapters (peft). By default only the language
   model's attention and MLP projections; the vision tower's `qkv`/`proj`/MLP layers are left
   alone unless `vision=True` (the vision MLP reuses the names `gate_proj`/`up_proj`/`down_proj`,
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from eva_core.vision_attention import use_grouped_vision_attention
 from torch import nn
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -176,6 +179,7 @@ def load_model(spec: ModelSpec, lora: LoraSpec | None = None, *, device_map=None
         quantization_config=qconfig, device_map=device_map,
     )
     model.config.use_cache = False  # training never decodes incrementally
+    use_grouped_vision_attention(model)  # one attention call per window length, not per window (issue 15)
     if lora is not None:
         model.requires_grad_(False)
     freeze_vision(model, tower=spec.freeze_vision_tower, projector=spec.freeze_projector)
