@@ -249,7 +249,8 @@ def keep_frozen_tower_out_of_backward(model: nn.Module) -> bool:
     embeddings); each call replaces the one handle the model keeps, so the others cannot be
     removed through it. With that hook the activations of a frozen tower require grad, and every
     step recomputes and back-propagates through all its blocks for no gradient (issue 15: at the
-    7B shape on an H200 an 8k-token, 16-frame LoRA step took 3.53 s with it and 1.56 s without).
+    7B shape on an H200 an 8k-token, 16-frame LoRA step took 6.13 s with it and 1.78 s without;
+    docs/benchmarks.md).
     When no parameter of the tower (the merger aside) trains, this removes those hooks from the
     tower's modules and turns off its gradient checkpointing (a forward without grad keeps
     nothing to recompute). Checkpointing here is non-reentrant, which needs no input that
