@@ -3,13 +3,15 @@
     python tests/rollout_fsdp_job.py --video V --out DIR --rank R --world 2 --port P   # one per rank
     python tests/rollout_fsdp_job.py --video V --out DIR --world 1                     # reference
 
-Each rank samples its own episodes, forced through a different number of turns with a different
-token limit (rank 0: 2 turns of up to 4 tokens; rank 1: 3 turns of up to 8, two frames per tool
-turn), inside `gathered_for_rollouts`; then every rank runs one sharded training forward over
-its first episode (`encode_episode`, `policy_logprobs`): each holds images, so both ranks run
-the vision blocks (a rank whose sequence had none would skip their all-gathers and hang). The reference process samples both
-ranks' episodes on the unsharded model. Each writes DIR/rank{R}.json: the token trace of every
-episode and the largest gap between the training forward's and the sampling log-probs.
+Each rank samples G = 2 episodes of its own prompt with `collect_rollouts` (so inside
+`gathered_for_rollouts`), forced through a different number of turns with a different token
+limit (rank 0: 2 turns of up to 4 tokens; rank 1: 3 turns of up to 8; two frames per tool
+turn); then every rank runs one sharded training forward over its first episode
+(`encode_episode`, `policy_logprobs`): each holds images, so both ranks run the vision blocks
+(a rank whose sequence had none would skip their all-gathers and hang the other). The
+reference process samples both ranks' episodes on the unsharded model. Each writes
+DIR/rank{R}.json: the token trace of every episode and the largest gap between the training
+forward's and the sampling log-probs.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from eva_core.agent import AgentConfig, Task, run_episodes
+from eva_core.agent import AgentConfig, Task
 from eva_core.backends import TransformersPolicy
 from eva_core.backends.forced import AppendToolCall, frame_select_call
 from eva_core.policy import GenerationConfig
@@ -28,17 +30,19 @@ from eva_core.tiny_model import tiny_model_dir
 from eva_train.collate import collate
 from eva_train.episode_encoding import encode_episode
 from eva_train.logprobs import policy_logprobs
-from eva_train.sharding import ShardingSpec, apply_fsdp, gathered_for_rollouts
+from eva_train.rollouts import collect_rollouts
+from eva_train.sharding import ShardingSpec, apply_fsdp
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 
-def rank_rollouts(engine, video: str, rank: int):
+def rank_rollouts(engine, video: str, rank: int, model=None):
+    """One prompt per rank, G = 2 samples (`collect_rollouts`, keys (0, 0, g) on both ranks)."""
     config = AgentConfig(max_turns=2 + rank,
                          generation=GenerationConfig(max_new_tokens=4 + 4 * rank, temperature=1.0, seed=7))
-    tasks = [Task(video, f"Question {rank}? A. yes B. no", episode_id=f"r{rank}s{s}", sample_key=(0, rank, s))
-             for s in range(2)]
     forced = AppendToolCall(engine, "\n" + frame_select_call(0.0, 6.0, 2, 0.25))
-    return run_episodes(forced, tasks, config)
+    groups = collect_rollouts(forced, [Task(video, f"Question {rank}? A. yes B. no")], group_size=2, step=0,
+                              config=config, model=model)
+    return groups[0].episodes
 
 
 def training_gap(engine, processor, episode) -> float:
@@ -80,8 +84,7 @@ def main() -> None:
     mesh = dist.device_mesh.init_device_mesh("cpu", (2,))
     apply_fsdp(model, mesh, ShardingSpec(param_dtype=None))
     engine = TransformersPolicy(model, processor)
-    with gathered_for_rollouts(model):
-        episodes = rank_rollouts(engine, args.video, args.rank)
+    episodes = rank_rollouts(engine, args.video, args.rank, model)  # gathered for the rollouts
     gap = training_gap(engine, processor, episodes[0])  # sharded again: a collective forward on both ranks
     (out / f"rank{args.rank}.json").write_text(json.dumps(record(episodes, gap)))
     dist.destroy_process_group()

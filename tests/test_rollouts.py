@@ -170,3 +170,37 @@ def test_encode_episode_rejects_untokenized_steps(base, video, processor):
     episode.steps[0].tokens = None
     with pytest.raises(ValueError, match="step 0 has no token record"):
         encode_episode(episode, processor)
+
+
+def test_sampling_logprobs_by_hand():
+    from eva_core.backends.sampling import sample_rows, sample_seed, sampling_logprobs
+
+    ln3 = float(torch.log(torch.tensor(3.0)))
+    logits = torch.tensor([[0.0, ln3]])
+    # softmax([0, ln 3]) = (1/4, 3/4).
+    assert sampling_logprobs(logits, temperature=1.0).exp().tolist()[0] == pytest.approx([0.25, 0.75])
+    # T = 1/2 doubles the logits: softmax([0, 2 ln 3]) = (1/10, 9/10).
+    assert sampling_logprobs(logits, temperature=0.5).exp().tolist()[0] == pytest.approx([0.1, 0.9])
+    # top_p = 0.5: the nucleus is the top token alone (0.75 >= 0.5), renormalised to probability 1.
+    assert sampling_logprobs(logits, temperature=1.0, top_p=0.5).tolist()[0] == [float("-inf"), 0.0]
+    # Suppressing token 1 leaves token 0 with probability 1; greedy scores at temperature 1.
+    assert sampling_logprobs(logits, suppress=[1]).tolist()[0] == [0.0, float("-inf")]
+    tokens, logps = sample_rows(logits.expand(2, 2), temperature=0.0)
+    assert tokens.tolist() == [1, 1] and logps.tolist() == pytest.approx([torch.log(torch.tensor(0.75)).item()] * 2)
+    draws = [sample_rows(logits, temperature=1.0, generators=[torch.Generator().manual_seed(s)])[0].item()
+             for s in range(400)]
+    assert 0.68 < sum(draws) / 400 < 0.82  # token 1 has probability 3/4
+    assert sample_seed(1, (0, 2, 3), 0) == sample_seed(1, (0, 2, 3), 0)
+    assert len({sample_seed(1, (0, 2, 3), 0), sample_seed(1, (0, 2, 4), 0), sample_seed(1, (1, 2, 3), 0),
+                sample_seed(1, (0, 2, 3), 1), sample_seed(2, (0, 2, 3), 0)}) == 5
+
+
+def test_sync_weights_drops_caches_computed_with_old_weights(base):
+    base.generate([GenerationRequest([{"role": "user", "content": QUESTION}], "sync")], GREEDY)
+    assert "sync" in base.store
+    base.sync_weights()
+    assert "sync" not in base.store and "sync" in base.tokens  # the ids stay: they do not depend on weights
+    with pytest.raises(ValueError, match="shares the training module's weights"):
+        base.sync_weights(base.model.named_parameters())
+    base.release("sync")
+    assert "sync" not in base.tokens

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from eva_core.sample_video import write_sample_video
 
 JOB = Path(__file__).parent / "rollout_fsdp_job.py"
@@ -21,6 +22,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # three processes, about a minute on a quiet 2-core machine
 def test_two_rank_rollouts_finish_and_match_one_process(tmp_path):
     video = write_sample_video(tmp_path / "v.mp4", duration=6.0, fps=10, width=336, height=252, gop=10)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
@@ -32,7 +34,7 @@ def test_two_rank_rollouts_finish_and_match_one_process(tmp_path):
                                "--world", "2", "--rank", str(r), "--port", str(port)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
     try:
-        results = [p.communicate(timeout=300) for p in ranks]  # a hang (unequal collectives) times out here
+        results = [p.communicate(timeout=600) for p in ranks]  # a hang (unequal collectives) times out here
     finally:
         for p in ranks:
             p.kill()
