@@ -47,8 +47,9 @@ def _synth_args(sub) -> None:
     knobs.add_argument("--questions-per-video", type=int)
     knobs.add_argument("--question-types", nargs="+", choices=QUESTION_TYPES)
     p.add_argument("--workers", type=int, default=1, help="processes rendering videos")
-    p.add_argument("--records", action="store_true",
-                   help="also write oracle SFT trajectories and RL prompts into the folder")
+    p.add_argument("--records", nargs="?", const="sft", choices=["sft", "kto"],
+                   help="also write oracle SFT trajectories and RL prompts into the folder; 'kto' adds "
+                        "rule-labelled KTO trajectories (oracle = desirable, survey-then-guess = undesirable)")
     p.add_argument("--shards", type=Path, help="also pack the benchmark into shards here")
     p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="shard size cap")
 
