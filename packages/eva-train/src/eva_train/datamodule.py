@@ -102,3 +102,9 @@ class KTODataModule(ConversationDataModule):
     `ConversationDataModule`. KTO needs at least 2 rows in the global batch (its KL pairs)."""
 
     collate = staticmethod(collate_kto)
+
+    def setup(self, stage: str) -> None:
+        _, world = data_parallel_rank(self.trainer)
+        if self.batch_size * world < 2:
+            raise ValueError(f"KTO needs a global batch of at least 2 trajectories (batch_size {self.batch_size} x "
+                             f"{world} ranks): its reference point is estimated on mismatched pairs")
