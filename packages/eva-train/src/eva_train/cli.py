@@ -99,13 +99,14 @@ def precompute_ref_main(argv: Sequence[str]) -> int:
     module, data, trainer = cli.model, cli.datamodule, cli.trainer
     world = trainer.num_devices * trainer.num_nodes
     data.prepare_data()
-    reference = ModelReference(load_model(module.model_spec, None).requires_grad_(False).eval())
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    reference = ModelReference(load_model(module.model_spec, None).requires_grad_(False).eval().to(device))
     with torch.no_grad():
         streams = [data.stream(data.train_source, shuffle=True, rank=r, world_size=world) for r in range(world)]
-        table = precompute_reference(reference, streams, epochs=int(trainer.max_epochs or 1))
+        table = precompute_reference(reference, streams, epochs=int(trainer.max_epochs or 1), device=device)
         if data.val_source is not None:
             val = [data.stream(data.val_source, shuffle=False, rank=r, world_size=world) for r in range(world)]
-            table |= precompute_reference(reference, val, epochs=1)
+            table |= precompute_reference(reference, val, epochs=1, device=device)
     out = write_table(table, ns.out, meta={"model": module.model_spec.path, "world_size": world,
                                            "epochs": int(trainer.max_epochs or 1)})
     print(f"wrote {len(table)} reference log-probs to {out}")

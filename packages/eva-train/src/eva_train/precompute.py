@@ -15,19 +15,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+
 from eva_train.kl_pairs import batch_prompts, mismatched_batch
 from eva_train.reference import Reference
 from eva_train.stream import ConversationStream, StreamPosition
 
 
 def precompute_reference(reference: Reference, rank_streams: Sequence[ConversationStream], *,
-                         epochs: int) -> dict[str, float]:
+                         epochs: int, device: str | torch.device = "cpu") -> dict[str, float]:
     """{sample id or pair id: reference log-prob} over `epochs` epochs of the ranks' streams.
 
     Args:
         reference: the reference (usually `ModelReference` of the initial model).
         rank_streams: one stream per data-parallel rank, rank order (the same numbers of batches).
         epochs: epochs to replay (a run's `max_epochs`).
+        device: where the reference runs (batches are moved there).
     """
     if not rank_streams or epochs < 1:
         raise ValueError("precompute_reference needs at least one stream and one epoch")
@@ -35,7 +38,7 @@ def precompute_reference(reference: Reference, rank_streams: Sequence[Conversati
     for epoch in range(epochs):
         per_rank = [stream.batches(StreamPosition(epoch=epoch)) for stream in rank_streams]
         for step in zip(*per_rank, strict=True):
-            batches = [batch for batch, _ in step]
+            batches = [batch.to(device) for batch, _ in step]
             prompts = [p for batch in batches for p in batch_prompts(batch)]
             offset = 0
             for batch in batches:
