@@ -19,6 +19,7 @@ benchmark a 12 px glyph is read at 1.0 and not at 0.5 (`eva_data.construct.visio
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -235,23 +236,25 @@ class LlmJudge:
                          for ep, item in pairs]
         verdicts: list[Verdict | str] = ["not judged"] * len(pairs)
         todo = list(range(len(pairs)))
-        for _attempt in range(self.retries + 1):
-            if not todo:
-                break
-            ids = [f"judge-{i}-{_attempt}" for i in todo]
-            replies = self.policy.generate([GenerationRequest(messages=list(conversations[i]), episode_id=eid)
-                                            for i, eid in zip(todo, ids, strict=True)], self.generation)
-            for eid in ids:
-                self.policy.release(eid)
-            for i, reply in zip(todo, replies, strict=True):
-                text = reply.text if isinstance(reply.text, str) else ""
-                verdicts[i] = parse_verdict(text, judge=self.name)
-                if isinstance(verdicts[i], str):
-                    conversations[i] += [
-                        {"role": "assistant", "content": [{"type": "text", "text": text[:MAX_REPLY_CHARS]}]},
-                        {"role": "user", "content": [{"type": "text", "text": (
-                            f"That is not a valid verdict ({verdicts[i]}). Reply with only the JSON object.")}]}]
-            todo = [i for i in todo if isinstance(verdicts[i], str)]
+        ids = [f"judge-{uuid.uuid4().hex[:12]}-{i}" for i in todo]  # one lineage per trajectory, across retries
+        try:
+            for _attempt in range(self.retries + 1):
+                if not todo:
+                    break
+                replies = self.policy.generate([GenerationRequest(messages=list(conversations[i]), episode_id=ids[i])
+                                                for i in todo], self.generation)
+                for i, reply in zip(todo, replies, strict=True):
+                    text = reply.text if isinstance(reply.text, str) else ""
+                    verdicts[i] = parse_verdict(text, judge=self.name)
+                    if isinstance(verdicts[i], str):
+                        conversations[i] += [
+                            {"role": "assistant", "content": [{"type": "text", "text": text[:MAX_REPLY_CHARS]}]},
+                            {"role": "user", "content": [{"type": "text", "text": (
+                                f"That is not a valid verdict ({verdicts[i]}). Reply with only the JSON object.")}]}]
+                todo = [i for i in todo if isinstance(verdicts[i], str)]
+        finally:
+            for episode_id in ids:
+                self.policy.release(episode_id)
         return [v if isinstance(v, Verdict) else Verdict(label=UNJUDGED, reason=f"malformed verdict: {v}"[:MAX_REASON],
                                                          judge=self.name) for v in verdicts]
 
