@@ -107,10 +107,9 @@ def test_balance_keeps_the_desirable_fraction():
 
 
 def test_teacher_additions_reach_the_teacher_not_the_record(cfr_video, tmp_path):
-    reply = ("Summary: nothing yet.\nReflection: Workflow hint: {hint}\nPlan: look.\nAction: <tool_call>"
+    reply = ("Summary: nothing yet.\nReflection: Workflow hint: HINT\nPlan: look.\nAction: <tool_call>"
              '{"tool": "frame_select", "arguments": {"start_time": 0, "end_time": 10, "nframes": 2}}</tool_call>')
-    inner = ScriptedPolicy([reply.format(hint="Survey the whole video at low resolution first, then zoom in on the "
-                                              "candidate moments at full resolution."),
+    inner = ScriptedPolicy([reply.replace("HINT", TeacherConfig().hints[0]),
                             "Summary: two frames.\nReflection: enough.\nPlan: reply.\nAction: <answer>A</answer>"])
     config = TeacherConfig(hints=(TeacherConfig().hints[0],), agent=AgentConfig(tool_threads=1))
     item = {"index": 0, "prompt": [{"role": "user", "content": "What is shown?"}], "question_type": "character"}
@@ -142,8 +141,10 @@ def test_rl_build_has_failures_and_pixel_grounded_new_questions(shards):
         assert prompt.answer_type == "open" and prompt.meta["examples"] == [r.id for r in records[:2]]
         (lo, hi), = prompt.evidence
         event = next(e for e in plan.events if e.start <= lo < e.end)  # the window lies on a real event ...
-        assert event.char in prompt.ground_truth and (event.colour in prompt.ground_truth or prompt.meta["form"] ==
-                                                      "character")  # ... and the reference says what it shows
+        question, form = prompt.prompt[0]["content"], prompt.meta["form"]  # ... and the reference says what it shows
+        expected = {"character": (event.char, f"{event.colour} {event.shape}"), "colour": (event.colour, event.char),
+                    "describe": (f"{event.colour} {event.shape} carrying the", event.char)}[form]
+        assert expected[0] in prompt.ground_truth and expected[1] in question + prompt.ground_truth
     in_shards = [r for s in ShardStream(str(shards / "rl"), shuffle_shards=False) for r in s.trajectories]
     assert sorted(r["id"] for r in in_shards) == sorted(r.id for r in records)
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 
 import pytest
 from eva_core.agent import AgentConfig, Task, run_episodes
 from eva_core.frame_select import frame_select
+from eva_data.construct.judge import rule_judge
 from eva_data.construct.question_parse import parse_question
-from eva_data.construct.scripted_teacher import FOUR_PARTS, ScriptedTeacher, Strategy
+from eva_data.construct.scripted_teacher import FOUR_PARTS, ScriptedTeacher, Strategy, draw_strategy
 from eva_data.construct.vision import find_shape
 from eva_data.synth.benchmark import ANNOTATIONS, load_plans, write_benchmark
 from eva_data.synth.config import SynthConfig
@@ -25,7 +27,7 @@ CONFIG = AgentConfig(tool_threads=1)
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     root = tmp_path_factory.mktemp("teacher-bench")
-    write_benchmark(root, n=3, seed=11, config=SMALL)
+    write_benchmark(root, n=2, seed=11, config=SMALL)
     items = [json.loads(line) for line in (root / ANNOTATIONS).read_text().splitlines()]
     return root, items, load_plans(root)
 
@@ -63,19 +65,23 @@ def test_teacher_succeeds_on_most_items_in_four_part_turns(bench):
             assert ("answer" in step.reply.lower()) == (step.answer is not None)
 
 
-def test_teacher_varies_its_strategy_and_fails_when_it_looks_badly(bench):
+def test_teacher_guesses_when_it_looks_badly_and_the_rule_judge_says_so(bench):
     root, items, _ = bench
     blurry = dataclasses.replace(GOOD, zoom_resize=0.5, max_rounds=3)  # 12 px glyph -> 6 px: unreadable
     episodes = _run(ScriptedTeacher(strategy=blurry), root, items)
-    needs_glyph = [i for i, it in enumerate(items) if it["question_type"] != "count"]
-    assert all(score_record(items[i], episodes[i].answer) < 1.0 or items[i]["answer_type"] == "choice"
-               for i in needs_glyph)
-    assert sum(score_record(it, ep.answer) >= 0.5 for it, ep in zip(items, episodes, strict=True)) < len(items) - 1
-    drawn = _run(ScriptedTeacher(seed=3), root, items[:3])
-    surveys = {ep.steps[0].calls[0].effective["nframes"] for ep in drawn}
-    again = _run(ScriptedTeacher(seed=3), root, items[:3])
-    assert [e.answer for e in drawn] == [e.answer for e in again]  # same seed, same episodes
-    assert len(surveys) >= 1 and all(ep.steps[0].reply.startswith("Summary:") for ep in drawn)
+    for item, episode in zip(items, episodes, strict=True):  # every question needs a glyph read
+        assert "my best guess" in episode.steps[-1].reply
+        assert rule_judge(episode, item).label == "under_sampled"  # the zooms covered the event, too blurry
+
+
+def test_teacher_draws_varied_strategies_reproducibly(bench):
+    strategies = [draw_strategy(random.Random(seed)) for seed in range(200)]
+    for name in ("survey_spacing", "zoom_width", "zoom_frames", "zoom_resize", "max_rounds"):
+        assert len({getattr(s, name) for s in strategies}) >= 2, name
+    root, items, _ = bench
+    drawn, again = (_run(ScriptedTeacher(seed=3), root, items[:2]) for _ in range(2))
+    assert [e.to_dict()["steps"][0]["reply"] for e in drawn] == [e.to_dict()["steps"][0]["reply"] for e in again]
+    assert [e.answer for e in drawn] == [e.answer for e in again]
 
 
 def test_teacher_reads_the_pixels_not_the_annotation(bench, tmp_path):
