@@ -147,6 +147,8 @@ def _build_args(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="use at most this many items")
     p.add_argument("--max-new-tokens", type=int, help="teacher and judge tokens a turn (default: protocol 2048, judge 512)")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="teacher sampling temperature (protocol: 0, greedy); above 0 makes --attempts differ")
     p.add_argument("--failures", type=Path, help="RL: failure file (RL prompt records or {video_key, item_index} lines)")
     p.add_argument("--unseen", help="RL: shards of unseen videos to write new open-ended questions about")
     p.add_argument("--questions-per-video", type=int, default=2, help="RL: new questions per unseen video")
@@ -176,7 +178,7 @@ def run_build(args) -> int:
 
     tokens = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
     try:
-        agent = AgentConfig(generation=GenerationConfig(**tokens))
+        agent = AgentConfig(generation=GenerationConfig(temperature=args.temperature, **tokens))
         config = BuildConfig(kind=args.kind, attempts=args.attempts, batch_size=args.batch_size,
                              desirable_fraction=args.desirable_fraction, seed=args.seed, limit=args.limit,
                              max_bytes=args.max_bytes, questions_per_video=args.questions_per_video,

@@ -213,7 +213,7 @@ def _run_batch(units: list, policy: Policy, judge: Judge, config: BuildConfig,
     tasks, keys = [], []
     for sample, item, attempt in units:
         if sample.key not in readers:
-            readers[sample.key] = VideoReader(sample.video)
+            readers[sample.key] = VideoReader(sample.video, backend=config.teacher.agent.decode_backend)
         unit = f"{sample.key}/{item['index']}/{attempt}"
         tasks.append(TeacherTask(item=item, video=readers[sample.key], episode_id=f"teacher-{unit}"))
         keys.append((unit, sample.key, item))

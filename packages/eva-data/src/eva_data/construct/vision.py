@@ -13,9 +13,12 @@ How, with the measured facts it rests on (tests/test_construct_vision.py):
 - Every shape is convex, so filling each row between its leftmost and rightmost coloured
   pixel gives the shape with its glyph; the glyph's ink is the unsaturated part of that fill.
 - The glyph is read by height: every font character has ink in its top and bottom rows, so the
-  ink's bounding box gives the glyph's height h; each character's `glyph_mask(char, h)` is slid
-  across the box's width and the best pixel agreement wins. A read needs h >= `MIN_GLYPH_PX`
-  and an agreement of at least `MIN_AGREEMENT`, else the glyph counts as unreadable.
+  ink's bounding box gives the glyph's height h (give or take the one or two rows that blur and
+  the protocol's resize to multiples of 28 add); each character's `glyph_mask(char, h')` for
+  h' in h, h - 1, h - 2 is slid over the box, scored by the pixels it matches less the ink it
+  leaves unexplained, per template pixel; the best wins. A read needs h >= `MIN_GLYPH_PX` and a
+  score of at least `MIN_AGREEMENT`, else the glyph counts as unreadable. Measured on rendered
+  easy and default videos: every glyph at resize 1.0 read right (lowest score 0.72), none at 0.5.
 """
 
 from __future__ import annotations
