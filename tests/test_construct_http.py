@@ -22,7 +22,7 @@ SMALL = SynthConfig(duration=(20.0, 24.0), event_length=(3.0, 3.0), key_events=(
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
-    with transformers_serve(tiny_model_dir, tmp_path_factory.mktemp("hf-hub")) as url:
+    with transformers_serve(tiny_model_dir, tmp_path_factory.mktemp("hf-hub"), startup_s=600) as url:
         yield url
 
 
