@@ -67,7 +67,9 @@ def served(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local(tiny_model_dir):
-    return TransformersPolicy.from_pretrained(str(tiny_model_dir), device="cpu", dtype="float32")
+    # A server renders the conversation's text every turn, appended tool calls included: compare
+    # with the engine doing the same (token_in=False), not with its token-in rollout mode.
+    return TransformersPolicy.from_pretrained(str(tiny_model_dir), device="cpu", dtype="float32", token_in=False)
 
 
 def test_served_reply_with_images_and_a_tool_turn(served, local):
