@@ -70,6 +70,7 @@ from eva_core.backends.token_context import (
     vision_inputs,
 )
 from eva_core.policy import Generation, GenerationConfig, GenerationRequest, TurnTokens
+from eva_core.vision_attention import use_grouped_vision_attention
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,7 @@ class TransformersPolicy:
         model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, **model_kwargs)
         if "device_map" not in model_kwargs and "quantization_config" not in model_kwargs:
             model = model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        use_grouped_vision_attention(model)  # same outputs, one sdpa call per window length (tested)
         processor = AutoProcessor.from_pretrained(path)
         return cls(model.eval(), processor, reuse_kv_cache=reuse_kv_cache, max_cached_episodes=max_cached_episodes,
                    token_in=token_in)
