@@ -9,12 +9,16 @@ from eva_eval.items import AnswerKind, BenchmarkItem, Quirk
 from eva_eval.metrics import (
     accuracy,
     accuracy_by_category,
+    answered_after_tool_call,
+    chance_by_category,
+    chance_level,
+    p_above_chance,
     stop_reason_counts,
     summarize,
     time_split,
 )
 from eva_eval.results import ResultRecord
-from eva_eval.scoring import choice_correct, rouge_l, score_answer, yes_no
+from eva_eval.scoring import chance, choice_correct, rouge_l, score_answer, yes_no
 from eva_eval.video_paths import Unresolved
 
 
@@ -129,3 +133,44 @@ def test_number_scoring_uses_the_answer_range():
     assert score_answer(item, "00:19") == score_answer(item, "19") and score_answer(item, "23.5").correct
     assert score_answer(item, "00:19").normalized == "19"
     assert not score_answer(item, "17.9").correct and not score_answer(item, None).correct
+
+
+def test_chance_per_item_kind():
+    assert chance(_item()) == pytest.approx(0.25)  # four options
+    assert chance(_item(kind=AnswerKind.YES_NO, gt="yes")) == 0.5
+    assert chance(_item(kind=AnswerKind.OPEN, gt="a red circle")) is None  # no fixed odds
+
+
+def test_chance_level_and_exact_one_sided_p_by_hand():
+    def graded(i, correct, odds, cats=("colour",)):
+        r = rec(i, correct, cats=cats)
+        r.chance = odds
+        return r
+
+    # 3 right of 3 at chance 1/4: P(X >= 3) = (1/4)^3 = 0.015625
+    three = [graded(i, True, 0.25) for i in range(3)]
+    assert p_above_chance(three) == pytest.approx(0.015625)
+    assert chance_level(three) == pytest.approx(25.0)
+    # 1 right of 2 with odds 1/2 and 1/4: P(X >= 1) = 1 - (1/2)(3/4) = 0.625; chance (50 + 25) / 2
+    mixed = [graded(0, True, 0.5, ("a",)), graded(1, False, 0.25, ("b",))]
+    assert p_above_chance(mixed) == pytest.approx(0.625) and chance_level(mixed) == pytest.approx(37.5)
+    assert chance_by_category(mixed) == {"a": 50.0, "b": 25.0}
+    # 0 right: P(X >= 0) = 1; records without odds are left out, and alone give None
+    assert p_above_chance([graded(0, False, 0.25), rec(1, True)]) == pytest.approx(1.0)
+    assert p_above_chance([rec(0, True)]) is None and chance_level([rec(0, True)]) is None
+    s = summarize(three)
+    assert s.chance == pytest.approx(25.0) and s.p_above_chance == pytest.approx(0.015625)
+    assert s.chance_by_category == {"colour": 25.0}
+
+
+def test_answered_after_a_valid_tool_call():
+    def looked(r, mode="agent"):
+        r.views, r.mode = [{"turn": 0, "shown": [0, 1]}], mode
+        return r
+
+    records = [looked(rec(0, True)), looked(rec(1, False, stop="max_turns_exceeded")), rec(2, True),
+               rec(3, False, status="error")]
+    # only record 0 answered after a call that ran; 2 answered without looking; 1 and 3 never answered
+    assert answered_after_tool_call(records) == pytest.approx(25.0)
+    assert summarize(records).answered_after_tool_call == pytest.approx(25.0)
+    assert answered_after_tool_call([looked(rec(0, True), mode="uniform")]) is None

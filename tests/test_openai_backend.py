@@ -81,7 +81,7 @@ def test_served_reply_with_images_and_a_tool_turn(served, local):
     assert got.prompt_tokens == want.prompt_tokens
     assert got.completion_tokens == want.completion_tokens
     assert got.visual_tokens == want.visual_tokens == 6 + 2
-    assert got.prefill_tokens is None and got.completion_ids is None and got.seconds > 0
+    assert got.prefill_tokens is None and got.tokens is None and got.seconds > 0
     assert remote.model is None  # /v1/models listed nothing: the field is left out and the server's model used
 
 
@@ -159,18 +159,29 @@ class Stub:
                     action = stub.actions[min(len(stub.seen), len(stub.actions)) - 1]
                     stub.in_flight += 1
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
+                done = False
+
+                def finish():  # before the reply leaves: a client may send its next request at once
+                    nonlocal done
+                    if not done:
+                        done = True
+                        with stub.lock:
+                            stub.in_flight -= 1
+
                 try:
                     if action[0] == "drop":
+                        finish()
                         self.close_connection = True
                         self.connection.shutdown(socket.SHUT_RDWR)
                     elif action[0] == "sleep":
                         time.sleep(action[1])
+                        finish()
                         stub._send(self, 200, action[2])
                     else:
+                        finish()
                         stub._send(self, action[1], action[2])
                 finally:
-                    with stub.lock:
-                        stub.in_flight -= 1
+                    finish()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

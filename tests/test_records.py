@@ -198,3 +198,55 @@ def test_oracle_coverage_by_difficulty():
         rates[name] = covered / total
     print(f"oracle coverage (items with a scan of <= 256 frames that sees the evidence): {rates}")
     assert rates["easy"] == 1.0 and rates["default"] > 0.9
+
+
+@pytest.fixture(scope="module")
+def tiny_bench(tmp_path_factory):
+    """The quickstart's preset: 40 s videos, one shape, a colour question; scan of 12 frames and
+    uniform counterparts of 8."""
+    root = tmp_path_factory.mktemp("tiny")
+    write_benchmark(root, n=3, seed=5, config=DIFFICULTIES["tiny"], difficulty="tiny")
+    summary = write_records(root, survey_frames=(12,), uniform_frames=8, uniform_resize=0.25)
+    records = [record_from_dict(json.loads(line)) for line in (root / TRAJECTORIES).read_text().splitlines()]
+    items = [json.loads(line) for line in (root / ANNOTATIONS).read_text().splitlines()]
+    return root, summary, records, items
+
+
+def test_tiny_oracle_scans_once_then_answers_without_copying_the_question(tiny_bench):
+    root, summary, records, items = tiny_bench
+    assert (summary.trajectories, summary.uniform, summary.skipped) == (3, 3, 0)
+    agent = [r for r in records if r.meta["view"] == "agent"]
+    openings = {r.episode.steps[0].reply for r in agent}
+    assert len(openings) == 1  # the same survey call and words for every 40 s video
+    opening = openings.pop()
+    assert '"nframes": 12, "resize": 0.25' in opening and "'" not in opening  # no character copied
+    plans = load_plans(root)
+    for r, item in zip(agent, items, strict=True):
+        assert r.episode.rounds == 2 and r.score == 1.0
+        colour = plans[item["video_id"]].events[0].colour
+        truth = item["reward_model"]["ground_truth"]
+        assert item["options"][truth] == colour
+        assert f"the shape is {colour}, which is option {truth}." in r.episode.steps[1].reply
+
+
+def test_uniform_counterpart_replays_the_eval_view(tiny_bench):
+    from eva_core.protocol import turn_text
+    from eva_core.reader import open_video
+    from eva_core.uniform import uniform_messages, uniform_selection
+
+    root, _, records, items = tiny_bench
+    uniform = [r for r in records if r.meta["view"] == "uniform"]
+    assert len(uniform) == 3
+    for r, item in zip(uniform, items, strict=True):
+        assert r.kind == "sft" and r.score == 1.0 and r.episode.steps[0].reply == f"<answer>{r.ground_truth}</answer>"
+        video = root / item["videos"][0]
+        conversation = training_conversation(r, video)
+        assert [m["role"] for m in conversation.messages] == ["user", "assistant"]
+        assert conversation.trained_turns == [False, True]
+        # the turn eva-eval's --mode uniform shows, pixel for pixel
+        expected = uniform_messages(item["prompt"][0]["content"], uniform_selection(open_video(video), nframes=8,
+                                                                                     resize=0.25))
+        assert turn_text(conversation.messages[0]) == turn_text(expected[0])
+        got = [p["image"] for p in conversation.messages[0]["content"] if p["type"] == "image"]
+        want = [p["image"] for p in expected[0]["content"] if p["type"] == "image"]
+        assert len(got) == 8 and all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(got, want, strict=True))

@@ -322,3 +322,26 @@ def test_uniform_frames_of_rendered_long_videos_show_no_key_event():
         assert not any(_shows(f, e, plan.glyph_px) for f in frames for e in plan.key_events)
         checked += 1
     assert checked >= 3
+
+
+def test_tiny_preset_lists_its_four_colours_in_one_order_over_a_flat_background(tmp_path):
+    from eva_data.synth.questions import OptionStyle
+    from eva_data.synth.render import render_frames
+    from eva_data.synth.scenes import FLAT_GREY
+
+    config = DIFFICULTIES["tiny"]
+    plans = video_plans(config, 3, 40)
+    assert {p.duration for p in plans} == {40.0} and all(len(p.events) == 1 for p in plans)
+    style = OptionStyle(colours=config.colours, shuffle=False)
+    for plan in plans:
+        (q,) = make_questions(plan, config.question_types, 1, seed=plan.seed, style=style)
+        assert q.qtype == "colour" and q.options == {"A": "red", "B": "green", "C": "blue", "D": "yellow"}
+        assert q.options[q.ground_truth] == plan.events[0].colour
+    assert {p.events[0].colour for p in plans} == set(config.colours)
+    # nothing is coloured but the shape: the first frame (before any event) is grey only
+    first = next(render_frames(plans[0]))
+    assert (first.max(axis=2) - first.min(axis=2)).max() == 0 and (first == FLAT_GREY).mean() > 0.5
+    with pytest.raises(SynthConfigError, match="4 options"):
+        SynthConfig(colours=("red", "green", "blue"))
+    with pytest.raises(SynthConfigError, match="background"):
+        SynthConfig(background="stripes")

@@ -160,6 +160,11 @@ class TinyModelSpec:
         vision_depth: vision blocks; the last one uses full attention, the others windows.
         vision_heads: vision heads.
         corpus_lines: lines of generated text the tokenizer is trained on.
+        extra_text: more text the tokenizer's corpus repeats (for instance the wording of the
+            training trajectories), so that its words become single tokens; empty by default.
+        qk_init_std: std of the decoder's query/key weights (see `build_tiny_model`); None keeps
+            transformers' initialisation (std 0.02), which a model meant to learn needs: sharp
+            random attention saturates the softmax, and the gradient through it vanishes.
     """
 
     vocab_size: int = 1024
@@ -173,6 +178,8 @@ class TinyModelSpec:
     vision_depth: int = 2
     vision_heads: int = 2
     corpus_lines: int = 4000
+    extra_text: str = ""
+    qk_init_std: float | None = QK_INIT_STD
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "intermediate_size", "vision_hidden_size", "vision_intermediate_size"):
@@ -195,6 +202,22 @@ class TinyModelSpec:
         return [t, h, half - t - h]
 
 
+# The wording of eva-data's oracle trajectories and of the synthetic questions (summary, plan,
+# reflection, the scan, colours and shapes): the `learner` tokenizer makes these words whole tokens,
+# which halves the length of a trajectory (and so the cost of a step and of a reply).
+LEARNER_TEXT = (
+    "Summary: I have not seen the video yet. It is 39 seconds long, and the question asks about the colour of a "
+    "shape.\nPlan: colour shows even at low resolution, so I will scan the whole video at low resolution (12 frames) "
+    "to find the shape.\nSummary: the scan shows a red shape at [00:12]; the rest is grey background with moving "
+    "blocks. It is the only coloured shape in the video, so it is the one the question asks about.\nReflection: the "
+    "shape is green, which is option B.\n<answer>B</answer> A shape carrying the character 'K' appears briefly in "
+    "the video. What colour is it?\nA. red\nB. green\nC. blue\nD. yellow\nE. orange\nF. purple\nAnswer with the "
+    "option's letter from the given choices directly. Plan: shapes like this are on screen for a few seconds only, "
+    "so I will first scan the whole video at low resolution to find when coloured shapes appear, then look at those "
+    "moments at full resolution. circle square triangle diamond letter digit character candidates close looks. At "
+    "this resolution no character can be read. I will look at each of these moments at full resolution."
+)
+
 _WORD_TEXT = (
     "the a an of to in on at for with from by and or but not is are was were be been this that "
     "these those it its he she they we you video frame frames scene person man woman car dog "
@@ -209,7 +232,7 @@ _WORD_TEXT = (
 _WORDS = tuple(_WORD_TEXT.split())
 
 
-def _corpus(n_lines: int, seed: int) -> list[str]:
+def _corpus(n_lines: int, seed: int, extra_text: str = "") -> list[str]:
     """Generated training text: the protocol's fixed strings around random words and numbers."""
     rng = random.Random(seed)
 
@@ -247,6 +270,8 @@ def _corpus(n_lines: int, seed: int) -> list[str]:
             lines.append(f"{words(rng.randint(4, 10)).capitalize()}? Options: {opts}</tool_response>")
         else:
             lines.append(words(rng.randint(8, 30)).capitalize() + ".")
+    if extra_text:
+        lines += [extra_text] * max(1, n_lines // 20)
     return lines
 
 
@@ -265,7 +290,7 @@ def _train_bpe(spec: TinyModelSpec, seed: int) -> tuple[dict[str, int], list[tup
         show_progress=False,
         special_tokens=[],
     )
-    tok.train_from_iterator(_corpus(spec.corpus_lines, seed), trainer=trainer)
+    tok.train_from_iterator(_corpus(spec.corpus_lines, seed, spec.extra_text), trainer=trainer)
     model = json.loads(tok.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
     return dict(model["vocab"]), merges
@@ -406,9 +431,9 @@ def build_tiny_model(out_dir: str | os.PathLike, *, seed: int = 0, spec: TinyMod
         # (measured: positions replaced by token indices gave the same greedy reply). Sharper
         # query/key projections make attention, and so the replies, depend on positions.
         with torch.no_grad():
-            for layer in model.model.language_model.layers:
+            for layer in model.model.language_model.layers if spec.qk_init_std is not None else ():
                 for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj):
-                    proj.weight.normal_(0.0, QK_INIT_STD)
+                    proj.weight.normal_(0.0, spec.qk_init_std)
     end_ids = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
     # Random weights would write image placeholders and other chat markers that a trained model
     # never writes; a skip_special_tokens decode drops them but a server's raw decode keeps them,
@@ -430,6 +455,19 @@ def build_tiny_model(out_dir: str | os.PathLike, *, seed: int = 0, spec: TinyMod
     return out
 
 
+SPECS: dict[str, TinyModelSpec] = {
+    "tiny": TinyModelSpec(),
+    # The quickstart's model (docs/train.md, "The embedded default"): wide and deep enough to learn
+    # the protocol's format and a colour from the frames in minutes on 2 CPU cores; about 4.6M
+    # parameters, with a tokenizer that knows the trajectories' words.
+    "learner": TinyModelSpec(vocab_size=2048, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+                             num_attention_heads=4, num_key_value_heads=2, vision_hidden_size=128,
+                             vision_intermediate_size=256, vision_depth=2, vision_heads=2, extra_text=LEARNER_TEXT,
+                             qk_init_std=None),
+}
+"""Named sizes: `tiny` (tests, the default) and `learner` (the quickstart's recipe)."""
+
+
 def default_cache_root() -> Path:
     """`$EVA_CACHE_DIR`, else `$XDG_CACHE_HOME/eva`, else `~/.cache/eva`."""
     if env := os.environ.get("EVA_CACHE_DIR"):
@@ -437,8 +475,8 @@ def default_cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "eva"
 
 
-def tiny_model_dir(*, seed: int = 0, cache_root: str | os.PathLike | None = None) -> Path:
-    """The tiny model's folder in the cache, built on first use.
+def tiny_model_dir(*, seed: int = 0, spec: str = "tiny", cache_root: str | os.PathLike | None = None) -> Path:
+    """The tiny model's folder in the cache, built on first use (`spec` names a size in `SPECS`).
 
     The folder is keyed by the seed and a digest of this module's source and the transformers
     version, so an edit here or a transformers upgrade never serves a stale checkpoint. Building
@@ -447,19 +485,22 @@ def tiny_model_dir(*, seed: int = 0, cache_root: str | os.PathLike | None = None
     checkpoint (the loser of a race discards its copy).
 
     Returns:
-        `<cache_root>/tiny-qwen2_5_vl-v{TINY_MODEL_VERSION}-{digest}-seed{seed}`.
+        `<cache_root>/tiny-qwen2_5_vl-v{TINY_MODEL_VERSION}-{digest}-seed{seed}` (with `-{spec}`
+        added for sizes other than `tiny`).
     """
     import transformers
 
+    if spec not in SPECS:
+        raise ValueError(f"unknown tiny model size {spec!r}; known: {sorted(SPECS)}")
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     digest = hashlib.sha256(Path(__file__).read_bytes() + transformers.__version__.encode()).hexdigest()[:12]
-    final = root / f"tiny-qwen2_5_vl-v{TINY_MODEL_VERSION}-{digest}-seed{seed}"
+    final = root / (f"tiny-qwen2_5_vl-v{TINY_MODEL_VERSION}-{digest}-seed{seed}" + ("" if spec == "tiny" else f"-{spec}"))
     if (final / "config.json").is_file():
         return final
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=final.name + ".", dir=root))
     try:
-        build_tiny_model(tmp, seed=seed)
+        build_tiny_model(tmp, seed=seed, spec=SPECS[spec])
         try:
             tmp.rename(final)
         except OSError:  # another process finished first

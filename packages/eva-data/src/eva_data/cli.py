@@ -1,12 +1,13 @@
 """`eva-data`: generate the synthetic benchmark, pack benchmarks into shards, inspect shards.
 
-    eva-data synth --out DIR --n N --seed S [--difficulty easy|default|hard] [knobs] [--records] [--shards DIR]
+    eva-data synth --out DIR --n N --seed S [--difficulty easy|default|hard] [knobs] [--records [sft|kto]] [--shards DIR]
     eva-data pack SOURCE --out DIR [--video-root DIR] [--max-bytes B] [--max-count N]
     eva-data inspect SHARDS... [--examples K]
 
 `synth` writes a benchmark folder in the unified annotation format (see
 `eva_data.synth.benchmark`); `--records` adds oracle SFT trajectories (`trajectories.jsonl`,
-labelled source "oracle") and RL prompts (`rl_prompts.jsonl`); `--shards` also packs it, each
+labelled source "oracle") and RL prompts (`rl_prompts.jsonl`); `--records kto` also adds
+rule-labelled KTO trajectories (`eva_data.records.shortcut`); `--shards` also packs it, each
 video with its questions and trajectories. `pack` takes such a folder or any
 unified-format jsonl (videos relative to `--video-root`, default the jsonl's folder) and writes
 one sample per video into size-capped shards. `inspect` reads shards as training would.
@@ -20,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from eva_data.records.oracle import TRAJECTORIES, write_records
+from eva_data.records.oracle import SURVEY_FRAMES, SURVEY_RESIZE, TRAJECTORIES, write_records
+from eva_data.records.shortcut import write_kto_records
 from eva_data.shards.summary import summarize
 from eva_data.shards.writer import DEFAULT_MAX_BYTES, benchmark_samples, pack
 from eva_data.synth.benchmark import ANNOTATIONS, PLANS, VIDEO_DIR, load_plans, write_benchmark
@@ -47,8 +49,16 @@ def _synth_args(sub) -> None:
     knobs.add_argument("--questions-per-video", type=int)
     knobs.add_argument("--question-types", nargs="+", choices=QUESTION_TYPES)
     p.add_argument("--workers", type=int, default=1, help="processes rendering videos")
-    p.add_argument("--records", action="store_true",
-                   help="also write oracle SFT trajectories and RL prompts into the folder")
+    p.add_argument("--records", nargs="?", const="sft", choices=["sft", "kto"],
+                   help="also write oracle SFT trajectories and RL prompts into the folder; 'kto' adds "
+                        "rule-labelled KTO trajectories (oracle = desirable, survey-then-guess = undesirable)")
+    p.add_argument("--survey-frames", nargs="+", type=int, default=list(SURVEY_FRAMES), metavar="N",
+                   help="with --records: the oracle scan's frame counts to try, smallest first "
+                        "(one count: the same scan for every video)")
+    p.add_argument("--uniform-frames", type=int, metavar="N",
+                   help="with --records: also write each item's uniform counterpart with N frames")
+    p.add_argument("--uniform-resize", type=float, default=SURVEY_RESIZE, metavar="R",
+                   help="resize of the uniform counterparts' frames")
     p.add_argument("--shards", type=Path, help="also pack the benchmark into shards here")
     p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="shard size cap")
 
@@ -80,10 +90,16 @@ def run_synth(args) -> int:
     print("question types: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.items_by_type.items())))
     if args.records:
         start = time.perf_counter()
-        records = write_records(args.out)
+        records = write_records(args.out, survey_frames=sorted(args.survey_frames), uniform_frames=args.uniform_frames,
+                                uniform_resize=args.uniform_resize)
+        uniform = f", {records.uniform} uniform counterparts" if args.uniform_frames else ""
         print(f"wrote {records.trajectories} oracle SFT trajectories ({records.skipped} items skipped: no scan of "
-              f"at most 256 frames sees their evidence) and {records.rl_prompts} RL prompts "
-              f"in {time.perf_counter() - start:.1f} s")
+              f"at most {max(args.survey_frames)} frames sees their evidence){uniform} and {records.rl_prompts} "
+              f"RL prompts in {time.perf_counter() - start:.1f} s")
+        if args.records == "kto":
+            kto = write_kto_records(args.out)
+            print(f"wrote {kto.desirable} desirable (oracle) and {kto.undesirable} undesirable (survey-then-guess, "
+                  f"{kto.lucky_guesses} right by chance) rule-labelled KTO trajectories")
     if args.shards:
         shards = _pack_folder(args.out, args.shards, max_bytes=args.max_bytes)
         print(f"packed into {len(shards)} shards in {args.shards}")

@@ -32,6 +32,54 @@ def accuracy_by_category(records: Sequence[ResultRecord]) -> dict[str, tuple[flo
     return {c: (accuracy(rs), len(rs)) for c, rs in sorted(groups.items())}
 
 
+def chance_level(records: Sequence[ResultRecord]) -> float | None:
+    """100 * the mean chance of the records that have one (percent a uniform guesser expects to
+    score on them), None when none has."""
+    odds = [r.chance for r in records if r.chance is not None]
+    return 100.0 * sum(odds) / len(odds) if odds else None
+
+
+def p_above_chance(records: Sequence[ResultRecord]) -> float | None:
+    """One-sided exact p-value that a uniform guesser scores at least as many of the records with a
+    chance as were right: P(X >= k), X = sum of independent Bernoulli(chance_i) (Poisson binomial;
+    a plain binomial test when every item has the same odds). None when no record has a chance.
+
+    The distribution of X is built by the recurrence P_i(x) = P_{i-1}(x) (1 - p_i) + P_{i-1}(x-1) p_i.
+    """
+    graded = [r for r in records if r.chance is not None]
+    if not graded:
+        return None
+    dist = [1.0]
+    for r in graded:
+        p = r.chance
+        dist = [(dist[x] if x < len(dist) else 0.0) * (1 - p) + (dist[x - 1] * p if x > 0 else 0.0)
+                for x in range(len(dist) + 1)]
+    k = sum(r.correct for r in graded)
+    return min(1.0, sum(dist[k:]))
+
+
+def answered_after_tool_call(records: Sequence[ResultRecord]) -> float | None:
+    """100 * (agent-mode records that ended with an answer after at least one frame_select call
+    that ran) / (agent-mode records), error records included; None for a run with no agent record.
+
+    This is the protocol followed end to end: plan, call the tool validly, see frames, answer.
+    """
+    agent = [r for r in records if r.mode == "agent"]
+    if not agent:
+        return None
+    done = sum(r.status == "ok" and r.stop_reason == "answer_found" and bool(r.views) for r in agent)
+    return 100.0 * done / len(agent)
+
+
+def chance_by_category(records: Sequence[ResultRecord]) -> dict[str, float]:
+    """{category: chance %} for the categories whose records have a chance."""
+    groups: dict[str, list[ResultRecord]] = defaultdict(list)
+    for r in records:
+        for c in r.categories:
+            groups[c].append(r)
+    return {c: level for c, rs in sorted(groups.items()) if (level := chance_level(rs)) is not None}
+
+
 def mean(values: Sequence[float]) -> float:
     """Arithmetic mean; 0.0 for no values."""
     return float(sum(values)) / len(values) if values else 0.0
@@ -85,6 +133,11 @@ class RunSummary:
         time: model / tool / wall seconds.
         by_category: {category: (accuracy %, items)}.
         extra: benchmark-specific metrics (ELV-Halluc: in/out accuracy, SAH ratio).
+        chance: percent a uniform guesser expects on the items with fixed odds, None if none has.
+        p_above_chance: one-sided exact p-value of the accuracy on those items against chance.
+        chance_by_category: {category: chance %}.
+        answered_after_tool_call: percent of agent episodes ending in an answer after a valid
+            tool call (`answered_after_tool_call`); None in uniform mode.
     """
 
     items: int
@@ -99,6 +152,10 @@ class RunSummary:
     time: TimeSplit
     by_category: dict[str, tuple[float, int]] = field(default_factory=dict)
     extra: dict[str, float | None | dict] = field(default_factory=dict)
+    chance: float | None = None
+    p_above_chance: float | None = None
+    chance_by_category: dict[str, float] = field(default_factory=dict)
+    answered_after_tool_call: float | None = None
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -121,4 +178,8 @@ def summarize(records: Sequence[ResultRecord]) -> RunSummary:
         stop_reasons=stop_reason_counts(records),
         time=time_split(records),
         by_category=accuracy_by_category(records),
+        chance=chance_level(records),
+        p_above_chance=p_above_chance(records),
+        chance_by_category=chance_by_category(records),
+        answered_after_tool_call=answered_after_tool_call(records),
     )

@@ -20,7 +20,7 @@ from eva_core.frame_select import FrameSelection
 
 from eva_eval.items import BenchmarkItem
 from eva_eval.results import ResultRecord
-from eva_eval.scoring import score_answer
+from eva_eval.scoring import chance, score_answer
 
 VIDEO_FAULTS = frozenset({
     StopReason.TOOL_MISSING_FILE, StopReason.TOOL_EMPTY_FILE, StopReason.TOOL_NOT_A_VIDEO,
@@ -57,7 +57,7 @@ def uniform_views(selection: FrameSelection | None) -> list[dict[str, Any]]:
 def _episode_json(episode: Episode) -> dict[str, Any]:
     data = episode.to_dict()
     for step in data["steps"]:
-        step["completion_ids"] = None  # token ids belong to training data, not evaluation results
+        step["tokens"] = None  # token ids belong to training data, not evaluation results
     return data
 
 
@@ -69,7 +69,7 @@ def error_record(item: BenchmarkItem, mode: str, kind: str, message: str,
         categories=list(item.categories), error=message, error_kind=kind,
         video=None if item.video is None else str(item.video), extra=dict(item.extra),
         wall_seconds=episode.wall_seconds if episode else 0.0,
-        episode=None if episode is None else _episode_json(episode),
+        episode=None if episode is None else _episode_json(episode), chance=chance(item),
     )
 
 
@@ -101,4 +101,5 @@ def record_from_episode(item: BenchmarkItem, episode: Episode, mode: str,
         frames=sum(len(v["shown"]) for v in views), model_seconds=episode.model_seconds,
         tool_seconds=episode.tool_seconds, wall_seconds=episode.wall_seconds, video=str(item.video),
         duration=episode.video.duration, extra=dict(item.extra), views=views, episode=_episode_json(episode),
+        chance=chance(item),
     )

@@ -63,6 +63,8 @@ class ResultRecord:
         views: the frames the model looked at, one entry per tool call that ran (or the uniform
             sampling): turn, sample times, labels, frame size, tokens (see `outcomes`).
         episode: the episode record as JSON: turns, tool calls, frame times (no pixels).
+        chance: the probability that a uniform guess is right (`scoring.chance`), None where
+            guessing has no fixed odds.
     """
 
     id: str
@@ -92,6 +94,7 @@ class ResultRecord:
     extra: dict[str, Any] = field(default_factory=dict)
     views: list[dict[str, Any]] = field(default_factory=list)
     episode: dict[str, Any] | None = None
+    chance: float | None = None
 
     def __post_init__(self):
         if self.status not in ("ok", "error"):

@@ -51,6 +51,16 @@ def rouge_l(prediction: str | None, reference: str) -> float:
     return shared.rouge_l(prediction or "", reference)
 
 
+def chance(item: BenchmarkItem) -> float | None:
+    """The probability that a uniform guess is right: 1 / (options) for a choice item with
+    options, 1/2 for yes/no; None where guessing has no fixed odds (numbers, open answers)."""
+    if item.answer_kind is AnswerKind.CHOICE and item.options:
+        return 1.0 / len(item.options)
+    if item.answer_kind is AnswerKind.YES_NO:
+        return 0.5
+    return None
+
+
 @dataclass(frozen=True)
 class Score:
     """How one answer scored.

@@ -105,13 +105,20 @@ def report_lines(runs: Sequence[Run]) -> list[str]:
         out.append(f"{row.run}: {row.title}, {row.mode}, model {row.model}")
         if row.headline:
             out.append(f"  {row.headline}")
+        if summary.chance is not None:
+            out.append(f"  chance {summary.chance:.2f} % on the items with fixed odds; accuracy above chance: "
+                       f"one-sided exact p = {summary.p_above_chance:.2g}")
+        if summary.answered_after_tool_call is not None:
+            out.append(f"  answered after a valid tool call: {summary.answered_after_tool_call:.1f} % of episodes")
         out.append("  stop reasons: " + ", ".join(f"{k} {v}" for k, v in summary.stop_reasons.items()))
         t = summary.time
         out.append(f"  time: model {t.model:.1f} s, tool {t.tool:.1f} s, other {t.other:.1f} s (summed over items)")
         published = published_by_category(row.benchmark)
         for cat, (acc, n) in summary.by_category.items():
+            level = summary.chance_by_category.get(cat)
+            odds = f", chance {level:.2f} %" if level is not None else ""
             paper = f"   paper {published[cat]:6.2f} %" if cat in published else ""
-            out.append(f"  {cat:<28} {acc:6.2f} %  ({n} items){paper}")
+            out.append(f"  {cat:<28} {acc:6.2f} %  ({n} items{odds}){paper}")
         missing = sorted(set(published) - set(summary.by_category))
         if missing:
             out.append("  published categories without items here: " + ", ".join(missing))

@@ -1,17 +1,7 @@
-"""The passive baseline: N frames sampled uniformly over the whole video, shown up front, one
-answer turn.
+"""The passive baseline in evaluation: `eva_core.uniform`'s view (N frames sampled uniformly over
+the whole video, shown up front), one answer turn per item, all items in one `generate` call.
 
-Frames come from `eva_core.frame_select` over [0, duration] (so the same sample times, resize
-rule and decoders as the agent's tool), without the per-call budget: the baseline's frame count
-and resolution are what is being compared. The resolution is a resize factor, or a target short
-side in pixels (resize = short_side / min(h, w)), rounded to multiples of 28 by the tool.
-
-The conversation is ours (the EVA paper's uniform baselines come from other harnesses): the
-item's own system turn if it has one, and one user turn holding the frames, labelled like the
-agent's tool turn (`Frame {i} at [mm:ss]: ` + image, a newline before each but the first),
-then a newline and the protocol's first user text (`Video Length: ... {question}`). The only
-difference from the agent's opening is that the frames are given up front and no tool is
-offered. The reply is parsed like the agent's last turn (`eva_core.parsing.extract_answer`).
+The reply is parsed like the agent's last turn (`eva_core.parsing.extract_answer`).
 """
 
 from __future__ import annotations
@@ -22,11 +12,12 @@ from dataclasses import dataclass, field
 
 from eva_core.episode import Episode, Step, StopReason, VideoRef
 from eva_core.errors import FrameToolError
-from eva_core.frame_select import FrameSelection, frame_select
+from eva_core.frame_select import FrameSelection
 from eva_core.parsing import extract_answer
 from eva_core.policy import GenerationConfig, GenerationRequest, Message, Policy
-from eva_core.protocol import first_user_text, frame_label_text, image_part, text_part, turn_text
+from eva_core.protocol import turn_text
 from eva_core.reader import open_video
+from eva_core.uniform import MODE, uniform_messages, uniform_resize, uniform_selection
 
 from eva_eval.items import BenchmarkItem
 
@@ -62,26 +53,10 @@ class UniformEpisode:
     selection: FrameSelection | None
 
 
-def uniform_messages(item: BenchmarkItem, selection: FrameSelection) -> list[Message]:
-    """The baseline's conversation for one item (see the module docstring)."""
-    content: list[dict] = []
-    for i, (frame, label) in enumerate(zip(selection.frames.unbind(0), selection.labels, strict=True)):
-        content.append(text_part(frame_label_text(i, label)))
-        content.append(image_part(frame))
-    content.append(text_part("\n" + first_user_text(item.question.strip(), selection.info)))
-    messages: list[Message] = []
-    if item.system is not None:
-        messages.append({"role": "system", "content": [text_part(item.system)]})
-    messages.append({"role": "user", "content": content})
-    return messages
-
-
 def _select(item: BenchmarkItem, config: UniformConfig) -> FrameSelection:
     reader = open_video(item.video)
-    info = reader.info
-    resize = config.short_side / min(info.width, info.height) if config.short_side else config.resize
-    return frame_select(reader, start_time=0.0, end_time=info.duration, nframes=config.nframes, resize=resize,
-                        budget=None, max_nframes=config.nframes)
+    resize = uniform_resize(reader, resize=config.resize, short_side=config.short_side)
+    return uniform_selection(reader, nframes=config.nframes, resize=resize)
 
 
 def run_uniform(policy: Policy, items: Sequence[BenchmarkItem], config: UniformConfig,
@@ -111,7 +86,8 @@ def run_uniform(policy: Policy, items: Sequence[BenchmarkItem], config: UniformC
                               setup_seconds=time.perf_counter() - t0, config={"mode": "uniform"})
             out[k] = UniformEpisode(episode, None)
             continue
-        prepared.append((k, selection, uniform_messages(item, selection), time.perf_counter() - t0))
+        messages = uniform_messages(item.question, selection, item.system)
+        prepared.append((k, selection, messages, time.perf_counter() - t0))
     if prepared:
         requests = [GenerationRequest(messages=m, episode_id=episode_ids[k]) for k, _, m, _ in prepared]
         t0 = time.perf_counter()
@@ -135,7 +111,7 @@ def run_uniform(policy: Policy, items: Sequence[BenchmarkItem], config: UniformC
                 prompt=[{"role": m["role"], "text": turn_text(m)} for m in messages], steps=[step],
                 stop_reason=StopReason.ANSWER_FOUND if answer else StopReason.NO_ANSWER_NO_TOOL_CALL,
                 answer=answer or "", wall_seconds=time.perf_counter() - started,
-                config={"mode": "uniform", "nframes": config.nframes, "resize": selection.effective.resize})
+                config={"mode": MODE, "nframes": config.nframes, "resize": selection.effective.resize})
             out[k] = UniformEpisode(episode, selection)
     return [o for o in out if o is not None]
 

@@ -47,6 +47,7 @@ from eva_core.scripted import ScriptedPolicy
 from eva_core.video import VideoInfo, VideoSource
 
 from eva_data.records.convert import trajectory_from_episode
+from eva_data.records.counterpart import VIEW_AGENT, uniform_trajectory
 from eva_data.records.records import SftTrajectory, Source, rl_prompt_from_item
 from eva_data.synth.benchmark import ANNOTATIONS, load_plans
 from eva_data.synth.events import Event, VideoPlan
@@ -141,23 +142,55 @@ def _reasoning(item: dict[str, Any], events: list[Event], seen: dict[int, str]) 
 
 @dataclass(frozen=True)
 class OracleScript:
-    """The assistant turns of an oracle trajectory and the calls each turn makes."""
+    """The assistant turns of an oracle trajectory and the calls each turn but the last makes."""
 
-    turns: tuple[str, str, str]
-    calls: tuple[tuple[Call, ...], tuple[Call, ...]]
+    turns: tuple[str, ...]
+    calls: tuple[tuple[Call, ...], ...]
 
 
-def oracle_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo,
-                  config: AgentConfig = PROTOCOL) -> OracleScript | None:
-    """The three assistant turns for a synthetic item, or None when no scan sees its evidence."""
+def _alone(item: dict[str, Any], plan: VideoPlan) -> bool:
+    """A colour question about the video's only shape: the scan alone answers it (no close look)."""
+    return item["question_type"] == "colour" and len(plan.events) == 1
+
+
+def oracle_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo, config: AgentConfig = PROTOCOL,
+                  survey_frames: Sequence[int] = SURVEY_FRAMES) -> OracleScript | None:
+    """The assistant turns for a synthetic item, or None when no scan sees its evidence.
+
+    Args:
+        survey_frames: the scan's frame counts to try, smallest first; the first whose samples
+            land on every evidence window is used. One count makes the scan the same call for
+            every video of one length (the tiny preset's choice).
+    """
     evidence = [tuple(w) for w in item["evidence"]]
     duration = math.floor(info.duration * 10) / 10
-    survey = next((c for n in SURVEY_FRAMES
+    survey = next((c for n in survey_frames
                    if _sees_all(c := plan_call(info, 0.0, duration, n, SURVEY_RESIZE, config), evidence)), None)
     if survey is None:
         return None
     targets = [plan.events[i] for i in item["event_ids"]]
     caught = [(e, label) for e in plan.events if (label := survey.first_inside(e.window)) is not None]
+    spotted = "; ".join(f"{article(e.colour).lower()} {e.colour} shape at [{label}]" for e, label in caught)
+    if _alone(item, plan):
+        # Nothing item-specific is copied from the question (a tiny model learns a constant
+        # opening at once, and derails when copying a character): the opening depends only on
+        # the video's length, and the rest on what the scan shows.
+        event = targets[0]
+        first = (f"Summary: I have not seen the video yet. It is {video_length(info.duration)} seconds long, and the "
+                 f"question asks about the colour of a shape.\nPlan: colour shows even at low resolution, so I will "
+                 f"scan the whole video at low resolution ({survey.nframes} frames) to find the shape.\n"
+                 f"<tool_call>{survey.json()}</tool_call>")
+        second = (f"Summary: the scan shows {spotted}; the rest is grey background with moving blocks. It is the only "
+                  f"coloured shape in the video, so it is the one the question asks about.\n"
+                  f"Reflection: the shape is {event.colour}, which is option {item['reward_model']['ground_truth']}.\n"
+                  f"<answer>{item['reward_model']['ground_truth']}</answer>")
+        return OracleScript(turns=(first, second), calls=((survey,),))
+    fields = {"colour": targets[0].colour, "shape": targets[0].shape, "char": targets[0].char}
+    topic = _TOPIC[item["question_type"]].format(**fields)
+    opening = (f"Summary: I have not seen the video yet. It is {video_length(info.duration)} seconds long, and the "
+               f"question asks about {topic}.\nPlan: shapes like this are on screen for a few seconds only, so I will "
+               f"first scan the whole video at low resolution ({survey.nframes} frames) to find when coloured shapes "
+               f"appear, then look at those moments at full resolution.")
     if item["question_type"] == "character":  # named by colour and shape: the other colours need no look
         caught = [(e, label) for e, label in caught if e.colour == targets[0].colour]
 
@@ -175,12 +208,7 @@ def oracle_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo,
     if any(e.index not in seen for e in targets):
         return None
 
-    fields = {"colour": targets[0].colour, "shape": targets[0].shape, "char": targets[0].char}
-    topic = _TOPIC[item["question_type"]].format(**fields)
-    first = (f"Summary: I have not seen the video yet. It is {video_length(info.duration)} seconds long, and the "
-             f"question asks about {topic}.\nPlan: shapes like this are on screen for a few seconds only, so I will "
-             f"first scan the whole video at low resolution ({survey.nframes} frames) to find when coloured shapes "
-             f"appear, then look at those moments at full resolution.\n<tool_call>{survey.json()}</tool_call>")
+    first = f"{opening}\n<tool_call>{survey.json()}</tool_call>"
     spotted = "; ".join(f"{article(e.colour).lower()} {e.colour} shape at [{label}]" for e, label in caught)
     which = f"The {targets[0].colour} ones are the candidates. " if item["question_type"] == "character" else ""
     second = (f"Summary: the scan shows {spotted}; the rest is grey background with moving blocks. At this "
@@ -193,7 +221,8 @@ def oracle_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo,
 
 
 def oracle_trajectory(item: dict[str, Any], plan: VideoPlan, video: VideoSource | VideoReader, *,
-                      config: AgentConfig = PROTOCOL) -> SftTrajectory | None:
+                      config: AgentConfig = PROTOCOL, survey_frames: Sequence[int] = SURVEY_FRAMES,
+                      ) -> SftTrajectory | None:
     """Run the oracle's script through the agent loop on the real video; None when skipped.
 
     Raises:
@@ -201,7 +230,7 @@ def oracle_trajectory(item: dict[str, Any], plan: VideoPlan, video: VideoSource 
             answer scored below 1): a bug, never silently written.
     """
     reader = video if isinstance(video, VideoReader) else VideoReader(video)
-    script = oracle_script(item, plan, reader.info, config)
+    script = oracle_script(item, plan, reader.info, config, survey_frames)
     if script is None:
         return None
     episode = run_episode(ScriptedPolicy(list(script.turns)), reader, item["prompt"], config,
@@ -210,7 +239,7 @@ def oracle_trajectory(item: dict[str, Any], plan: VideoPlan, video: VideoSource 
         if [c.labels for c in step.calls] != [list(c.labels) for c in calls]:
             raise RuntimeError(f"oracle item {item['index']}: the tool showed other frames than the script describes")
     trajectory = trajectory_from_episode(episode, item, source=Source.ORACLE, video_key=plan.video_id,
-                                         meta={"writer": "eva_data.records.oracle"})
+                                         meta={"writer": "eva_data.records.oracle", "view": VIEW_AGENT})
     if trajectory.score < 1.0:
         raise RuntimeError(f"oracle episode for item {item['index']} scored {trajectory.score} "
                            f"(stop: {episode.stop_reason}, answer {episode.answer!r})")
@@ -223,36 +252,53 @@ RL_PROMPTS = "rl_prompts.jsonl"
 
 @dataclass(frozen=True)
 class OracleSummary:
-    """What `write_records` wrote: oracle SFT trajectories (and items skipped), RL prompts."""
+    """What `write_records` wrote: oracle SFT trajectories (and items skipped), uniform
+    counterparts, RL prompts."""
 
     trajectories: int
     skipped: int
     rl_prompts: int
     skipped_types: dict[str, int]
+    uniform: int = 0
 
 
-def write_records(root: str | os.PathLike, *, config: AgentConfig = PROTOCOL) -> OracleSummary:
+def write_records(root: str | os.PathLike, *, config: AgentConfig = PROTOCOL,
+                  survey_frames: Sequence[int] = SURVEY_FRAMES, uniform_frames: int | None = None,
+                  uniform_resize: float = SURVEY_RESIZE) -> OracleSummary:
     """Write `trajectories.jsonl` (oracle SFT records) and `rl_prompts.jsonl` into a benchmark
-    folder made by `eva_data.synth.benchmark.write_benchmark`."""
+    folder made by `eva_data.synth.benchmark.write_benchmark`.
+
+    Args:
+        survey_frames: the scan's frame counts to try (see `oracle_script`).
+        uniform_frames: when given, also write each item's uniform counterpart
+            (`eva_data.records.counterpart`) with this many frames at `uniform_resize`, after
+            its oracle trajectory, into the same file (for every item, also those the oracle skips).
+    """
     root = Path(root)
     plans = load_plans(root)
     items = [json.loads(line) for line in (root / ANNOTATIONS).read_text(encoding="utf-8").splitlines() if line]
     readers: dict[str, VideoReader] = {}
-    written, skipped = 0, Counter()
+    written, uniform, skipped = 0, 0, Counter()
     with open(root / TRAJECTORIES, "w", encoding="utf-8") as out:
         for item in items:
             path = item["videos"][0]
             if path not in readers:
                 readers.clear()  # items come grouped by video: keep one open
                 readers[path] = VideoReader(root / path)
-            trajectory = oracle_trajectory(item, plans[item["video_id"]], readers[path], config=config)
+            trajectory = oracle_trajectory(item, plans[item["video_id"]], readers[path], config=config,
+                                           survey_frames=survey_frames)
             if trajectory is None:
                 skipped[item["question_type"]] += 1
-                continue
-            out.write(json.dumps(trajectory.to_dict()) + "\n")
-            written += 1
+            else:
+                out.write(json.dumps(trajectory.to_dict()) + "\n")
+                written += 1
+            if uniform_frames is not None:
+                counterpart = uniform_trajectory(item, readers[path], nframes=uniform_frames, resize=uniform_resize,
+                                                 video_key=item["video_id"])
+                out.write(json.dumps(counterpart.to_dict()) + "\n")
+                uniform += 1
     with open(root / RL_PROMPTS, "w", encoding="utf-8") as out:
         for item in items:
             out.write(json.dumps(rl_prompt_from_item(item, video_key=item["video_id"]).to_dict()) + "\n")
     return OracleSummary(trajectories=written, skipped=sum(skipped.values()), rl_prompts=len(items),
-                         skipped_types=dict(skipped))
+                         skipped_types=dict(skipped), uniform=uniform)

@@ -28,7 +28,7 @@ from typing import Any
 
 from eva_data.synth.config import SynthConfig
 from eva_data.synth.events import VideoPlan, derive_seed, plan_video
-from eva_data.synth.questions import FAMILY, Question, make_questions
+from eva_data.synth.questions import FAMILY, OptionStyle, Question, make_questions
 from eva_data.synth.render import render_video
 
 DATA_SOURCE = "eva_synth"
@@ -76,9 +76,11 @@ def type_order(types: tuple[str, ...], per_video: int, video: int) -> list[str]:
 def items_for(plans: list[VideoPlan], config: SynthConfig, difficulty: str) -> Iterator[tuple[VideoPlan, dict]]:
     """(plan, annotation record) for every question of every plan, indexed from 0 in order."""
     index = 0
+    style = OptionStyle(colours=config.colours, shuffle=config.shuffle_options)
     for i, plan in enumerate(plans):
         types = type_order(config.question_types, config.questions_per_video, i)
-        for question in make_questions(plan, types, config.questions_per_video, derive_seed(plan.seed, "questions")):
+        for question in make_questions(plan, types, config.questions_per_video, derive_seed(plan.seed, "questions"),
+                                       style):
             yield plan, item_record(plan, question, index, difficulty)
             index += 1
 

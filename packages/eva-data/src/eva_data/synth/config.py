@@ -16,6 +16,9 @@ from dataclasses import dataclass, fields, replace
 
 from eva_data.synth.glyphs import GLYPH_ROWS
 
+PALETTE = ("red", "green", "blue", "yellow", "orange", "purple")
+"""Every colour an event can take (their RGB values: `eva_data.synth.events.COLOURS`)."""
+
 QUESTION_TYPES = ("character", "colour", "order", "count", "temporal_choice", "temporal_number", "describe")
 """Every question type the generator writes (see `eva_data.synth.questions`)."""
 
@@ -47,6 +50,13 @@ class SynthConfig:
         questions_per_video: questions written about each video, of distinct types.
         question_types: the types to draw from.
         min_gap: seconds of event-free time kept between two events and at both ends.
+        colours: the palette events are drawn in (names of `eva_data.synth.events.COLOURS`), and
+            the colours a `colour` question offers as options.
+        shuffle_options: shuffle the options of `character` and `colour` questions; False lists
+            them in a fixed order (the palette's, the glyph set's), so an option's letter names
+            the same colour in every item.
+        background: "scenes" (tinted gradients panning, grey blocks moving) or "flat" (the same
+            blocks over a flat mid-grey: nothing in the video is coloured but the shapes).
     """
 
     duration: tuple[float, float] = (120.0, 600.0)
@@ -64,6 +74,9 @@ class SynthConfig:
     questions_per_video: int = 3
     question_types: tuple[str, ...] = QUESTION_TYPES
     min_gap: float = 2.0
+    colours: tuple[str, ...] = PALETTE
+    shuffle_options: bool = True
+    background: str = "scenes"
 
     def __post_init__(self):
         for name in ("duration", "event_length", "key_events", "distractor_events"):
@@ -82,12 +95,18 @@ class SynthConfig:
             raise SynthConfigError(f"frame size must be even and at least 64x64, got {self.width}x{self.height}")
         if self.shape_px and self.shape_px < 3 * self.glyph_px:
             raise SynthConfigError(f"shape_px {self.shape_px} is too small for glyph_px {self.glyph_px}")
-        if self.shape_side > min(self.width, self.height) // 2:
+        if self.shape_side > min(self.width, self.height) - 16:  # 8-pixel margins (events.EDGE_MARGIN)
             raise SynthConfigError(f"shape of {self.shape_side} px does not fit a {self.width}x{self.height} frame")
         if self.fps <= 0 or self.gop_seconds <= 0:
             raise SynthConfigError("fps and gop_seconds must be positive")
         if not 0 <= self.grain <= 255:
             raise SynthConfigError(f"grain must be in [0, 255], got {self.grain}")
+        if len(set(self.colours)) != len(self.colours) or not set(self.colours) <= set(PALETTE):
+            raise SynthConfigError(f"colours must be distinct names from {PALETTE}, got {self.colours}")
+        if len(self.colours) < 4:
+            raise SynthConfigError(f"a colour question offers 4 options: give at least 4 colours, got {self.colours}")
+        if self.background not in ("scenes", "flat"):
+            raise SynthConfigError(f"background must be 'scenes' or 'flat', got {self.background!r}")
         unknown = set(self.question_types) - set(QUESTION_TYPES)
         if unknown or not self.question_types:
             raise SynthConfigError(f"unknown question types {sorted(unknown)}; known: {QUESTION_TYPES}")
@@ -117,6 +136,18 @@ DIFFICULTIES: dict[str, SynthConfig] = {
     "default": SynthConfig(),
     "hard": SynthConfig(duration=(600.0, 1800.0), event_length=(1.0, 2.0), key_events=(3, 5),
                         distractor_events=(8, 16), glyph_px=10),
+    # Sized for the quickstart's tiny model on 2 CPU cores (docs/train.md, "The embedded
+    # default"): every video is 40 s long, so the survey call is the same for every item; one
+    # shape of one of four colours filling most of the frame, on screen for 12-20 s, over a flat
+    # grey background; 112x112 frames (a frame of the survey at resize 0.25 is one visual
+    # token); one question, its colour, with the four colours always listed in the same order.
+    # A randomly initialised model learns to read colour from frames only when many of the
+    # visual tokens it sees carry it (measured: a 6 s shape of half the frame's side over the
+    # tinted scenes stayed at chance after 300 steps; docs/train.md).
+    "tiny": SynthConfig(duration=(40.0, 40.0), event_length=(12.0, 20.0), key_events=(1, 1),
+                        distractor_events=(0, 0), width=112, height=112, shape_px=96, questions_per_video=1,
+                        question_types=("colour",), colours=("red", "green", "blue", "yellow"),
+                        shuffle_options=False, background="flat"),
 }
 """Named presets. `default` is what the done-when tests measure (see docs/benchmarks.md)."""
 

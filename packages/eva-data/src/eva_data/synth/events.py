@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from eva_data.synth.config import SynthConfig
 from eva_data.synth.glyphs import CHARACTERS
 
-COLOURS: dict[str, tuple[int, int, int]] = {
+COLOURS: dict[str, tuple[int, int, int]] = {  # keys in the order of eva_data.synth.config.PALETTE
     "red": (220, 38, 38),
     "green": (34, 160, 60),
     "blue": (37, 90, 235),
@@ -105,6 +105,7 @@ class VideoPlan:
         fps, width, height, gop_seconds, crf, grain, glyph_px: as in `SynthConfig`.
         events: in order of appearance.
         scene_seed: seed of the background (see `eva_data.synth.scenes`).
+        background: "scenes" (tinted gradients) or "flat" (mid-grey), as in `SynthConfig`.
     """
 
     video_id: str
@@ -119,6 +120,7 @@ class VideoPlan:
     glyph_px: int
     events: tuple[Event, ...]
     scene_seed: int
+    background: str = "scenes"
 
     @property
     def duration(self) -> float:
@@ -166,7 +168,7 @@ def plan_video(config: SynthConfig, seed: int, video_id: str) -> VideoPlan:
     roles = [True] * n_key + [False] * n_distractor
     rng.shuffle(roles)
     chars = rng.sample(CHARACTERS, n_key)
-    looks = rng.sample([(c, s) for c in COLOURS for s in SHAPES], n_key)
+    looks = rng.sample([(c, s) for c in config.colours for s in SHAPES], n_key)
     size = config.shape_side
     events, frame = [], 0
     for i in range(n_events):
@@ -175,7 +177,7 @@ def plan_video(config: SynthConfig, seed: int, video_id: str) -> VideoPlan:
             char = chars.pop()
             colour, shape = looks.pop()
         else:
-            char, colour, shape = None, rng.choice(list(COLOURS)), rng.choice(SHAPES)
+            char, colour, shape = None, rng.choice(list(config.colours)), rng.choice(SHAPES)
         x = rng.randint(EDGE_MARGIN, config.width - size - EDGE_MARGIN)
         y = rng.randint(EDGE_MARGIN, config.height - size - EDGE_MARGIN)
         events.append(Event(index=i, start=frame / fps, end=(frame + lengths[i]) / fps, colour=colour,
@@ -183,4 +185,5 @@ def plan_video(config: SynthConfig, seed: int, video_id: str) -> VideoPlan:
         frame += lengths[i]
     return VideoPlan(video_id=video_id, seed=seed, n_frames=n_frames, fps=fps, width=config.width,
                      height=config.height, gop_seconds=config.gop_seconds, crf=config.crf, grain=config.grain,
-                     glyph_px=config.glyph_px, events=tuple(events), scene_seed=derive_seed(seed, "scene"))
+                     glyph_px=config.glyph_px, events=tuple(events), scene_seed=derive_seed(seed, "scene"),
+                     background=config.background)

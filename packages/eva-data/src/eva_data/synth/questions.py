@@ -21,7 +21,8 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from eva_data.synth.events import COLOURS, Event, VideoPlan
+from eva_data.synth.config import PALETTE
+from eva_data.synth.events import Event, VideoPlan
 from eva_data.synth.glyphs import CHARACTERS, is_digit
 
 CHOICE_INSTRUCTION = "Answer with the option's letter from the given choices directly."
@@ -32,6 +33,24 @@ FAMILY = {"character": "multiple_choice", "colour": "multiple_choice", "order": 
           "count": "multiple_choice", "temporal_choice": "temporal", "temporal_number": "temporal",
           "describe": "open_ended"}
 """The family each question type belongs to."""
+
+
+@dataclass(frozen=True)
+class OptionStyle:
+    """How choice questions list their options (from `SynthConfig.colours`, `shuffle_options`).
+
+    Attributes:
+        colours: the colours a `colour` question draws its options from.
+        shuffle: shuffle `character` and `colour` options; False keeps the palette's (or the
+            glyph set's) order.
+    """
+
+    colours: tuple[str, ...] = PALETTE
+    shuffle: bool = True
+
+
+PLAIN = OptionStyle()
+"""Every colour, options shuffled: the style of the easy, default and hard presets."""
 
 
 @dataclass(frozen=True)
@@ -84,28 +103,31 @@ def _choice(qtype: str, stem: str, texts: Sequence[str], truth: str, events: Seq
                     event_ids=tuple(e.index for e in events))
 
 
-def _shuffled(rng: random.Random, items: Sequence[str]) -> list[str]:
+def _ordered(rng: random.Random, items: Sequence[str], style: OptionStyle, order: Sequence[str]) -> list[str]:
+    """`items` shuffled, or in their order within `order` when the style keeps a fixed order."""
+    if not style.shuffle:
+        return sorted(items, key=list(order).index)
     out = list(items)
     rng.shuffle(out)
     return out
 
 
-def character_question(plan: VideoPlan, rng: random.Random) -> Question:
+def character_question(plan: VideoPlan, rng: random.Random, style: OptionStyle = PLAIN) -> Question:
     event = rng.choice(plan.key_events)
     others = rng.sample([c for c in CHARACTERS if c != event.char], 3)
     stem = (f"{article(event.colour)} {event.colour} {event.shape} carrying a character appears briefly in the video. "
             "Which character does it carry?")
-    return _choice("character", stem, _shuffled(rng, [event.char, *others]), event.char, [event])
+    return _choice("character", stem, _ordered(rng, [event.char, *others], style, CHARACTERS), event.char, [event])
 
 
-def colour_question(plan: VideoPlan, rng: random.Random) -> Question:
+def colour_question(plan: VideoPlan, rng: random.Random, style: OptionStyle = PLAIN) -> Question:
     event = rng.choice(plan.key_events)
-    others = rng.sample([c for c in COLOURS if c != event.colour], 3)
+    others = rng.sample([c for c in style.colours if c != event.colour], 3)
     stem = f"A shape carrying the character '{event.char}' appears briefly in the video. What colour is it?"
-    return _choice("colour", stem, _shuffled(rng, [event.colour, *others]), event.colour, [event])
+    return _choice("colour", stem, _ordered(rng, [event.colour, *others], style, PALETTE), event.colour, [event])
 
 
-def order_question(plan: VideoPlan, rng: random.Random) -> Question | None:
+def order_question(plan: VideoPlan, rng: random.Random, style: OptionStyle = PLAIN) -> Question | None:
     if len(plan.key_events) < 2:
         return None
     a, b = rng.sample(plan.key_events, 2)  # named in this order, whichever came first
@@ -116,7 +138,7 @@ def order_question(plan: VideoPlan, rng: random.Random) -> Question | None:
     return _choice("order", stem, texts, f"The shape carrying '{first.char}'", sorted((a, b), key=lambda e: e.start))
 
 
-def count_question(plan: VideoPlan, rng: random.Random) -> Question:
+def count_question(plan: VideoPlan, rng: random.Random, style: OptionStyle = PLAIN) -> Question:
     truth = len(plan.key_events)
     low = max(1, truth - rng.randint(0, 3))
     counts = [str(n) for n in range(low, low + 4)]  # ascending, as a person would write them
@@ -130,7 +152,7 @@ def quarters(duration: float) -> list[tuple[float, float]]:
     return [(duration * i / 4, duration * (i + 1) / 4) for i in range(4)]
 
 
-def temporal_choice_question(plan: VideoPlan, rng: random.Random) -> Question | None:
+def temporal_choice_question(plan: VideoPlan, rng: random.Random, style: OptionStyle = PLAIN) -> Question | None:
     parts = quarters(plan.duration)
     inside = [(e, i) for e in plan.key_events for i, (lo, hi) in enumerate(parts) if lo <= e.start and e.end <= hi]
     if not inside:
@@ -141,7 +163,7 @@ def temporal_choice_question(plan: VideoPlan, rng: random.Random) -> Question | 
     return _choice("temporal_choice", stem, labels, labels[which], [event])
 
 
-def temporal_number_question(plan: VideoPlan, rng: random.Random) -> Question:
+def temporal_number_question(plan: VideoPlan, rng: random.Random, style: OptionStyle = PLAIN) -> Question:
     event = rng.choice(plan.key_events)
     text = (f"At what time does the shape carrying the character '{event.char}' first appear? "
             f"{NUMBER_INSTRUCTION}")
@@ -158,7 +180,7 @@ def describe_reference(event: Event, width: int, height: int) -> str:
             f"{event.region(width, height)} of the frame from {timestamp(event.start)} to {timestamp(event.end)}.")
 
 
-def describe_question(plan: VideoPlan, rng: random.Random) -> Question:
+def describe_question(plan: VideoPlan, rng: random.Random, style: OptionStyle = PLAIN) -> Question:
     event = rng.choice(plan.key_events)
     text = (f"A shape carrying the character '{event.char}' appears briefly in the video. Describe it: "
             f"its colour, its shape, where it is in the frame and when it appears. {OPEN_INSTRUCTION}")
@@ -167,7 +189,7 @@ def describe_question(plan: VideoPlan, rng: random.Random) -> Question:
                     evidence=(event.window,), event_ids=(event.index,))
 
 
-BUILDERS: dict[str, Callable[[VideoPlan, random.Random], Question | None]] = {
+BUILDERS: dict[str, Callable[[VideoPlan, random.Random, OptionStyle], Question | None]] = {
     "character": character_question,
     "colour": colour_question,
     "order": order_question,
@@ -178,7 +200,8 @@ BUILDERS: dict[str, Callable[[VideoPlan, random.Random], Question | None]] = {
 }
 
 
-def make_questions(plan: VideoPlan, types: Sequence[str], n: int, seed: int) -> list[Question]:
+def make_questions(plan: VideoPlan, types: Sequence[str], n: int, seed: int,
+                   style: OptionStyle = PLAIN) -> list[Question]:
     """Up to `n` questions of distinct types, trying `types` in the order given.
 
     A type that does not apply to the plan (`order` with one key event, `temporal_choice` when
@@ -189,7 +212,7 @@ def make_questions(plan: VideoPlan, types: Sequence[str], n: int, seed: int) -> 
     for qtype in types:
         if len(questions) == n:
             break
-        question = BUILDERS[qtype](plan, rng)
+        question = BUILDERS[qtype](plan, rng, style)
         if question is not None:
             questions.append(question)
     return questions

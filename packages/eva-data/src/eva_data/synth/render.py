@@ -70,7 +70,8 @@ def event_sprite(event: Event, glyph_px: int) -> tuple[np.ndarray, np.ndarray]:
 
 def render_frames(plan: VideoPlan) -> Iterator[np.ndarray]:
     """uint8 [H, W, 3] RGB frames of the video, in order."""
-    scene = SceneRenderer(plan.scene_seed, plan.n_frames, plan.fps, plan.width, plan.height, plan.grain)
+    scene = SceneRenderer(plan.scene_seed, plan.n_frames, plan.fps, plan.width, plan.height, plan.grain,
+                          flat=plan.background == "flat")
     sprites = [event_sprite(e, plan.glyph_px) for e in plan.events]
     spans = [(round(e.start * plan.fps), round(e.end * plan.fps)) for e in plan.events]
     for index in range(plan.n_frames):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 SCENE_SECONDS = (15.0, 60.0)
+FLAT_GREY = 128  # the flat background's level
 PAN_PIXELS = 160  # the gradient is this much wider than the frame; a scene pans across it
 
 
@@ -110,11 +111,13 @@ class SceneRenderer:
     Args:
         scene_seed, n_frames, fps, width, height: as in the video's plan.
         grain: amplitude of per-frame uniform noise added to every pixel (0 for none).
+        flat: a flat mid-grey instead of the tinted gradients (the moving grey blocks stay).
     """
 
-    def __init__(self, scene_seed: int, n_frames: int, fps: float, width: int, height: int, grain: int = 0):
+    def __init__(self, scene_seed: int, n_frames: int, fps: float, width: int, height: int, grain: int = 0,
+                 flat: bool = False):
         self.scenes = plan_scenes(scene_seed, n_frames, fps, width, height)
-        self.width, self.height, self.grain = width, height, grain
+        self.width, self.height, self.grain, self.flat = width, height, grain, flat
         self._noise = np.random.Generator(np.random.PCG64(scene_seed))
         self._current: int | None = None
         self._gradient: np.ndarray | None = None
@@ -128,7 +131,9 @@ class SceneRenderer:
         which = self._scene_index(index)
         scene = self.scenes[which]
         if which != self._current:
-            self._current, self._gradient = which, _gradient(scene, self.width, self.height)
+            self._current = which
+            self._gradient = (np.full((self.height, self.width + PAN_PIXELS, 3), FLAT_GREY, np.uint8) if self.flat
+                              else _gradient(scene, self.width, self.height))
         local = index - scene.first_frame
         offset = _bounce(local * scene.pan_speed, PAN_PIXELS)
         img = self._gradient[:, offset:offset + self.width].copy()

@@ -1,0 +1,63 @@
+"""Uniform counterparts: each item seen through the uniform view, then its answer, as SFT records.
+
+A uniform baseline must be trained on the same questions as the agent to be a fair comparison
+(same items, same steps); only the way it sees the video differs. The counterpart of an item
+is one user turn holding `nframes` frames sampled evenly over the whole video at `resize`
+(`eva_core.uniform`, the same turn eva-eval's `--mode uniform` shows), and one assistant turn:
+`<answer>{ground truth}</answer>`.
+
+The reply claims nothing about the frames: when the evenly spaced frames miss the event, the
+answer is still the ground truth, which is what fine-tuning a model on question-answer pairs
+does (the baseline learns to guess where it cannot see). Records carry `meta["view"] ==
+"uniform"` beside the oracle's `"agent"`, so a trainer can take either or both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eva_core.episode import Episode, Step, StopReason, VideoRef
+from eva_core.parsing import extract_answer
+from eva_core.protocol import item_question, turn_text
+from eva_core.reader import VideoReader
+from eva_core.uniform import MODE, uniform_messages, uniform_selection
+
+from eva_data.records.convert import trajectory_from_episode
+from eva_data.records.records import SftTrajectory, Source
+
+VIEW_AGENT = "agent"
+VIEW_UNIFORM = "uniform"
+
+
+def uniform_trajectory(item: dict[str, Any], reader: VideoReader, *, nframes: int, resize: float,
+                       video_key: str) -> SftTrajectory:
+    """The uniform counterpart of a unified-format item (see the module docstring).
+
+    Args:
+        item: the item (`prompt`, `reward_model.ground_truth`, `index`, `videos`).
+        reader: its video, open.
+        nframes: frames sampled over the whole video.
+        resize: scale factor of both sides (rounded to multiples of 28 by the tool).
+        video_key: the video's shard key.
+    """
+    prompt = item["prompt"]
+    system = None if isinstance(prompt, str) else next(
+        (t["content"] for t in prompt if t["role"] == "system" and isinstance(t["content"], str)), None)
+    question = item_question(prompt)
+    selection = uniform_selection(reader, nframes=nframes, resize=resize)
+    messages = uniform_messages(question, selection, system)
+    truth = str(item["reward_model"]["ground_truth"])
+    reply = f"<answer>{truth}</answer>"
+    info = reader.info
+    episode = Episode(
+        episode_id=f"uniform-{item['index']}",
+        video=VideoRef(path=None, video_id=item["videos"][0], duration=info.duration, width=info.width,
+                       height=info.height, fps=info.fps),
+        question=question, prompt=[{"role": m["role"], "text": turn_text(m)} for m in messages],
+        steps=[Step(reply=reply, answer=extract_answer(reply)[0],
+                    visual_tokens=selection.tokens_per_frame * len(selection.labels))],
+        stop_reason=StopReason.ANSWER_FOUND, answer=truth,
+        config={"mode": MODE, "nframes": nframes, "resize": selection.effective.resize})
+    return trajectory_from_episode(episode, item, source=Source.ORACLE, video_key=video_key,
+                                   record_id=f"sft-uniform-{item['index']}",
+                                   meta={"writer": "eva_data.records.counterpart", "view": VIEW_UNIFORM})
