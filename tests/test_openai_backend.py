@@ -323,3 +323,23 @@ def test_pure_helpers():
         OpenAIPolicy("localhost:8000")
     with pytest.raises(ValueError, match="image_format"):
         OpenAIPolicy("http://h", image_format="jpeg")
+
+
+def test_each_frame_is_encoded_once_across_turns(monkeypatch):
+    # A frame shown in turn 1 travels again in every later request of the episode; it is encoded
+    # once. A different tensor with the same pixels is a different object and is encoded anew.
+    from eva_core.backends import openai_backend
+
+    encoded = []
+    real = openai_backend.png_bytes
+    monkeypatch.setattr(openai_backend, "png_bytes", lambda image: encoded.append(image) or real(image))
+    first, second = frames(5, ((28, 56), (56, 28)))
+    policy = OpenAIPolicy("http://h", model="m")
+    turn_1 = opening() + [tool_turn([first])]
+    turn_2 = turn_1 + [{"role": "assistant", "content": [{"type": "text", "text": "More."}]}, tool_turn([second])]
+    a = policy.body(turn_1, GREEDY)
+    b = policy.body(turn_2, GREEDY)
+    assert len(encoded) == 2 and encoded[0] is first and encoded[1] is second
+    assert a["messages"][-1]["content"][2] == b["messages"][2]["content"][2]
+    policy.body(opening() + [tool_turn([first.clone()])], GREEDY)
+    assert len(encoded) == 3
