@@ -6,9 +6,9 @@ With reuse the tokens computed over the episode (prefill plus the replies fed ba
 decoding) come to about one final context, not the sum of every turn's prompt.
 
 A random model never writes a valid tool call, so every reply gets a fixed frame_select call
-appended (`eva_core.backends.forced.AppendToolCall`): the episode then runs all its turns,
-and since the appended text is not what the model generated, each turn also exercises the
-cache's prefix matching (the cached reply tokens and the re-tokenized reply diverge there).
+appended (`eva_core.backends.forced.AppendToolCall`): the episode then runs all its turns.
+The engine is token-in, token-out, so the model reads its own sampled ids, not the appended
+text, and each turn prefills only the new tool turn.
 
     uv run python benchmarks/agent_turns.py [--repeats 5] [--hidden-size 128 --layers 2]
 

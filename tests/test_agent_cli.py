@@ -110,6 +110,6 @@ def test_the_tiny_model_continues_after_a_tool_turn(video, tiny_model_dir):
         # 168x112 at resize 1: 6 x 4 = 24 tokens a frame, 2 frames; at 0.5: 3 x 2 = 6 tokens, 1 frame.
         assert [c.visual_tokens for c in calls] == [48, 6]
         second = episode.steps[1]
-        assert second.visual_tokens == 54 and second.prompt_tokens > 54 and second.completion_ids
+        assert second.visual_tokens == 54 and second.prompt_tokens > 54 and second.tokens.completion_ids
         assert episode.steps[0].tool_text.count("<image>") == 3
     assert episodes[0].steps[1].reply == episodes[1].steps[1].reply  # greedy, same conversation

@@ -10,7 +10,7 @@ import torch
 from eva_core.agent import AgentConfig, Task, replay_messages, run_episode, run_episodes
 from eva_core.episode import Episode, Step, StopReason, ToolCallRecord
 from eva_core.errors import FrameToolError, ToolErrorReason
-from eva_core.policy import Generation, GenerationConfig
+from eva_core.policy import Generation, GenerationConfig, TurnTokens
 from eva_core.reader import VideoReader
 from eva_core.sample_video import read_frame_index, write_sample_video
 from eva_core.scripted import ScriptedPolicy, ScriptExhausted
@@ -205,7 +205,8 @@ def three_turn_episode(videos):
         "Plan: look everywhere.\n" + call(0, 12, 4, resize=0.5),
         "Closer.\n" + call(3, 6, 3),
         Generation(text="Final answer: B", prompt_tokens=900, completion_tokens=4, visual_tokens=400,
-                   prefill_tokens=30, completion_ids=[11, 12, 13, 14], seconds=0.1),
+                   prefill_tokens=30, tokens=TurnTokens([5, 6], [11, 12, 13, 14], [-0.5, -0.25, -1.0, -0.125]),
+                   seconds=0.1),
     ])
     episode = run_episode(policy, videos["main"], [{"role": "user", "content": QUESTION}], video_id="main")
     return episode, policy
@@ -219,7 +220,7 @@ def test_record_round_trips_through_json_without_pixels(three_turn_episode):
     assert again == episode and again.to_dict() == episode.to_dict()
     data = json.loads(text)
     assert data["stop_reason"] == "answer_found" and data["rounds"] == 3
-    assert data["total_tokens"] == 904 and data["steps"][2]["completion_ids"] == [11, 12, 13, 14]
+    assert data["total_tokens"] == 904 and data["steps"][2]["tokens"]["completion_ids"] == [11, 12, 13, 14]
     assert data["config"]["max_turns"] == 6 and data["config"]["budget"] == 12000
     assert data["video"] == {"path": str(episode.video.path), "video_id": "main", "duration": 12.0,
                              "width": 168, "height": 112, "fps": 10.0}

@@ -81,7 +81,7 @@ def test_served_reply_with_images_and_a_tool_turn(served, local):
     assert got.prompt_tokens == want.prompt_tokens
     assert got.completion_tokens == want.completion_tokens
     assert got.visual_tokens == want.visual_tokens == 6 + 2
-    assert got.prefill_tokens is None and got.completion_ids is None and got.seconds > 0
+    assert got.prefill_tokens is None and got.tokens is None and got.seconds > 0
     assert remote.model is None  # /v1/models listed nothing: the field is left out and the server's model used
 
 

@@ -140,3 +140,25 @@ def test_7b_lora_recipe_on_the_meta_device(capsys, monkeypatch, qwen_7b_dir):
     trained = [n for n, p in policy.named_parameters() if p.requires_grad]
     assert all("lora_" in n and ".language_model.layers." in n for n in trained)
     assert len(trained) == 28 * 7 * 2  # A and B of 7 projections in 28 layers
+
+
+@pytest.mark.parametrize("name", ["kto-tiny.yaml", "kto-7b-lora.yaml", "kto-7b-fsdp.yaml"])
+def test_kto_recipes(name, capsys, monkeypatch, qwen_7b_dir):
+    monkeypatch.setenv("EVA_QWEN_7B", str(qwen_7b_dir))
+    monkeypatch.setenv("EVA_KTO_INIT", str(qwen_7b_dir))
+    config = _resolved(CONFIG_DIR / name, capsys)
+    assert config["model"]["class_path"] == "eva_train.kto.KTOModule"
+    assert config["data"]["class_path"] == "eva_train.datamodule.KTODataModule"
+    assert config["data"]["init_args"]["train"]["init_args"]["kind"] == "kto"
+    assert config["data"]["init_args"]["processor_path"] == config["model"]["init_args"]["model"]["path"]
+    module = _module(config)
+    assert module.beta == 0.1  # EVA paper, KTO
+    if name == "kto-tiny.yaml":
+        assert config["trainer"]["accelerator"] == "cpu"
+        assert config["data"]["init_args"]["batch_size"] >= 2
+        return
+    assert module.optim_spec.lr == 2e-6  # EVA paper, KTO
+    strategy = config["trainer"].get("strategy")
+    ranks = strategy["init_args"]["data_parallel_size"] if isinstance(strategy, dict) else 1
+    assert config["data"]["init_args"]["batch_size"] * ranks >= 2  # the KL pairs need 2 rows a step
+    assert (module.lora_spec is not None) == (module.reference_spec.kind == "adapters")

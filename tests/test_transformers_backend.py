@@ -71,10 +71,10 @@ def run_turns(policy: Policy, turns: int, episode_id: str, config: GenerationCon
 def test_greedy_is_deterministic(policy, no_reuse):
     a = policy.generate([GenerationRequest(opening(), "det-a")], GREEDY)[0]
     b = no_reuse.generate([GenerationRequest(opening(), "det-b")], GREEDY)[0]
-    assert a.text == b.text and a.completion_ids == b.completion_ids
-    assert a.completion_tokens == len(a.completion_ids)
-    assert a.completion_tokens == GREEDY.max_new_tokens or a.completion_ids[-1] in policy.eos_ids
-    assert a.text == policy.tokenizer.decode(a.completion_ids, skip_special_tokens=True)
+    assert a.text == b.text and a.tokens.completion_ids == b.tokens.completion_ids
+    assert a.completion_tokens == len(a.tokens.completion_ids)
+    assert a.completion_tokens == GREEDY.max_new_tokens or a.tokens.completion_ids[-1] in policy.eos_ids
+    assert a.text == policy.tokenizer.decode(a.tokens.completion_ids, skip_special_tokens=True)
     policy.release("det-a")
 
 
@@ -86,7 +86,7 @@ def test_matches_model_generate(policy, no_reuse):
     enc = policy.processor(text=[text], images=message_images(messages), return_tensors="pt")
     with torch.no_grad():
         out = policy.model.generate(**enc, max_new_tokens=GREEDY.max_new_tokens, do_sample=False)
-    assert out[0, enc["input_ids"].shape[1]:].tolist() == mine.completion_ids
+    assert out[0, enc["input_ids"].shape[1]:].tolist() == mine.tokens.completion_ids
     assert mine.prompt_tokens == enc["input_ids"].shape[1]
     assert mine.visual_tokens == int((enc["input_ids"] == policy.model.config.image_token_id).sum()) == 6 + 2
 
@@ -96,7 +96,7 @@ def test_kv_reuse_changes_nothing_but_the_work(policy, no_reuse):
     with_reuse = run_turns(policy, turns, "reuse")
     without = run_turns(no_reuse, turns, "reuse")
     assert [g.text for g in with_reuse] == [g.text for g in without]
-    assert [g.completion_ids for g in with_reuse] == [g.completion_ids for g in without]
+    assert [g.tokens.completion_ids for g in with_reuse] == [g.tokens.completion_ids for g in without]
     assert [g.prompt_tokens for g in with_reuse] == [g.prompt_tokens for g in without]
     # Without reuse every turn prefills its whole prompt.
     assert [g.prefill_tokens for g in without] == [g.prompt_tokens for g in without]
@@ -141,7 +141,7 @@ def test_batch_equals_one_at_a_time(policy):
     for request, got in zip(requests, batch, strict=True):
         policy.release(request.episode_id)
         alone = policy.generate([request], GREEDY)[0]
-        assert (got.text, got.completion_ids, got.prompt_tokens) == (alone.text, alone.completion_ids,
+        assert (got.text, got.tokens.completion_ids, got.prompt_tokens) == (alone.text, alone.tokens.completion_ids,
                                                                      alone.prompt_tokens)
         policy.release(request.episode_id)
     with pytest.raises(ValueError, match="share an episode_id"):
@@ -153,13 +153,13 @@ def test_sampling_is_seeded(policy):
     a = policy.generate([GenerationRequest(opening())], config)[0]
     b = policy.generate([GenerationRequest(opening())], config)[0]
     c = policy.generate([GenerationRequest(opening())], GenerationConfig(max_new_tokens=12, temperature=1.0, seed=12))[0]
-    assert a.completion_ids == b.completion_ids
-    assert a.completion_ids != c.completion_ids  # 12 tokens over a ~1000-token vocabulary
+    assert a.tokens.completion_ids == b.tokens.completion_ids
+    assert a.tokens.completion_ids != c.tokens.completion_ids  # 12 tokens over a ~1000-token vocabulary
 
 
 def test_suppressed_tokens_never_appear(policy):
     gen = policy.generate([GenerationRequest(opening())], GenerationConfig(max_new_tokens=64, temperature=2.0, seed=0))
-    assert policy.suppress and not set(gen[0].completion_ids) & set(policy.suppress)
+    assert policy.suppress and not set(gen[0].tokens.completion_ids) & set(policy.suppress)
 
 
 def test_forced_tool_call_drives_turns(policy):

@@ -17,6 +17,11 @@ As in the released evaluation script, the tool still runs on the calls of the la
 turn before the episode stops with `max_turns_exceeded` (so a failing call there stops it with
 the tool's error instead), and of several calls in one reply the ones that fail are skipped
 as long as one call shows frames.
+
+For training rollouts the loop keeps what training needs (`Step.tokens` from a rollout
+engine, `Step.frames` of each tool turn the model read) and passes each task's `sample_key`
+to the policy; a prompt that no longer fits the context (`GenerationConfig.max_context_tokens`)
+ends the episode with `context_exceeded`, and the tool turn that overflowed keeps no frames.
 """
 
 from __future__ import annotations
@@ -98,12 +103,15 @@ class Task:
         prompt: the question, or a benchmark item's chat turns (`prompt` of the unified format).
         video_id: an id for the record (such as the benchmark's relative path).
         episode_id: the policy's id for the episode; generated when None.
+        sample_key: names the sample for seeded decoding (`GenerationRequest.sample_key`),
+            e.g. (step, prompt, sample) in a training rollout.
     """
 
     video: VideoSource | VideoReader
     prompt: str | Sequence[Message]
     video_id: str | None = None
     episode_id: str | None = None
+    sample_key: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -115,6 +123,7 @@ class _Running:
     question: str
     reader: VideoReader | None
     messages: list[Message]
+    sample_key: tuple[int, ...] | None
     started: float
     prompt: list[dict[str, str]] = field(default_factory=list)
     setup_seconds: float = 0.0
@@ -125,6 +134,8 @@ class _Running:
 
     def finish(self, config: AgentConfig) -> Episode:
         assert self.stop is not None
+        if self.steps:  # the last tool turn, if any, was never read (turn limit or context full)
+            self.steps[-1].frames = []
         return Episode(episode_id=self.episode_id, video=self.video, question=self.question, prompt=self.prompt,
                        steps=self.steps, stop_reason=self.stop, answer=self.answer, error=self.error,
                        setup_seconds=self.setup_seconds, wall_seconds=time.perf_counter() - self.started,
@@ -145,7 +156,8 @@ def _start(task: Task, episode_id: str, config: AgentConfig) -> _Running:
     """Open the video and build the opening turns; a video that cannot be opened stops the episode."""
     started = time.perf_counter()
     state = _Running(episode_id=episode_id, video=_video_ref(task.video, task.video_id),
-                     question=item_question(task.prompt), reader=None, messages=[], started=started)
+                     question=item_question(task.prompt), reader=None, messages=[], started=started,
+                     sample_key=task.sample_key)
     try:
         state.reader = open_video(task.video, backend=config.decode_backend)
     except FrameToolError as error:
@@ -223,10 +235,13 @@ def run_calls(reader: VideoReader, calls: Sequence[ParsedCall], config: AgentCon
 
 def _advance(state: _Running, generation: Generation, model_seconds: float, config: AgentConfig) -> None:
     """Take one reply: record it, then stop on an answer or a bad reply, or run the tools."""
+    if generation.finish_reason == "context":  # the prompt did not fit: nothing was sampled
+        state.stop = StopReason.CONTEXT_EXCEEDED
+        return
     text = generation.text if isinstance(generation.text, str) else ""  # an HTTP reply may carry null content
     parsed = parse_reply(text, all_blocks=config.all_tool_blocks)
     state.messages.append(assistant_turn(text))
-    stop, records, tool_text, tool_seconds = parsed.stop_reason, [], None, 0.0
+    stop, records, tool_text, tool_seconds, frames = parsed.stop_reason, [], None, 0.0, []
     if stop is None:
         t0 = time.perf_counter()
         outcome = run_calls(state.reader, parsed.calls, config)
@@ -234,7 +249,7 @@ def _advance(state: _Running, generation: Generation, model_seconds: float, conf
         if outcome.frames:
             turn = tool_turn(outcome.frames, outcome.labels, state.question)
             state.messages.append(turn)
-            tool_text = turn_text(turn)
+            tool_text, frames = turn_text(turn), outcome.frames
         else:
             stop, state.error = outcome.failure or (StopReason.TOOL_UNEXPECTED, "no call showed frames")
     else:
@@ -244,9 +259,8 @@ def _advance(state: _Running, generation: Generation, model_seconds: float, conf
     state.steps.append(Step(
         reply=text, prompt_tokens=generation.prompt_tokens, completion_tokens=generation.completion_tokens,
         visual_tokens=generation.visual_tokens, prefill_tokens=generation.prefill_tokens,
-        completion_ids=None if generation.completion_ids is None else list(generation.completion_ids),
-        model_seconds=model_seconds, answer=parsed.answer, calls=records, tool_text=tool_text,
-        tool_seconds=tool_seconds))
+        tokens=generation.tokens, model_seconds=model_seconds, answer=parsed.answer, calls=records,
+        tool_text=tool_text, tool_seconds=tool_seconds, frames=frames))
     if stop == StopReason.ANSWER_FOUND:
         state.answer = parsed.answer or ""
     state.stop = stop
@@ -282,7 +296,8 @@ def run_episodes(policy: Policy, tasks: Sequence[Task], config: AgentConfig | No
                 running = [s for s in states if s.stop is None]
                 if not running:
                     break
-                requests = [GenerationRequest(messages=list(s.messages), episode_id=s.episode_id) for s in running]
+                requests = [GenerationRequest(messages=list(s.messages), episode_id=s.episode_id,
+                                              sample_key=s.sample_key) for s in running]
                 sent.update(s.episode_id for s in running)
                 t0 = time.perf_counter()
                 generations = policy.generate(requests, config.generation)
@@ -291,7 +306,7 @@ def run_episodes(policy: Policy, tasks: Sequence[Task], config: AgentConfig | No
                     raise RuntimeError(f"the policy returned {len(generations)} replies for {len(running)} requests")
                 list(pool.map(_advance, running, generations, [model_seconds] * len(running), [config] * len(running)))
                 for state in running:
-                    if on_step is not None:
+                    if on_step is not None and state.stop != StopReason.CONTEXT_EXCEEDED:  # it added no step
                         on_step(state.episode_id, state.steps[-1])
                     if state.stop is not None:
                         sent.discard(state.episode_id)

@@ -5,9 +5,12 @@ shards store and training replays. Frames are referenced, never stored: each too
 the video reference, its effective arguments, sample times, decode times, labels and frame
 size, which is enough to decode the same pixels again (`eva_core.agent.replay_messages`).
 
-Training masks: assistant turns (`Step.reply`, and `Step.completion_ids` when the backend
-gives them) were sampled by the model; system, user and tool turns were inserted around it.
-`Episode.turns` lists every turn with its role and whether it was sampled.
+Training masks: assistant turns (`Step.reply`) were sampled by the model; system, user and
+tool turns were inserted around it. `Episode.turns` lists every turn with its role and whether
+it was sampled. A rollout engine (`eva_core.policy.RolloutEngine`) also gives each step's
+`TurnTokens` (ids fed, ids sampled, their log-probs), and the loop keeps the frames each tool
+turn showed (`Step.frames`, in memory only): together the exact sequence training scores
+(`eva_train.episode_encoding.encode_episode`), with no re-rendering and no second decode.
 
 Token accounting follows the protocol ("Metrics"): `total_tokens` is the prompt plus the
 completion of the LAST assistant turn, images included, i.e. the final context length.
@@ -17,11 +20,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+import torch
+
 from eva_core.errors import ToolErrorReason
+from eva_core.policy import TurnTokens
 
 SCHEMA_VERSION = 1
 
@@ -29,12 +35,15 @@ SCHEMA_VERSION = 1
 class StopReason(StrEnum):
     """How an episode ended. The first four are the protocol's; `tool_error:*` are its error
     reasons, one per `ToolErrorReason`, plus `tool_error:unexpected` for an exception the tool
-    did not classify (recorded instead of escaping the loop)."""
+    did not classify (recorded instead of escaping the loop). `context_exceeded` is ours: the
+    next prompt (after a tool turn) would not fit `GenerationConfig.max_context_tokens`, so
+    the episode ends before it; the protocol sets no context limit."""
 
     ANSWER_FOUND = "answer_found"
     MAX_TURNS_EXCEEDED = "max_turns_exceeded"
     NO_ANSWER_NO_TOOL_CALL = "no_answer_no_tool_call"
     NO_VALID_TOOL_CALL = "no_valid_tool_call"
+    CONTEXT_EXCEEDED = "context_exceeded"
     TOOL_MISSING_FILE = "tool_error:missing_file"
     TOOL_EMPTY_FILE = "tool_error:empty_file"
     TOOL_NOT_A_VIDEO = "tool_error:not_a_video"
@@ -136,7 +145,7 @@ class Step:
         completion_tokens: tokens generated this turn.
         visual_tokens: image tokens inside the prompt.
         prefill_tokens: prompt tokens computed this turn (fewer with KV-cache reuse); None if unknown.
-        completion_ids: the sampled token ids, when the backend gives them.
+        tokens: ids fed and sampled with their log-probs, when the backend gives them.
         model_seconds: wall time of the generate call that produced the reply (a batched call
             counts fully for each episode in it).
         answer: the answer read from the reply, None when it holds none.
@@ -144,6 +153,10 @@ class Step:
         tool_text: the tool turn's text, each image written as `<image>`; None when no tool
             turn followed the reply.
         tool_seconds: wall time of this reply's tool calls.
+        frames: the tool turn's frames, uint8 [3, H, W] each in the order shown, when the model
+            read that turn next (the images inside the next step's `tokens.prompt_ids`); empty
+            for the last step (its tool turn, if any, was never read). In memory only: JSON
+            keeps the decode parameters (`calls`), from which `replay_messages` decodes them.
     """
 
     reply: str
@@ -151,15 +164,20 @@ class Step:
     completion_tokens: int = 0
     visual_tokens: int = 0
     prefill_tokens: int | None = None
-    completion_ids: list[int] | None = None
+    tokens: TurnTokens | None = None
     model_seconds: float = 0.0
     answer: str | None = None
     calls: list[ToolCallRecord] = field(default_factory=list)
     tool_text: str | None = None
     tool_seconds: float = 0.0
+    frames: list[torch.Tensor] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self):
         self.calls = [c if isinstance(c, ToolCallRecord) else ToolCallRecord(**c) for c in self.calls]
+        if isinstance(self.tokens, dict):
+            self.tokens = TurnTokens(**self.tokens)
+        if self.frames and self.tool_text is None:
+            raise ValueError("frames belong to a tool turn: a step without one has none")
         counts = (self.prompt_tokens, self.completion_tokens, self.visual_tokens, self.prefill_tokens or 0)
         if min(counts) < 0 or (self.prompt_tokens and self.visual_tokens > self.prompt_tokens):
             raise ValueError(f"token counts must be >= 0 and visual <= prompt, got {counts}")
@@ -211,17 +229,20 @@ class Episode:
         if isinstance(self.video, dict):
             self.video = VideoRef(**self.video)
         self.steps = [s if isinstance(s, Step) else Step(**s) for s in self.steps]
-        if not self.steps and not self.stop_reason.is_tool_error:
-            raise ValueError(f"{self.stop_reason} needs at least one turn; only a tool error can stop before one")
+        if not self.steps and not (self.stop_reason.is_tool_error or self.stop_reason == StopReason.CONTEXT_EXCEEDED):
+            raise ValueError(f"{self.stop_reason} needs at least one turn; only a tool error or a prompt too long "
+                             "for the context can stop before one")
         if (self.stop_reason == StopReason.ANSWER_FOUND) != bool(self.answer):
             raise ValueError(f"answer {self.answer!r} does not fit stop reason {self.stop_reason}")
         if self.answer and self.steps[-1].answer != self.answer:
             raise ValueError("the answer must be the last reply's")
         for k, step in enumerate(self.steps):
             last = k == len(self.steps) - 1
-            wants_tool = not last or self.stop_reason == StopReason.MAX_TURNS_EXCEEDED
+            wants_tool = not last or self.stop_reason in (StopReason.MAX_TURNS_EXCEEDED, StopReason.CONTEXT_EXCEEDED)
             if (step.tool_text is not None) != wants_tool:
                 raise ValueError(f"step {k}: a tool turn follows every reply but one that stopped the episode")
+            if last and step.frames:
+                raise ValueError("the last step's tool turn was never read: it keeps no frames")
         if self.schema_version != SCHEMA_VERSION:
             raise ValueError(f"record schema {self.schema_version}, this code reads {SCHEMA_VERSION}")
 
@@ -256,8 +277,10 @@ class Episode:
     DERIVED = ("rounds", "total_tokens", "model_seconds", "tool_seconds")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data; derived figures are added for readers and ignored on load."""
-        data = asdict(self)
+        """Plain JSON-ready data (frames left out); derived figures are added for readers and ignored on load."""
+        data = asdict(replace(self, steps=[replace(s, frames=[]) for s in self.steps]))  # no tensor copies
+        for step in data["steps"]:
+            del step["frames"]
         data["stop_reason"] = self.stop_reason.value
         data.update({name: getattr(self, name) for name in self.DERIVED})
         return data

@@ -1,12 +1,13 @@
 """`eva-data`: generate the synthetic benchmark, pack benchmarks into shards, inspect shards.
 
-    eva-data synth --out DIR --n N --seed S [--difficulty easy|default|hard] [knobs] [--records] [--shards DIR]
+    eva-data synth --out DIR --n N --seed S [--difficulty easy|default|hard] [knobs] [--records [sft|kto]] [--shards DIR]
     eva-data pack SOURCE --out DIR [--video-root DIR] [--max-bytes B] [--max-count N]
     eva-data inspect SHARDS... [--examples K]
 
 `synth` writes a benchmark folder in the unified annotation format (see
 `eva_data.synth.benchmark`); `--records` adds oracle SFT trajectories (`trajectories.jsonl`,
-labelled source "oracle") and RL prompts (`rl_prompts.jsonl`); `--shards` also packs it, each
+labelled source "oracle") and RL prompts (`rl_prompts.jsonl`); `--records kto` also adds
+rule-labelled KTO trajectories (`eva_data.records.shortcut`); `--shards` also packs it, each
 video with its questions and trajectories. `pack` takes such a folder or any
 unified-format jsonl (videos relative to `--video-root`, default the jsonl's folder) and writes
 one sample per video into size-capped shards. `inspect` reads shards as training would.
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 from eva_data.records.oracle import SURVEY_FRAMES, SURVEY_RESIZE, TRAJECTORIES, write_records
+from eva_data.records.shortcut import write_kto_records
 from eva_data.shards.summary import summarize
 from eva_data.shards.writer import DEFAULT_MAX_BYTES, benchmark_samples, pack
 from eva_data.synth.benchmark import ANNOTATIONS, PLANS, VIDEO_DIR, load_plans, write_benchmark
@@ -47,8 +49,9 @@ def _synth_args(sub) -> None:
     knobs.add_argument("--questions-per-video", type=int)
     knobs.add_argument("--question-types", nargs="+", choices=QUESTION_TYPES)
     p.add_argument("--workers", type=int, default=1, help="processes rendering videos")
-    p.add_argument("--records", action="store_true",
-                   help="also write oracle SFT trajectories and RL prompts into the folder")
+    p.add_argument("--records", nargs="?", const="sft", choices=["sft", "kto"],
+                   help="also write oracle SFT trajectories and RL prompts into the folder; 'kto' adds "
+                        "rule-labelled KTO trajectories (oracle = desirable, survey-then-guess = undesirable)")
     p.add_argument("--survey-frames", nargs="+", type=int, default=list(SURVEY_FRAMES), metavar="N",
                    help="with --records: the oracle scan's frame counts to try, smallest first "
                         "(one count: the same scan for every video)")
@@ -93,6 +96,10 @@ def run_synth(args) -> int:
         print(f"wrote {records.trajectories} oracle SFT trajectories ({records.skipped} items skipped: no scan of "
               f"at most {max(args.survey_frames)} frames sees their evidence){uniform} and {records.rl_prompts} "
               f"RL prompts in {time.perf_counter() - start:.1f} s")
+        if args.records == "kto":
+            kto = write_kto_records(args.out)
+            print(f"wrote {kto.desirable} desirable (oracle) and {kto.undesirable} undesirable (survey-then-guess, "
+                  f"{kto.lucky_guesses} right by chance) rule-labelled KTO trajectories")
     if args.shards:
         shards = _pack_folder(args.out, args.shards, max_bytes=args.max_bytes)
         print(f"packed into {len(shards)} shards in {args.shards}")

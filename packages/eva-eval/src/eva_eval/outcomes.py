@@ -57,7 +57,7 @@ def uniform_views(selection: FrameSelection | None) -> list[dict[str, Any]]:
 def _episode_json(episode: Episode) -> dict[str, Any]:
     data = episode.to_dict()
     for step in data["steps"]:
-        step["completion_ids"] = None  # token ids belong to training data, not evaluation results
+        step["tokens"] = None  # token ids belong to training data, not evaluation results
     return data
 
 

@@ -9,6 +9,10 @@ inherit from each other.
   `ModelParallelStrategy`, shards it with FSDP2 (`eva_train.sharding.apply_fsdp`) over the
   data-parallel mesh. It runs once per process, after the distributed setup; single-device and
   DDP runs take the same path without the sharding.
+- The reference hook: a stage that needs pi_ref (KTO, later GRPO) passes a `ReferenceSpec`,
+  and `configure_model` builds `self.reference` beside the policy (`eva_train.reference`: the
+  policy with adapters disabled, a frozen copy sharded like the policy, or precomputed
+  log-probs). A frozen copy is the submodule `reference_model`, never in checkpoints.
 - `configure_optimizers`: AdamW with warmup and cosine decay over the trainer's estimated
   number of optimizer steps (`eva_train.optim`).
 - Checkpoints hold only the trained parameters (LoRA adapters, or the unfrozen weights): the
@@ -30,6 +34,14 @@ import torch
 
 from eva_train.modeling import LoraSpec, ModelSpec, load_model
 from eva_train.optim import OptimSpec, build_optimizer
+from eva_train.reference import (
+    AdapterReference,
+    ModelReference,
+    PrecomputedReference,
+    Reference,
+    ReferenceSpec,
+    resolved_kind,
+)
 from eva_train.sharding import ShardingSpec, apply_fsdp
 from eva_train.throughput import StepClock, peak_memory_bytes
 
@@ -50,10 +62,11 @@ class PolicyModule(L.LightningModule):
         lora: LoRA adapters; None fine-tunes the base weights (those not frozen by `model`).
         optim: optimizer and schedule.
         sharding: FSDP2 options, used under `ModelParallelStrategy` only.
+        reference: build a reference policy (stages that need pi_ref); None builds none.
     """
 
     def __init__(self, model: ModelSpec, lora: LoraSpec | None = None, optim: OptimSpec | None = None,
-                 sharding: ShardingSpec | None = None) -> None:
+                 sharding: ShardingSpec | None = None, reference: ReferenceSpec | None = None) -> None:
         super().__init__()
         self.model_spec = model
         self.lora_spec = lora
@@ -61,7 +74,10 @@ class PolicyModule(L.LightningModule):
         self.sharding_spec = sharding or ShardingSpec()
         # Frozen weights are not in checkpoints; `on_load_checkpoint` checks the rest instead.
         self.strict_loading = False
+        self.reference_spec = reference
         self.policy: torch.nn.Module | None = None
+        self.reference: Reference | None = None
+        self.reference_model: torch.nn.Module | None = None
         self._clock = StepClock()
 
     # ---- building -------------------------------------------------------------------------
@@ -69,14 +85,34 @@ class PolicyModule(L.LightningModule):
         if self.policy is not None:  # `validate` after `fit` calls this again
             return
         policy = load_model(self.model_spec, self.lora_spec)
-        mesh = self._device_mesh
-        if mesh is not None:
-            if "tensor_parallel" in (mesh.mesh_dim_names or ()) and mesh["tensor_parallel"].size() > 1:
-                raise ValueError("eva-train shards with FSDP2 only: set the strategy's tensor_parallel_size to 1 "
-                                 "and data_parallel_size to the number of processes")
-            dp_mesh = mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
+        dp_mesh = self._data_parallel_mesh()
+        if dp_mesh is not None:
             apply_fsdp(policy, dp_mesh, self.sharding_spec)
         self.policy = policy
+        if self.reference_spec is not None:
+            self.reference = self.build_reference(self.reference_spec, dp_mesh)
+
+    def _data_parallel_mesh(self):
+        mesh = self._device_mesh
+        if mesh is None:
+            return None
+        if "tensor_parallel" in (mesh.mesh_dim_names or ()) and mesh["tensor_parallel"].size() > 1:
+            raise ValueError("eva-train shards with FSDP2 only: set the strategy's tensor_parallel_size to 1 "
+                             "and data_parallel_size to the number of processes")
+        return mesh["data_parallel"] if "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
+
+    def build_reference(self, spec: ReferenceSpec, dp_mesh=None) -> Reference:
+        """The reference of `spec` for this policy (see `eva_train.reference`)."""
+        kind = resolved_kind(spec, lora=self.lora_spec is not None)
+        if kind == "adapters":
+            return AdapterReference(self.policy)
+        if kind == "precomputed":
+            return PrecomputedReference.load(spec.path)
+        copy = load_model(self.model_spec, None).requires_grad_(False).eval()
+        if dp_mesh is not None:
+            apply_fsdp(copy, dp_mesh, self.sharding_spec)
+        self.reference_model = copy  # a submodule: Lightning moves it; checkpoints leave it out
+        return ModelReference(copy)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer, scheduler = build_optimizer(self.policy, self.optim_spec,
@@ -111,6 +147,7 @@ class PolicyModule(L.LightningModule):
             "lora": asdict(self.lora_spec) if self.lora_spec is not None else None,
             "optim": asdict(self.optim_spec),
             "sharding": asdict(self.sharding_spec),
+            "reference": asdict(self.reference_spec) if self.reference_spec is not None else None,
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -1,8 +1,9 @@
-"""`eva-train`: the command line. `fit` and `validate` through LightningCLI, plus `export`.
+"""`eva-train`: the command line. `fit` and `validate` through LightningCLI, plus `export` and `precompute-ref`.
 
     eva-train fit --config configs/sft-tiny.yaml [--trainer.max_steps 20 ...]
     eva-train validate --config configs/sft-tiny.yaml --ckpt_path runs/.../last.ckpt
     eva-train export CKPT --out DIR [--adapter-only] [--dtype bfloat16]
+    eva-train precompute-ref --config configs/kto-tiny.yaml --out FILE [fit overrides ...]
 
 Configs name the stage module and the data module by class path (`model.class_path`,
 `data.class_path`), so one entry point runs every stage. They are parsed in jsonargparse's
@@ -82,10 +83,43 @@ def export_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def precompute_ref_main(argv: Sequence[str]) -> int:
+    """Reference log-probs of the run a `fit` config describes (`eva_train.precompute`), as JSON."""
+    parser = argparse.ArgumentParser(prog="eva-train precompute-ref",
+                                     description="Precompute a KTO run's reference log-probs (rows and KL pairs).")
+    parser.add_argument("--out", required=True, help="JSON file to write (then train with "
+                        "--model.init_args.reference.kind precomputed --model.init_args.reference.path FILE)")
+    ns, fit_args = parser.parse_known_args(list(argv))
+    import torch
+
+    from eva_train.modeling import load_model
+    from eva_train.precompute import precompute_reference
+    from eva_train.reference import ModelReference, write_table
+
+    cli = fit_cli(["fit", *fit_args], run=False)
+    module, data, trainer = cli.model, cli.datamodule, cli.trainer
+    world = trainer.num_devices * trainer.num_nodes
+    data.prepare_data()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    reference = ModelReference(load_model(module.model_spec, None).requires_grad_(False).eval().to(device))
+    with torch.no_grad():
+        streams = [data.stream(data.train_source, shuffle=True, rank=r, world_size=world) for r in range(world)]
+        table = precompute_reference(reference, streams, epochs=int(trainer.max_epochs or 1), device=device)
+        if data.val_source is not None:
+            val = [data.stream(data.val_source, shuffle=False, rank=r, world_size=world) for r in range(world)]
+            table |= precompute_reference(reference, val, epochs=1, device=device)
+    out = write_table(table, ns.out, meta={"model": module.model_spec.path, "world_size": world,
+                                           "epochs": int(trainer.max_epochs or 1)})
+    print(f"wrote {len(table)} reference log-probs to {out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "export":
         return export_main(args[1:])
+    if args and args[0] == "precompute-ref":
+        return precompute_ref_main(args[1:])
     fit_cli(argv)  # None: LightningCLI reads sys.argv itself
     return 0
 

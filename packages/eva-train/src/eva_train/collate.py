@@ -15,9 +15,11 @@ a variable-length attention kernel; length grouping gets padding to a few percen
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -27,7 +29,9 @@ from eva_train.masking import EncodedConversation, pixel_values_for
 
 @dataclass
 class Batch:
-    """A right-padded batch.
+    """A right-padded batch: the fields every stage's forward needs.
+
+    Stages extend it with per-row fields (`SFTBatch`, `KTOBatch`; later the rollout batch).
 
     Attributes:
         input_ids: [B, L] long, padded with the tokenizer's pad id.
@@ -39,6 +43,7 @@ class Batch:
         num_tokens: real (non-padding) tokens.
         padding_fraction: padding tokens / (B * L).
         truncated: rows that were truncated to the length limit.
+        sample_ids: the B rows' sample ids (for logs and precomputed reference log-probs).
     """
 
     input_ids: Tensor
@@ -50,15 +55,17 @@ class Batch:
     num_tokens: int
     padding_fraction: float
     truncated: int = 0
+    sample_ids: tuple[str, ...] = ()
+
+    @property
+    def rows(self) -> int:
+        return int(self.input_ids.shape[0])
 
     def to(self, device) -> Batch:
-        """The batch with every tensor on `device`."""
-        def move(t):
-            return None if t is None else t.to(device, non_blocking=True)
-
-        return Batch(move(self.input_ids), move(self.attention_mask), move(self.trained),
-                     move(self.mm_token_type_ids), move(self.pixel_values), move(self.image_grid_thw),
-                     self.num_tokens, self.padding_fraction, self.truncated)
+        """The same batch (same class, every field) with every tensor field on `device`."""
+        moved = {f.name: value.to(device, non_blocking=True) for f in dataclasses.fields(self)
+                 if isinstance(value := getattr(self, f.name), Tensor)}
+        return dataclasses.replace(self, **moved)
 
     def model_inputs(self) -> dict[str, Tensor]:
         """Keyword arguments of a Qwen2.5-VL forward (no labels: the loss is computed outside)."""
@@ -70,15 +77,29 @@ class Batch:
         return inputs
 
 
-def collate(samples: Sequence[EncodedConversation], *, pad_id: int, image_processor=None) -> Batch:
-    """Right-pad encoded conversations into one `Batch`.
+@dataclass
+class SFTBatch(Batch):
+    """A batch of trajectories to imitate: the common fields only."""
 
-    Args:
-        samples: at least one encoded conversation.
-        pad_id: the tokenizer's padding id.
-        image_processor: computes the pixel values of samples encoded without them
-            (`encode_conversation(..., with_pixels=False)`), for the whole batch at once.
+
+@dataclass(kw_only=True)
+class KTOBatch(Batch):
+    """A batch of labelled trajectories for KTO (`eva_train.kto`).
+
+    Attributes:
+        desirable: [B] bool, the label of each row (`ChatSample.meta["desirable"]`).
     """
+
+    desirable: Tensor
+
+    def __post_init__(self) -> None:
+        if self.desirable.dtype != torch.bool or self.desirable.shape != (self.rows,):
+            raise ValueError(f"desirable must be bool [{self.rows}], got {self.desirable.dtype} "
+                             f"{tuple(self.desirable.shape)}")
+
+
+def _padded_fields(samples: Sequence[EncodedConversation], *, pad_id: int, image_processor=None) -> dict[str, Any]:
+    """The common `Batch` fields of right-padded encoded conversations."""
     if not samples:
         raise ValueError("cannot collate an empty batch")
     lengths = [len(s) for s in samples]
@@ -104,18 +125,47 @@ def collate(samples: Sequence[EncodedConversation], *, pad_id: int, image_proces
             values, grid = s.pixel_values, s.image_grid_thw
         pixels.append(values)
         grids.append(grid)
-    total = sum(lengths)
-    return Batch(
+    return dict(
         input_ids=input_ids,
         attention_mask=attention,
         trained=trained,
         mm_token_type_ids=types,
         pixel_values=torch.cat(pixels) if pixels else None,
         image_grid_thw=torch.cat(grids) if grids else None,
-        num_tokens=total,
+        num_tokens=sum(lengths),
         padding_fraction=padding_fraction(lengths),
         truncated=sum(s.truncated for s in samples),
+        sample_ids=tuple(s.sample_id for s in samples),
     )
+
+
+def collate(samples: Sequence[EncodedConversation], *, pad_id: int, image_processor=None) -> SFTBatch:
+    """Right-pad encoded conversations into one `SFTBatch`.
+
+    Args:
+        samples: at least one encoded conversation.
+        pad_id: the tokenizer's padding id.
+        image_processor: computes the pixel values of samples encoded without them
+            (`encode_conversation(..., with_pixels=False)`), for the whole batch at once.
+    """
+    return SFTBatch(**_padded_fields(samples, pad_id=pad_id, image_processor=image_processor))
+
+
+def collate_kto(samples: Sequence[EncodedConversation], *, pad_id: int, image_processor=None) -> KTOBatch:
+    """Right-pad labelled conversations into one `KTOBatch`; the label is `meta["desirable"]`.
+
+    Raises:
+        ValueError: a sample without a boolean `desirable` label.
+    """
+    labels = []
+    for s in samples:
+        label = s.meta.get("desirable")
+        if not isinstance(label, bool):
+            raise ValueError(f"sample {s.sample_id!r} has no boolean meta['desirable'] label (got {label!r}): "
+                             "KTO trains on labelled trajectories (eva-data records of kind 'kto')")
+        labels.append(label)
+    return KTOBatch(**_padded_fields(samples, pad_id=pad_id, image_processor=image_processor),
+                    desirable=torch.tensor(labels, dtype=torch.bool))
 
 
 def padding_fraction(lengths: Sequence[int]) -> float:

@@ -1,20 +1,23 @@
-"""The SFT data module: sources in, resumable length-grouped batch loaders out.
+"""The data modules: sources in, resumable length-grouped batch loaders of the stage's batch type out.
 
-`SFTDataModule` builds one `SFTStream` per split for this process's data-parallel rank (taken
+`ConversationDataModule` builds one `ConversationStream` per split for this process's data-parallel rank (taken
 from the trainer's strategy: the data-parallel mesh under `ModelParallelStrategy`, the DDP
 rank otherwise) and wraps the training stream in a `ResumableLoader`, whose position Lightning
 stores in every checkpoint. Use one batch size per device; the global batch is
-batch_size x data-parallel ranks x `accumulate_grad_batches`.
+batch_size x data-parallel ranks x `accumulate_grad_batches`. The stages' modules differ only
+in their batching step: `SFTDataModule` yields `SFTBatch`es, `KTODataModule` `KTOBatch`es
+(labelled rows; with `ShardSource(kind="kto")`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 
+from eva_train.collate import collate, collate_kto
 from eva_train.sources import ExampleSource
-from eva_train.stream import ResumableLoader, SFTStream
+from eva_train.stream import Collate, ConversationStream, ResumableLoader, encode_sample
 
 
 def data_parallel_rank(trainer: L.Trainer | None) -> tuple[int, int]:
@@ -25,8 +28,8 @@ def data_parallel_rank(trainer: L.Trainer | None) -> tuple[int, int]:
     return int(kwargs.get("rank", trainer.global_rank)), int(kwargs.get("num_replicas", trainer.world_size))
 
 
-class SFTDataModule(L.LightningDataModule):
-    """Training (and optional validation) batches of SFT conversations.
+class ConversationDataModule(L.LightningDataModule):
+    """Training (and optional validation) batches of conversations; subclasses pick the batch type.
 
     Args:
         processor_path: folder of the model's processor (usually the model folder).
@@ -60,11 +63,18 @@ class SFTDataModule(L.LightningDataModule):
             if source is not None and callable(getattr(source, "prepare", None)):
                 source.prepare()
 
-    def _stream(self, source: ExampleSource, *, shuffle: bool) -> SFTStream:
+    collate: ClassVar[Collate] = staticmethod(collate)
+
+    def stream(self, source: ExampleSource, *, shuffle: bool, rank: int, world_size: int) -> ConversationStream:
+        """The stream of `source` for one data-parallel rank, with this module's batching."""
+        return ConversationStream(source, self.processor_path, batch_size=self.batch_size,
+                                  max_length=self.max_length, window_batches=self.window_batches, seed=self.seed,
+                                  rank=rank, world_size=world_size, shuffle=shuffle, encode=encode_sample,
+                                  collate=type(self).collate)
+
+    def _stream(self, source: ExampleSource, *, shuffle: bool) -> ConversationStream:
         rank, world = data_parallel_rank(self.trainer)
-        return SFTStream(source, self.processor_path, batch_size=self.batch_size, max_length=self.max_length,
-                         window_batches=self.window_batches, seed=self.seed, rank=rank, world_size=world,
-                         shuffle=shuffle)
+        return self.stream(source, shuffle=shuffle, rank=rank, world_size=world)
 
     def train_dataloader(self) -> ResumableLoader:
         if self._train_loader is None:
@@ -79,3 +89,22 @@ class SFTDataModule(L.LightningDataModule):
             return []
         return ResumableLoader(self._stream(self.val_source, shuffle=False), num_workers=self.num_workers,
                                seed=self.seed)
+
+
+class SFTDataModule(ConversationDataModule):
+    """SFT conversations in `SFTBatch`es; arguments as `ConversationDataModule`."""
+
+    collate = staticmethod(collate)
+
+
+class KTODataModule(ConversationDataModule):
+    """Labelled trajectories in `KTOBatch`es (each sample's `meta["desirable"]`); arguments as
+    `ConversationDataModule`. KTO needs at least 2 rows in the global batch (its KL pairs)."""
+
+    collate = staticmethod(collate_kto)
+
+    def setup(self, stage: str) -> None:
+        _, world = data_parallel_rank(self.trainer)
+        if self.batch_size * world < 2:
+            raise ValueError(f"KTO needs a global batch of at least 2 trajectories (batch_size {self.batch_size} x "
+                             f"{world} ranks): its reference point is estimated on mismatched pairs")

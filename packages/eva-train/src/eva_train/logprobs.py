@@ -14,20 +14,25 @@ output head as for any forward.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
 from eva_train.collate import Batch
 
 
-def token_logprobs(logits: Tensor, targets: Tensor) -> Tensor:
+def token_logprobs(logits: Tensor, targets: Tensor, *, suppress: Sequence[int] = ()) -> Tensor:
     """log p(target) under softmax(logits), in float32.
 
-        log p_i = z_{i, y_i} - log sum_v exp(z_{i, v})
+        log p_i = z_{i, y_i} - log sum_{v not suppressed} exp(z_{i, v})
 
     Args:
         logits: [N, V] unnormalised scores.
         targets: [N] long token ids.
+        suppress: ids a rollout engine never samples (`generation_config.suppress_tokens`):
+            left out of the normalisation, so that the result is the log-probability of the
+            distribution sampled from (at temperature 1), which rollouts record.
 
     Returns:
         [N] float32 log-probabilities.
@@ -35,6 +40,8 @@ def token_logprobs(logits: Tensor, targets: Tensor) -> Tensor:
     if logits.ndim != 2 or targets.shape != logits.shape[:1]:
         raise ValueError(f"logits must be [N, V] and targets [N], got {tuple(logits.shape)}, {tuple(targets.shape)}")
     z = logits.float()
+    if len(suppress):
+        z = z.index_fill(1, torch.as_tensor(list(suppress), device=z.device), float("-inf"))
     return z.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(z, dim=-1)
 
 
@@ -45,12 +52,13 @@ def predicting_positions(trained: Tensor) -> Tensor:
     return keep
 
 
-def policy_logprobs(model: nn.Module, batch: Batch) -> Tensor:
+def policy_logprobs(model: nn.Module, batch: Batch, *, suppress: Sequence[int] = ()) -> Tensor:
     """Log-probability of every trained token of `batch` under `model`.
 
     Args:
         model: a Qwen2.5-VL-class model (transformers, or peft around one), possibly sharded.
         batch: a collated batch on the model's device.
+        suppress: see `token_logprobs`.
 
     Returns:
         [B, T] float32: log p(input_ids[b, t] | input_ids[b, :t], images) where batch.trained
@@ -60,6 +68,6 @@ def policy_logprobs(model: nn.Module, batch: Batch) -> Tensor:
     out = model(**batch.model_inputs(), logits_to_keep=keep, use_cache=False)
     logits = out.logits  # [N, V], rows in (b, t) order of `keep`
     targets = batch.input_ids[batch.trained]  # same (b, t) order, one position later
-    logps = token_logprobs(logits.reshape(-1, logits.shape[-1]), targets)
+    logps = token_logprobs(logits.reshape(-1, logits.shape[-1]), targets, suppress=suppress)
     full = torch.zeros(batch.trained.shape, dtype=torch.float32, device=logps.device)
     return full.masked_scatter(batch.trained, logps)

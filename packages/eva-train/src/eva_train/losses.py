@@ -7,6 +7,9 @@ objectives to this module in the same shape.
 
 from __future__ import annotations
 
+import warnings
+
+import torch
 from torch import Tensor
 
 
@@ -56,6 +59,124 @@ def sft_loss(logps: Tensor, mask: Tensor, *, normalization: str = "tokens") -> t
     metrics = {
         "nll": (token_nll.sum() / n_tokens.clamp(min=1)).detach(),
         "trained_tokens": n_tokens.detach(),
+    }
+    return loss, metrics
+
+
+def sequence_logps(logps: Tensor, mask: Tensor) -> Tensor:
+    """log pi(y_b | x_b) = sum_t m_bt log p_bt: each row's log-probability of its trained tokens.
+
+    Args:
+        logps: [B, T] per-token log-probabilities (any value where mask is 0).
+        mask: [B, T] 1 (or True) on the trained tokens.
+
+    Returns:
+        [B] sums over the trained tokens (0 for a row without one).
+    """
+    _check_token_tensors(logps, mask)
+    return (logps * mask.to(logps.dtype)).sum(dim=1)
+
+
+class KTOWeightWarning(UserWarning):
+    """lambda_D n_D / (lambda_U n_U) outside the range the KTO paper recommends."""
+
+
+def kto_weight_ratio(n_desirable: int, n_undesirable: int, *, desirable_weight: float = 1.0,
+                     undesirable_weight: float = 1.0) -> float:
+    """lambda_D n_D / (lambda_U n_U), with a `KTOWeightWarning` when it leaves [1, 4/3].
+
+    Ethayarajh et al. (2024), section 4.2 ("Data imbalance"): set the weights so that
+    lambda_D n_D / (lambda_U n_U) is in [1, 4/3], i.e. desirable examples carry at least as much
+    and at most a third more total weight than undesirable ones.
+
+    Returns:
+        The ratio (inf when there is no undesirable example).
+    """
+    if n_desirable < 0 or n_undesirable < 0:
+        raise ValueError(f"counts must be non-negative, got {n_desirable}, {n_undesirable}")
+    denominator = undesirable_weight * n_undesirable
+    ratio = float("inf") if denominator == 0 else desirable_weight * n_desirable / denominator
+    if not 1.0 <= ratio <= 4.0 / 3.0:
+        warnings.warn(f"KTO weights: lambda_D n_D / (lambda_U n_U) = {desirable_weight} * {n_desirable} / "
+                      f"({undesirable_weight} * {n_undesirable}) = {ratio:.3g}, outside [1, 4/3] (Ethayarajh et "
+                      "al. 2024, sec. 4.2): adjust desirable_weight or undesirable_weight", KTOWeightWarning,
+                      stacklevel=2)
+    return ratio
+
+
+def kto_loss(policy_logps: Tensor, reference_logps: Tensor, desirable: Tensor, *, kl_policy_logps: Tensor,
+             kl_reference_logps: Tensor, beta: float = 0.1, desirable_weight: float = 1.0,
+             undesirable_weight: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
+    """Kahneman-Tversky Optimization (Ethayarajh et al., 2024, "KTO: Model Alignment as Prospect
+    Theoretic Optimization", eq. 7-8) on whole trajectories.
+
+    With x_b the prompt of row b (the turns before its first assistant turn), y_b its completion
+    (every later turn; only the assistant tokens are scored, tool turns and images are context):
+
+        implied reward   r_b = log pi_theta(y_b | x_b) - log pi_ref(y_b | x_b)
+        reference point  z0  = max(0, (1/G) sum_g [log pi_theta(y_g | x'_g) - log pi_ref(y_g | x'_g)])
+        value            v_b = lambda_D sigmoid(beta (r_b - z0))   if row b is desirable
+                               lambda_U sigmoid(beta (z0 - r_b))   otherwise
+        loss             L   = (1/B) sum_b (lambda_b - v_b)
+
+    z0 is the paper's estimate of KL(pi_theta || pi_ref) from mismatched pairs (x'_g, y_g) of
+    the global batch (G pairs, built by the caller: `eva_train.kl_pairs`), detached as in the
+    paper: no gradient flows through it. The loss is the mean over this call's B rows (as TRL's
+    `KTOTrainer`: the weighted per-row losses averaged), so data-parallel ranks with equal B
+    average to the global batch's mean.
+
+    Args:
+        policy_logps: [B] log pi_theta(y_b | x_b), summed over the trained tokens (differentiable).
+        reference_logps: [B] log pi_ref(y_b | x_b).
+        desirable: [B] bool labels.
+        kl_policy_logps: [G] log pi_theta of the global batch's mismatched pairs (any grad ignored).
+        kl_reference_logps: [G] log pi_ref of the same pairs.
+        beta: the KL penalty's inverse temperature (paper: 0.1 as default; EVA: 0.1).
+        desirable_weight, undesirable_weight: lambda_D and lambda_U (see `kto_weight_ratio`).
+
+    Returns:
+        (loss, metrics): the scalar loss and detached metrics: `z0`; `reward_desirable`,
+        `reward_undesirable` (mean r_b of each label's rows; NaN without such rows), `margin`
+        (their difference); `accuracy_desirable` (share of desirable rows with r_b > z0) and
+        `accuracy_undesirable` (share of undesirable rows with r_b < z0); `n_desirable`,
+        `n_undesirable`. Rewards are r_b in nats, not multiplied by beta.
+
+    Raises:
+        ValueError: shapes that do not match, or a global batch of one trajectory (no mismatched pair).
+    """
+    b = policy_logps.shape[0] if policy_logps.ndim == 1 else -1
+    if b < 1 or reference_logps.shape != (b,) or desirable.shape != (b,):
+        raise ValueError(f"policy_logps, reference_logps and desirable must be [B] with B >= 1, got "
+                         f"{tuple(policy_logps.shape)}, {tuple(reference_logps.shape)}, {tuple(desirable.shape)}")
+    if kl_policy_logps.ndim != 1 or kl_reference_logps.shape != kl_policy_logps.shape:
+        raise ValueError(f"kl_policy_logps and kl_reference_logps must both be [G], got "
+                         f"{tuple(kl_policy_logps.shape)} and {tuple(kl_reference_logps.shape)}")
+    if kl_policy_logps.shape[0] < 2:
+        raise ValueError("KTO needs at least 2 trajectories in the global batch: its reference point z0 is "
+                         "estimated on mismatched (prompt, completion) pairs, which a single trajectory cannot "
+                         "form. Raise batch_size (or the number of data-parallel ranks).")
+    labels = desirable.to(device=policy_logps.device, dtype=torch.bool)
+    z0 = (kl_policy_logps.detach() - kl_reference_logps.detach()).float().mean().clamp(min=0)
+    rewards = policy_logps - reference_logps.detach()
+    value = torch.where(labels, desirable_weight * torch.sigmoid(beta * (rewards - z0)),
+                        undesirable_weight * torch.sigmoid(beta * (z0 - rewards)))
+    weight = torch.where(labels, torch.full_like(value, desirable_weight), torch.full_like(value, undesirable_weight))
+    loss = (weight - value).mean()
+
+    r = rewards.detach()
+    n_d, n_u = labels.sum(), (~labels).sum()
+    nan = torch.tensor(float("nan"), device=r.device)
+    mean_d = r[labels].mean() if bool(n_d) else nan
+    mean_u = r[~labels].mean() if bool(n_u) else nan
+    metrics = {
+        "z0": z0,
+        "reward_desirable": mean_d,
+        "reward_undesirable": mean_u,
+        "margin": mean_d - mean_u,
+        "accuracy_desirable": (r[labels] > z0).float().mean() if bool(n_d) else nan,
+        "accuracy_undesirable": (r[~labels] < z0).float().mean() if bool(n_u) else nan,
+        "n_desirable": n_d.float(),
+        "n_undesirable": n_u.float(),
     }
     return loss, metrics
 

@@ -29,6 +29,7 @@ its own min/max pixel bounds exactly as at inference.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,8 @@ class EncodedConversation:
             the vision-end token inclusive.
         truncated: whether `truncate` dropped tokens.
         images: the I frames, uint8 [3, H, W], when `pixel_values` is not computed yet.
+        sample_id: the source sample's id (`ChatSample.sample_id`).
+        meta: the source sample's metadata, carried to the batch (a KTO label lives here).
     """
 
     input_ids: Tensor
@@ -66,6 +69,8 @@ class EncodedConversation:
     image_spans: list[tuple[int, int]] = field(default_factory=list)
     truncated: bool = False
     images: list[Tensor] | None = None
+    sample_id: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         t = self.input_ids.shape[0]
@@ -288,7 +293,8 @@ def truncate(sample: EncodedConversation, max_length: int) -> EncodedConversatio
         pixel_values = pixel_values[:rows] if kept_images and pixel_values is not None else None
         images = images[:kept_images] if kept_images and images is not None else None
         grid = grid[:kept_images] if kept_images else None
-    return EncodedConversation(
+    return dataclasses.replace(
+        sample,
         input_ids=sample.input_ids[:cut],
         trained=sample.trained[:cut],
         mm_token_type_ids=sample.mm_token_type_ids[:cut],

@@ -1,20 +1,22 @@
-"""SFT conversations streamed from eva-data shards: the `ExampleSource` the recipes use.
+"""Training conversations streamed from eva-data shards: the `ExampleSource` the recipes use.
 
 Each shard sample (`eva_data.shards.sample.ShardSample`) is one video with its training
-records; every SFT record becomes one `ChatSample` through eva-data's own conversion
+records; every record of the source's `kind` ("sft" by default, or "kto": labelled
+trajectories) becomes one `ChatSample` through eva-data's own conversion
 (`eva_data.records.convert.training_conversation`: the recorded turns, frames decoded again
-from the sample's video bytes at the recorded times, assistant turns trained). Frames are never
+from the sample's video bytes at the recorded times, assistant turns trained; a KTO record's
+label is `meta["desirable"]`). Frames are never
 stored in shards; decoding happens here, in the data worker.
 
 The stream is eva-data's `ShardStream` (shard order per epoch, optional shuffle buffer, rank
 split, resampling), played as a single worker role: eva-train's `SFTStream` runs in at most
 one DataLoader worker. Positions: the state after a conversation is eva-data's stream position
-after its video plus how many of that video's SFT records were already used, so a resumed job
+after its video plus how many of that video's records of the kind were already used, so a resumed job
 re-reads at most that one video.
 
 Epoch length, in conversations per rank, must be the same on every rank and known up front
 (`eva_train.stream`):
-- `resample=False` (exact epochs, one process only): every SFT record once per epoch; the
+- `resample=False` (exact epochs, one process only): every record of the kind once per epoch; the
   count is read from the shards' `.trajectories.json` members (local shards; a header scan
   that seeks past the videos).
 - `resample=True` (any number of ranks): each rank draws shards with replacement from a seed
@@ -36,6 +38,7 @@ from typing import Any
 from eva_train.sources import ChatSample
 
 SFT_KIND = "sft"
+KINDS = ("sft", "kto")  # trajectory records; "rl" prompts are not conversations
 TRAJECTORIES_MEMBER = ".trajectories.json"
 
 
@@ -43,9 +46,7 @@ class ShardSourceError(ValueError):
     """Shards that cannot serve the requested epochs."""
 
 
-def count_records(urls: Sequence[str], kind: str = SFT_KIND) -> int:
-    """Records of `kind` in local tar shards, reading only the `.trajectories.json` members."""
-    total = 0
+def _shard_records(urls: Sequence[str], kind: str) -> Iterator[dict[str, Any]]:
     for url in urls:
         if "://" in url or url.startswith("pipe:"):
             raise ShardSourceError(f"cannot count records in remote shard {url}: give examples_per_rank")
@@ -53,12 +54,22 @@ def count_records(urls: Sequence[str], kind: str = SFT_KIND) -> int:
             for member in tar:
                 if member.isfile() and member.name.endswith(TRAJECTORIES_MEMBER):
                     records = json.loads(tar.extractfile(member).read())
-                    total += sum(1 for r in records if r.get("kind", SFT_KIND) == kind)
-    return total
+                    yield from (r for r in records if r.get("kind", SFT_KIND) == kind)
+
+
+def count_records(urls: Sequence[str], kind: str = SFT_KIND) -> int:
+    """Records of `kind` in local tar shards, reading only the `.trajectories.json` members."""
+    return sum(1 for _ in _shard_records(urls, kind))
+
+
+def count_labels(urls: Sequence[str]) -> tuple[int, int]:
+    """(desirable, undesirable) KTO records in local tar shards (`.trajectories.json` members only)."""
+    labels = [bool(r["desirable"]) for r in _shard_records(urls, "kto")]
+    return sum(labels), len(labels) - sum(labels)
 
 
 class ShardSource:
-    """The SFT records of eva-data shards as conversations.
+    """The trajectory records of one kind in eva-data shards, as conversations.
 
     Args:
         shards: a shard folder (with eva-data's `index.json`), a brace pattern or a list of URLs.
@@ -68,11 +79,17 @@ class ShardSource:
         examples_per_rank: conversations per rank per epoch; default from the record count.
         synthesize: when `shards` is a folder that does not exist yet, build it first with
             `eva-data synth` using these arguments (for example `["--n", "12", "--seed", "0",
-            "--difficulty", "easy"]`); the data is eva-data's oracle trajectories.
+            "--difficulty", "easy"]`); the data is eva-data's oracle trajectories (and, for
+            kind "kto", its rule-labelled ones: `eva_data.records.shortcut`).
+        kind: which records to serve: "sft" or "kto".
     """
 
     def __init__(self, shards: str | list[str], *, seed: int = 0, buffer_size: int = 0, resample: bool = False,
-                 examples_per_rank: int | None = None, synthesize: list[str] | None = None) -> None:
+                 examples_per_rank: int | None = None, synthesize: list[str] | None = None,
+                 kind: str = SFT_KIND) -> None:
+        if kind not in KINDS:
+            raise ShardSourceError(f"kind must be one of {KINDS}, got {kind!r}")
+        self.kind = kind
         self.shards = shards
         self.seed = seed
         self.buffer_size = buffer_size
@@ -90,7 +107,8 @@ class ShardSource:
         from eva_data.cli import main as eva_data_main
 
         bench = folder.parent / (folder.name + "-benchmark")
-        code = eva_data_main(["synth", "--out", str(bench), *self.synthesize, "--records", "--shards", str(folder)])
+        code = eva_data_main(["synth", "--out", str(bench), *self.synthesize, "--records", self.kind,
+                              "--shards", str(folder)])
         if code != 0 or not any(folder.glob("*.tar")):
             raise ShardSourceError(f"eva-data synth {' '.join(self.synthesize)} failed (exit {code})")
 
@@ -102,7 +120,13 @@ class ShardSource:
 
     @cached_property
     def total_records(self) -> int:
-        return count_records(self.urls)
+        return count_records(self.urls, self.kind)
+
+    def label_counts(self) -> tuple[int, int]:
+        """(desirable, undesirable) records, for kind "kto" (`count_labels`)."""
+        if self.kind != "kto":
+            raise ShardSourceError(f"a {self.kind!r} source has no labels")
+        return count_labels(self.urls)
 
     def num_examples(self, *, rank: int, world_size: int) -> int:
         if self.examples_per_rank is not None:
@@ -110,7 +134,7 @@ class ShardSource:
         if not self.resample and world_size > 1:
             raise ShardSourceError("exact epochs give ranks unequal counts: set resample: true with several ranks")
         if self.total_records == 0:
-            raise ShardSourceError(f"no SFT records in {self.shards}")
+            raise ShardSourceError(f"no {self.kind} records in {self.shards}")
         return math.ceil(self.total_records / world_size) if self.resample else self.total_records
 
     def _stream(self, epoch: int, rank: int, world_size: int):
@@ -126,7 +150,7 @@ class ShardSource:
     def examples(self, *, epoch: int, rank: int, world_size: int,
                  state: dict[str, Any] | None = None) -> Iterator[tuple[ChatSample, dict[str, Any]]]:
         from eva_data.records.convert import training_conversation
-        from eva_data.records.records import SftTrajectory
+        from eva_data.records.records import record_from_dict
 
         stream = self._stream(epoch, rank, world_size)
         before = None if state is None else state["stream"]
@@ -134,10 +158,10 @@ class ShardSource:
         if before is not None:
             stream.load_state_dict(before)
         for sample in stream:
-            records = [r for r in sample.trajectories if r.get("kind", SFT_KIND) == SFT_KIND]
+            records = [r for r in sample.trajectories if r.get("kind", SFT_KIND) == self.kind]
             after = {"epoch": epoch, "positions": {"0": sample.position.to_dict()}}
             for j in range(skip, len(records)):
-                conversation = training_conversation(SftTrajectory.from_dict(records[j]), sample.video)
+                conversation = training_conversation(record_from_dict({"kind": SFT_KIND} | records[j]), sample.video)
                 chat = ChatSample(messages=conversation.messages, trained_turns=conversation.trained_turns,
                                   sample_id=conversation.sample_id, meta=conversation.meta)
                 last = j + 1 == len(records)

@@ -15,10 +15,20 @@ a process group, which is how the 7B recipe is checked); `apply_fsdp` applies it
 `torch.distributed.fsdp.fully_shard` over a data-parallel device mesh (Lightning's
 `ModelParallelStrategy` provides it; on CPU the gloo backend works, which the 2-process test
 uses).
+
+`gathered_for_rollouts` serves the rollout phase of online RL: every forward of a sharded
+model all-gathers each unit's parameters, so ranks whose episodes differ in length or turn
+count would make different numbers of collective calls and hang (and a prefill with images
+runs the vision blocks, one without does not). Inside the context every unit is gathered
+once and kept gathered, so the rank-local rollouts make no collective call at all; on exit
+the units are resharded. The price is the full parameters on every rank for the rollout
+phase (15 GB for a 7B model in bfloat16), the memory a separate inference engine would hold.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -168,3 +178,27 @@ def full_state_dict(model: nn.Module, *, trainable_only: bool = False) -> dict[s
         trained = {n for n, p in model.named_parameters() if p.requires_grad}
         state = {k: v for k, v in state.items() if k in trained}
     return state
+
+
+@contextmanager
+def gathered_for_rollouts(model: nn.Module) -> Iterator[nn.Module]:
+    """Keep every FSDP2 unit of `model` unsharded for the duration (see the module docstring).
+
+    Entering and leaving are collective (every rank must enter, all-gathering in the same
+    order); between them forwards are rank-local. A model without FSDP units is left as is.
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    # FSDP2 has no public getter for reshard_after_forward: keep each parameter group's setting to restore it.
+    saved = [[g.post_forward_mesh_info for g in m._get_fsdp_state()._fsdp_param_groups] for m in units]
+    for unit in units:
+        unit.set_reshard_after_forward(False, recurse=False)
+        unit.unshard()
+    try:
+        yield model
+    finally:
+        for unit, infos in zip(units, saved, strict=True):
+            for group, info in zip(unit._get_fsdp_state()._fsdp_param_groups, infos, strict=True):
+                group.post_forward_mesh_info = info
+            unit.reshard()

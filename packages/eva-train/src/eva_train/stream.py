@@ -1,10 +1,13 @@
-"""The SFT training stream: samples -> encoded, length-grouped batches, with a resumable position.
+"""The training stream: samples -> encoded, length-grouped, typed batches, with a resumable position.
 
-`SFTStream` reads a window of `window_batches * batch_size` samples from an `ExampleSource`,
-renders and masks each (`eva_train.masking`), truncates to `max_length` (never through an
-image), groups the window by length into batches (`eva_train.collate.group_by_length`, order
-shuffled by a seed derived from the run seed, the epoch and the window) and yields each batch
-with the `StreamPosition` that follows it.
+`ConversationStream` reads a window of `window_batches * batch_size` samples from an
+`ExampleSource`, encodes each (the pluggable `encode` step; by default `encode_sample`: render
+and mask with `eva_train.masking`, truncate to `max_length` never through an image, keep the
+sample's id and metadata), groups the window by length into batches
+(`eva_train.collate.group_by_length`, order shuffled by a seed derived from the run seed, the
+epoch and the window), turns each group into the stage's batch type (the pluggable `collate`
+step: `collate` gives an `SFTBatch`, `collate_kto` a `KTOBatch` with the rows' labels) and
+yields it with the `StreamPosition` that follows it. `SFTStream` is the stream with SFT's steps.
 
 `ResumableLoader` is what the Trainer iterates. It runs the stream in a DataLoader (0 or 1
 worker process), remembers the position after the last batch it handed out, and exposes
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from itertools import islice
 from typing import Any
 
@@ -31,8 +34,13 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from eva_train.collate import Batch, collate, group_by_length
-from eva_train.masking import encode_conversation, truncate
-from eva_train.sources import ExampleSource
+from eva_train.masking import EncodedConversation, encode_conversation, truncate
+from eva_train.sources import ChatSample, ExampleSource
+
+Encode = Callable[[Any, ChatSample, int], EncodedConversation]
+"""(processor, sample, max_length) -> the encoded sample; must be a module-level function (a worker pickles it)."""
+Collate = Callable[..., Batch]
+"""(encoded samples, *, pad_id, image_processor) -> the stage's batch."""
 
 
 @dataclass(frozen=True)
@@ -57,13 +65,22 @@ def window_seed(seed: int, epoch: int, window_start: int) -> int:
     return (seed * 1_000_003 + epoch) * 1_000_003 + window_start
 
 
+def encode_sample(processor, sample: ChatSample, max_length: int) -> EncodedConversation:
+    """Render, mask and truncate one sample, keeping its id and metadata (labels live there).
+
+    Frames stay uint8 until their batch is collated (see `eva_train.masking`).
+    """
+    encoded = encode_conversation(processor, sample.messages, sample.trained_turns, with_pixels=False)
+    return replace(truncate(encoded, max_length), sample_id=sample.sample_id, meta=dict(sample.meta))
+
+
 def _load_processor(path: str):
     from transformers import AutoProcessor
 
     return AutoProcessor.from_pretrained(path)
 
 
-class SFTStream(IterableDataset):
+class ConversationStream(IterableDataset):
     """Length-grouped batches of encoded conversations from one rank's share of a source.
 
     Args:
@@ -76,11 +93,13 @@ class SFTStream(IterableDataset):
         seed: seeds the batch order within windows.
         rank, world_size: this process's data-parallel rank and the number of ranks.
         shuffle: shuffle batch order within windows (validation streams keep the order).
+        encode: the encode step (module-level function; see `Encode`).
+        collate: the batching step; decides the batch type (see `Collate`).
     """
 
     def __init__(self, source: ExampleSource, processor_path: str, *, batch_size: int, max_length: int,
                  window_batches: int = 16, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 shuffle: bool = True) -> None:
+                 shuffle: bool = True, encode: Encode = encode_sample, collate: Collate = collate) -> None:
         if batch_size < 1 or window_batches < 1 or max_length < 1:
             raise ValueError("batch_size, window_batches and max_length must be positive")
         self.source = source
@@ -92,6 +111,8 @@ class SFTStream(IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.shuffle = shuffle
+        self.encode = encode
+        self.collate = collate
         self.start = StreamPosition()
         self._processor = None
 
@@ -126,9 +147,7 @@ class SFTStream(IterableDataset):
             chunk = list(islice(samples, min(window, total - window_start)))
             if not chunk:
                 raise RuntimeError(f"source ended at sample {window_start} of {total} (rank {self.rank})")
-            # Frames stay uint8 until their batch is collated (see eva_train.masking).
-            encoded = [truncate(encode_conversation(processor, s.messages, s.trained_turns, with_pixels=False),
-                                self.max_length) for s, _ in chunk]
+            encoded = [self.encode(processor, s, self.max_length) for s, _ in chunk]
             groups = group_by_length([len(e) for e in encoded], self.batch_size,
                                      seed=window_seed(self.seed, start.epoch, window_start), shuffle=self.shuffle)
             next_start, next_state = window_start + len(chunk), chunk[-1][1]
@@ -141,15 +160,22 @@ class SFTStream(IterableDataset):
                     after = StreamPosition(start.epoch, next_start, next_state, 0)
                 else:
                     after = StreamPosition(start.epoch + 1)
-                yield collate([encoded[i] for i in group], pad_id=pad_id,
-                              image_processor=processor.image_processor), after
+                yield self.collate([encoded[i] for i in group], pad_id=pad_id,
+                                   image_processor=processor.image_processor), after
             window_start, window_state, skip = next_start, next_state, 0
 
     def __iter__(self) -> Iterator[tuple[Batch, StreamPosition]]:
         info = get_worker_info()
         if info is not None and info.num_workers > 1:
-            raise ValueError("SFTStream runs in at most one DataLoader worker (see eva_train.stream)")
+            raise ValueError("ConversationStream runs in at most one DataLoader worker (see eva_train.stream)")
         return self.batches(self.start)
+
+
+class SFTStream(ConversationStream):
+    """The stream with SFT's steps: `encode_sample` and `collate` (`SFTBatch`)."""
+
+    def __init__(self, source: ExampleSource, processor_path: str, **options: Any) -> None:
+        super().__init__(source, processor_path, **options, encode=encode_sample, collate=collate)
 
 
 class ResumableLoader:
@@ -164,7 +190,7 @@ class ResumableLoader:
             global torch RNG (which dropout uses and checkpoints restore).
     """
 
-    def __init__(self, stream: SFTStream, *, num_workers: int = 0, epoch_fn: Callable[[], int] | None = None,
+    def __init__(self, stream: ConversationStream, *, num_workers: int = 0, epoch_fn: Callable[[], int] | None = None,
                  seed: int = 0) -> None:
         if num_workers not in (0, 1):
             raise ValueError(f"num_workers must be 0 or 1 (see eva_train.stream), got {num_workers}")

@@ -355,7 +355,6 @@ class OpenAIPolicy:
             completion_tokens=int(usage.get("completion_tokens") or 0),
             visual_tokens=self._visual_tokens(request.messages),
             prefill_tokens=prompt_tokens - int(cached) if cached is not None else None,
-            completion_ids=None,
             seconds=time.perf_counter() - start,
             extra={"finish_reason": payload["choices"][0].get("finish_reason"), "server_tool_calls": lifted},
         )
