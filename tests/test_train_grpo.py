@@ -17,7 +17,7 @@ from eva_data.rewards import RewardConfig
 from eva_train.grpo import GRPOLossSpec, GRPOModule, RolloutSpec
 from eva_train.modeling import ModelSpec
 from eva_train.optim import OptimSpec
-from eva_train.reference import ModelReference
+from eva_train.reference import ModelReference, ReferenceSpec
 from eva_train.rl_data import RlPromptDataModule, load_rl_items
 
 QUESTION = "What colour is the shape?\nA. red\nB. green"
@@ -92,3 +92,23 @@ def test_grpo_fit_moves_every_trainable_parameter(tmp_path, rl_folder, tiny_mode
     for column in ("train/reward_std", "train/accuracy", "train/format_rate", "train/kl", "train/clip_fraction",
                    "train/ratio", "train/rollout_s", "train/tool_s", "train/reward_s", "train/train_s", "train/lr"):
         assert first[column] != "", column
+
+
+def test_csv_reward_judges_with_the_frozen_reference(rl_folder, tiny_model_dir, one_torch_thread):
+    from eva_core.frame_select import frame_select
+
+    module = GRPOModule(ModelSpec(path=str(tiny_model_dir), dtype="float32"), reward=RewardConfig(name="csv"),
+                        rollout=RolloutSpec(group_size=2))
+    module.configure_model()
+    assert isinstance(module.reference, ModelReference)  # kl_coef 0, but the judge needs pi_ref
+    judge = module._judge()
+    selection = frame_select(rl_folder / "videos" / "v0.mp4", start_time=0.0, end_time=4.0, nframes=2, resize=0.25)
+    calls = []
+    forward = module.reference_model.forward
+    module.reference_model.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)
+    answer = judge(QUESTION, list(selection.frames.unbind(0)), selection.labels)
+    assert answer is None or isinstance(answer, str)
+    assert calls  # the reference model, not the policy, generated the verdict
+    with pytest.raises(ValueError, match="cannot be precomputed"):
+        GRPOModule(ModelSpec(path=str(tiny_model_dir)), reward=RewardConfig(name="csv"),
+                   reference=ReferenceSpec(kind="precomputed", path="x.json"))
