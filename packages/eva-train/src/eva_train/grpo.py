@@ -155,9 +155,6 @@ class GRPOModule(PolicyModule):
         optimizer, scheduler = build_optimizer(self.policy, self.optim_spec, total_steps=steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def transfer_batch_to_device(self, batch: list[RlItem], device, dataloader_idx: int) -> list[RlItem]:
-        return batch  # prompts and video paths: the rollout engine puts what it computes on the device
-
     # ---- the phases of a step -------------------------------------------------------------------
     def _judge(self):
         if self.reward_config.name != "csv":

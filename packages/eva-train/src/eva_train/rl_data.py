@@ -97,3 +97,6 @@ class RlPromptDataModule(L.LightningDataModule):
         generator = torch.Generator().manual_seed(self.shuffle_seed + epoch)
         return DataLoader(self.items, batch_size=self.prompts_per_step, shuffle=True, generator=generator,
                           collate_fn=_as_list, drop_last=True)
+
+    def transfer_batch_to_device(self, batch: list[RlItem], device, dataloader_idx: int) -> list[RlItem]:
+        return batch  # prompts and video paths: the rollout engine puts what it computes on the device
