@@ -3,12 +3,20 @@
 For keyframe intervals 250 and 30 and resize 0.25 and 1.0, in one run:
   cold       a new reader (file opened and indexed) and one call
   warm       a call on the episode's open reader (the agent's 2nd..Nth call)
-  subprocess (a) a fresh Python process per call that decodes, resizes with OpenCV and writes
-             PNG files, as the released subprocess tool does
-  bound      (b) the best time to decode exactly those frames, no resize, no packaging: the
-             faster of one decoder and a decoder per core on threads, decoders already open
+  released   the released tool itself, `select_frame_fallback.py` of a checkout of the released
+             EVA repository (`--released DIR`), run as the released evaluation runs it: a fresh
+             process per call (`--factor 28 --clamp`), decoding with decord, resizing with
+             OpenCV and writing PNG files. Its frames are read back and compared with eva's,
+             pixel for pixel. Without `--released` this column says "not run".
+  decode     the time to decode exactly those frames with decoders already open, no resize and
+             no packaging (the faster of one decoder and one per core on threads): a reference
+             for how much of a call is decoding, not a bound (a warm call, which overlaps
+             resizing with decoding, can come in under it)
 
-Usage: uv run python benchmarks/frame_tool.py [--minutes 10] [--repeats 7] [--gops 250 30]
+The released tool's interpreter (`--released-python`, default this one) needs decord, OpenCV
+and NumPy (`uv pip install decord` adds the missing one to eva's environment).
+
+Usage: uv run python benchmarks/frame_tool.py [--released DIR] [--minutes 10] [--repeats 7] [--gops 250 30]
 """
 
 from __future__ import annotations
@@ -23,24 +31,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from eva_core.frame_select import frame_select, sample_times
+import cv2
+import torch
+from eva_core.frame_select import frame_indices, frame_select, sample_times
 from eva_core.reader import VideoReader, default_cache
 from eva_core.sample_video import write_sample_video
 
 NFRAMES = 32
-
-SUBPROCESS_TOOL = r"""
-import sys, cv2
-from pathlib import Path
-from torchcodec.decoders import VideoDecoder
-path, out, resize, times = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3]), [float(t) for t in sys.argv[4:]]
-frames = VideoDecoder(path).get_frames_played_at(times).data.permute(0, 2, 3, 1).numpy()
-out.mkdir(parents=True, exist_ok=True)
-for i, f in enumerate(frames):
-    h, w = f.shape[:2]
-    size = (max(1, round(w * resize / 28)) * 28, max(1, round(h * resize / 28)) * 28)
-    cv2.imwrite(str(out / f"{i}.png"), cv2.cvtColor(cv2.resize(f, size, interpolation=cv2.INTER_CUBIC), cv2.COLOR_RGB2BGR))
-"""
 
 
 def best(fn, repeats: int) -> float:
@@ -62,67 +59,91 @@ def make_video(folder: Path, minutes: float, gop: int) -> Path:
     return path
 
 
-def bound_calls(path: Path, times: list[float]) -> list:
-    """Ways to decode exactly `times` with no resize and no packaging, decoders already open:
-    one decoder, and one decoder per core on threads. The bound is the fastest of them."""
+def decode_calls(path: Path, indices: list[int]) -> list:
+    """Ways to decode exactly the frames `indices` with no resize and no packaging, decoders
+    already open: one decoder, and one decoder per core on threads."""
     cores = os.cpu_count() or 1
     one = VideoReader(path, workers=1)._decoder(0)
-    calls = [lambda: one.frames_played_at(times)]
+    calls = [lambda: one.frames_at(indices)]
     if cores > 1:
         decoders = [VideoReader(path, workers=1)._decoder(0) for _ in range(cores)]
-        chunks = [times[round(i * len(times) / cores):round((i + 1) * len(times) / cores)] for i in range(cores)]
+        chunks = [indices[round(i * len(indices) / cores):round((i + 1) * len(indices) / cores)] for i in range(cores)]
         pool = ThreadPoolExecutor(cores)
-        calls.append(lambda: list(pool.map(lambda a: a[0].frames_played_at(a[1]), zip(decoders, chunks, strict=True))))
+        calls.append(lambda: list(pool.map(lambda a: a[0].frames_at(a[1]), zip(decoders, chunks, strict=True))))
     return calls
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--released", type=Path, help="checkout of the released EVA repository (select_frame_fallback.py)")
+    parser.add_argument("--released-python", default=sys.executable, help="interpreter for the released tool")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--gops", type=int, nargs="+", default=[250, 30])
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "eva-bench")
     args = parser.parse_args()
+    tool = args.released / "select_frame_fallback.py" if args.released is not None else None
+    if tool is not None and not tool.is_file():
+        parser.error(f"{args.released} holds no select_frame_fallback.py")
     args.cache.mkdir(parents=True, exist_ok=True)
 
     print(f"{os.cpu_count()} cores; {NFRAMES} frames over the whole video; best of {args.repeats}, "
-          "warm calls and the bound interleaved")
-    header = f"{'gop':>4} {'resize':>6} {'cold s':>8} {'warm s':>8} {'(a) subproc s':>14} {'(b) bound s':>12} {'a/warm':>7} {'warm/b':>7}"
+          "warm calls and the decode reference interleaved")
+    if tool is None:
+        print("released tool: not run (pass --released DIR, a checkout of the released EVA repository)")
+    header = (f"{'gop':>4} {'resize':>6} {'cold s':>8} {'warm s':>8} {'released s':>11} {'decode s':>9} "
+              f"{'released/warm':>14} {'released/cold':>14} {'same frames':>12}")
     print(header)
     print("-" * len(header))
     for gop in args.gops:
         path = make_video(args.cache, args.minutes, gop)
-        duration = VideoReader(path).info.duration
-        times = sample_times(0.0, duration, NFRAMES)
+        info = VideoReader(path).info
+        times = sample_times(0.0, info.duration, NFRAMES)
         scales = (0.25, 1.0)
-        calls = {f"bound{i}": fn for i, fn in enumerate(bound_calls(path, times))}
+        calls = {f"decode{i}": fn for i, fn in enumerate(decode_calls(path, frame_indices(times, info.fps, info.num_frames)))}
         for resize in scales:
-            calls[resize] = functools.partial(frame_select, path, start_time=0.0, end_time=duration,
+            calls[resize] = functools.partial(frame_select, path, start_time=0.0, end_time=info.duration,
                                               nframes=NFRAMES, resize=resize, budget=None)
         # Round-robin, so that a change in the machine's load hits every contender alike.
         seconds = {name: float("inf") for name in calls}
         for _ in range(args.repeats + 1):  # the first round warms up
             for name, fn in calls.items():
                 seconds[name] = min(seconds[name], best(fn, 1))
-        bound = min(v for k, v in seconds.items() if str(k).startswith("bound"))
+        decode = min(v for k, v in seconds.items() if str(k).startswith("decode"))
         for resize in scales:
-            cold_s, sub_s = cold_and_subprocess(path, duration, times, resize, max(1, args.repeats // 2))
+            repeats = max(1, args.repeats // 2)
+            cold_s = cold(path, info.duration, resize, repeats)
             warm_s = seconds[resize]
-            print(f"{gop:>4} {resize:>6} {cold_s:>8.3f} {warm_s:>8.3f} {sub_s:>14.3f} {bound:>12.3f} "
-                  f"{sub_s / warm_s:>6.1f}x {warm_s / bound:>6.2f}x")
+            if tool is None:
+                print(f"{gop:>4} {resize:>6} {cold_s:>8.3f} {warm_s:>8.3f} {'not run':>11} {decode:>9.3f}")
+                continue
+            released_s, same = released(args.released_python, tool, path, info.duration, resize, repeats)
+            print(f"{gop:>4} {resize:>6} {cold_s:>8.3f} {warm_s:>8.3f} {released_s:>11.3f} {decode:>9.3f} "
+                  f"{released_s / warm_s:>13.1f}x {released_s / cold_s:>13.1f}x {same:>12}")
 
 
-def cold_and_subprocess(path: Path, duration: float, times: list[float], resize: float, repeats: int) -> tuple[float, float]:
-    """Seconds for one call on a new reader, and for one call as a fresh process writing PNGs."""
-    def cold():
+def cold(path: Path, duration: float, resize: float, repeats: int) -> float:
+    """Seconds for one call on a new reader."""
+    def call():
         default_cache.clear()
         frame_select(path, start_time=0.0, end_time=duration, nframes=NFRAMES, resize=resize, budget=None)
 
-    cold_s = best(cold, repeats)
+    return best(call, repeats)
+
+
+def released(python: str, tool: Path, path: Path, duration: float, resize: float, repeats: int) -> tuple[float, str]:
+    """Seconds for one call of the released tool as the released evaluation makes it, and how
+    many of its frames equal eva's pixel for pixel ("32/32")."""
     with tempfile.TemporaryDirectory() as out:
-        argv = [sys.executable, "-c", SUBPROCESS_TOOL, str(path), out, str(resize), *map(str, times)]
-        sub_s = best(lambda: subprocess.run(argv, check=True), repeats)
-    return cold_s, sub_s
+        # eval-eva.py passes the model's arguments as --start_time/--end_time/--nframes/--resize.
+        argv = [python, str(tool), "--video-path", str(path), "--start_time", "0.0", "--end_time", str(duration),
+                "--nframes", str(NFRAMES), "--resize", str(resize), "--save-dir", out, "--factor", "28", "--clamp"]
+        seconds = best(lambda: subprocess.run(argv, check=True, capture_output=True), repeats)
+        theirs = [cv2.cvtColor(cv2.imread(str(Path(out) / f"frame_{i:04d}.png")), cv2.COLOR_BGR2RGB)
+                  for i in range(NFRAMES)]
+    ours = frame_select(path, start_time=0.0, end_time=duration, nframes=NFRAMES, resize=resize, budget=None).frames
+    same = sum(torch.equal(torch.from_numpy(t).permute(2, 0, 1), o) for t, o in zip(theirs, ours, strict=True))
+    return seconds, f"{same}/{NFRAMES}"
 
 
 if __name__ == "__main__":

@@ -104,10 +104,10 @@ def test_unreadable_videos_stop_before_the_first_turn(videos, name, reasons):
 def _reader_failing_with(error: Exception, path) -> VideoReader:
     reader = VideoReader(path)
 
-    def fail(seconds, **kwargs):
+    def fail(keys, **kwargs):
         raise error
 
-    reader.frames_played_at = fail
+    reader.frames_at = reader.frames_played_at = fail
     return reader
 
 
@@ -132,7 +132,8 @@ def test_the_tool_reads_only_the_episode_video(videos):
     assert record.frame_size == [112, 168]  # main.mp4's size; other.mp4 is 56x84
     assert set(record.dropped_keys) == {"video_path", "video", "path"}
     images = [p["image"] for p in policy.requests[1].messages[-1]["content"] if p["type"] == "image"]
-    assert [read_frame_index(im) for im in images] == [0, 39]  # times 0 and 3.999 s at 10 fps
+    # times 0 and 3.999 s at 10 fps: frames round(0) = 0 and round(39.99) = 40
+    assert [read_frame_index(im) for im in images] == [0, 40]
 
 
 # --- batches ---------------------------------------------------------------------------------

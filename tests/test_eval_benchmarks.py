@@ -52,7 +52,8 @@ def test_every_shared_file_loads_completely(name, capsys):
     assert report.quirks[Quirk.UNRESOLVED_VIDEO] == lines  # no video root given
     assert len({i.id for i in loaded.items}) == lines
     for item in loaded.items:
-        assert "\\n" not in item.question  # decoded
+        # sent as the file writes it (the released evaluation's prompt), backslash-n included
+        assert ("\\n" in item.question) == (Quirk.ESCAPED_NEWLINES in item.quirks)
         assert item.corrupt or item.ground_truth in item.options
     assert f"{name}: {lines} items" in capsys.readouterr().out
 
@@ -66,10 +67,10 @@ def test_mlvu_quirks_in_detail():
     assert item.video_ref.startswith("/mnt/afs/") and item.categories == ("plotQA",)
 
 
-def test_lsdbench_newlines_decoded_or_kept():
+def test_lsdbench_newlines_kept_as_released_by_default_or_decoded():
     path = SHARED / "LSDBench_raw_full.jsonl"
-    decoded = get_benchmark("lsdbench").load(path, video_root=None).items[0]
-    raw = get_benchmark("lsdbench").load(path, video_root=None, decode_newlines=False).items[0]
+    raw = get_benchmark("lsdbench").load(path, video_root=None).items[0]
+    decoded = get_benchmark("lsdbench").load(path, video_root=None, decode_newlines=True).items[0]
     assert decoded.question.split("\n")[1].startswith("A: Picked up a tape measure")
     assert "\\nA: Picked up" in raw.question and "\n" not in raw.question
     assert decoded.options == raw.options == ("A", "B", "C", "D")

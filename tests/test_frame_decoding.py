@@ -1,8 +1,10 @@
-"""frame_select returns exactly the frames a sequential decode plays at the protocol's times.
+"""Both decoders return exactly the frames a sequential decode gives, under both frame rules.
 
-The reference decodes every frame in order with PyAV and picks, for each sample time, the last
-frame whose presentation time is <= that time. Both backends must match it pixel for pixel on
-constant and variable frame rate videos and on streams that do not start at zero.
+The reference decodes every frame in order with PyAV. For the "played_at" rule it picks, for
+each sample time, the last frame whose presentation time is <= that time; the default rule
+(the released tool's frame index) is checked against the released arithmetic in
+`tests/test_frame_rule.py`. Both backends must match pixel for pixel on constant and variable
+frame rate videos and on streams that do not start at zero.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def played_at(times: list[float], pts: list[float]) -> list[int]:
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", ["cfr_video", "vfr_video", "offset_video", "offset_mp4"])
 @pytest.mark.parametrize("window", [(0.0, None, 16), (1.3, 4.7, 9), (2.0, 2.5, 7), (0.0, None, 1)])
-def test_frames_equal_sequential_decode(request, backend, name, window):
+def test_played_at_frames_equal_sequential_decode(request, backend, name, window):
     path = request.getfixturevalue(name)
     info = probe(path)
     pts, reference = sequential_frames(path)
@@ -48,7 +50,8 @@ def test_frames_equal_sequential_decode(request, backend, name, window):
 
     start, end, n = window
     end = info.duration if end is None else end
-    result = frame_select(path, start_time=start, end_time=end, nframes=n, resize=1.0, backend=backend, budget=None)
+    result = frame_select(path, start_time=start, end_time=end, nframes=n, resize=1.0, backend=backend, budget=None,
+                          frame_rule="played_at")
 
     expected = played_at([info.begin + t for t in sample_times(start, end, n)], pts)
     assert result.frames.shape == (n, 3, info.height, info.width)
@@ -64,7 +67,7 @@ def test_backends_agree_on_stream_facts(request, name):
     path = request.getfixturevalue(name)
     a = VideoReader(path, backend="torchcodec").info
     b = VideoReader(path, backend="pyav").info
-    assert (a.width, a.height, a.num_frames) == (b.width, b.height, b.num_frames)
+    assert (a.width, a.height, a.num_frames, a.fps) == (b.width, b.height, b.num_frames, b.fps)
     assert a.begin == pytest.approx(b.begin, abs=1e-6)
     # The end may differ by the last frame's duration (see eva_core/decoders.py).
     assert abs(a.end - b.end) <= 1.01 / min(a.fps, b.fps)

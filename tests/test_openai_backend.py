@@ -67,7 +67,9 @@ def served(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local(tiny_model_dir):
-    return TransformersPolicy.from_pretrained(str(tiny_model_dir), device="cpu", dtype="float32")
+    # A server renders the conversation's text every turn, appended tool calls included: compare
+    # with the engine doing the same (token_in=False), not with its token-in rollout mode.
+    return TransformersPolicy.from_pretrained(str(tiny_model_dir), device="cpu", dtype="float32", token_in=False)
 
 
 def test_served_reply_with_images_and_a_tool_turn(served, local):
@@ -159,18 +161,29 @@ class Stub:
                     action = stub.actions[min(len(stub.seen), len(stub.actions)) - 1]
                     stub.in_flight += 1
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
+                done = False
+
+                def finish():  # before the reply leaves: a client may send its next request at once
+                    nonlocal done
+                    if not done:
+                        done = True
+                        with stub.lock:
+                            stub.in_flight -= 1
+
                 try:
                     if action[0] == "drop":
+                        finish()
                         self.close_connection = True
                         self.connection.shutdown(socket.SHUT_RDWR)
                     elif action[0] == "sleep":
                         time.sleep(action[1])
+                        finish()
                         stub._send(self, 200, action[2])
                     else:
+                        finish()
                         stub._send(self, action[1], action[2])
                 finally:
-                    with stub.lock:
-                        stub.in_flight -= 1
+                    finish()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

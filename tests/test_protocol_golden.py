@@ -52,7 +52,7 @@ class Img:
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
-    """20 s at 10 fps, 336x252: frame k is played during [k/10, (k+1)/10) s."""
+    """20 s at 10 fps, 336x252: frame k is presented at k/10 s; time t names frame round(10 t)."""
     return write_sample_video(tmp_path_factory.mktemp("golden") / "golden.mp4", duration=20.0, fps=10,
                               width=336, height=252, gop=10)
 
@@ -80,27 +80,29 @@ def test_opening_turns_tool_turns_and_budget_fallback(video):
     # 20.0 s: L = int(max(20.0 - 0.5, 1)) = 19; P = min(336, 252) = 252.
     opening = [("system", [SYSTEM]),
                ("user", [f"Video Length: 19 seconds. Original video resolution: 252p. {QUESTION}"])]
-    # Call 1: n = 3 over [0, 10]: eps = 1e-3, times 0, 4.9995, 9.999 -> frames 0, 49, 99; shown
+    # Call 1: n = 3 over [0, 10]: eps = 1e-3, times 0, 4.9995, 9.999 -> frames round(10 t) =
+    # 0, round(49.995) = 50, round(99.99) = 100; shown
     # int(0 + i * 10 / 2) = 0, 5, 10. Call 2 (unknown tool) shows nothing. Call 3: resize 0.5,
     # sides max(1, round(252 * 0.5 / 28)) * 28 = 4 * 28 = 112 (round half to even) and
-    # round(336 * 0.5 / 28) * 28 = 168; times 12, 17.999 -> frames 120, 179; shown 12, 18.
+    # round(336 * 0.5 / 28) * 28 = 168; times 12, 17.999 -> frames 120, round(179.99) = 180;
+    # shown 12, 18.
     # Frames are numbered on across calls: 0..4.
     tool_1 = ["<tool_response>",
               "Frame 0 at [00:00]: ", Img(0, 252, 336),
-              "\nFrame 1 at [00:05]: ", Img(49, 252, 336),
-              "\nFrame 2 at [00:10]: ", Img(99, 252, 336),
+              "\nFrame 1 at [00:05]: ", Img(50, 252, 336),
+              "\nFrame 2 at [00:10]: ", Img(100, 252, 336),
               "\nFrame 3 at [00:12]: ", Img(120, 112, 168),
-              "\nFrame 4 at [00:18]: ", Img(179, 112, 168),
+              "\nFrame 4 at [00:18]: ", Img(180, 112, 168),
               CLOSE]
     # Call 4: 16 frames at resize 4: estimate = 16 * round(252*4/28) * round(336*4/28) = 16 * 36 * 48
     # = 27648 > 12000. Stage 1: resize capped at 720 / 252 = 2.857: 16 * round(25.71) * round(34.29)
     # = 16 * 26 * 34 = 14144, still over. Stage 2: r = (12000 / 14144) ** (1/3) = 0.94668,
     # nframes = int(16 * r) = 15, resize = 2.857 * r = 2.7048; sides round(24.34) * 28 = 672 and
     # round(32.46) * 28 = 896; 15 * 24 * 32 = 11520 tokens. Shown int(2 + i * 14 / 14) = 2 + i;
-    # times 2 + i * 13.999 / 14 -> frame 20, then 19 + 10 i.
+    # times 2 + i * 13.999 / 14 -> frames round(20 + 9.99929 i) = 20 + 10 i.
     tool_2 = ["<tool_response>"]
     for i in range(15):
-        tool_2 += [("\n" if i else "") + f"Frame {i} at [00:{2 + i:02d}]: ", Img(20 if i == 0 else 19 + 10 * i, 672, 896)]
+        tool_2 += [("\n" if i else "") + f"Frame {i} at [00:{2 + i:02d}]: ", Img(20 + 10 * i, 672, 896)]
     tool_2.append(CLOSE)
 
     expected = [opening,

@@ -230,9 +230,9 @@ def test_tiny_oracle_scans_once_then_answers_without_copying_the_question(tiny_b
 
 
 def test_uniform_counterpart_replays_the_eval_view(tiny_bench):
+    from eva_core.protocol import turn_text
     from eva_core.reader import open_video
     from eva_core.uniform import uniform_messages, uniform_selection
-    from eva_core.protocol import turn_text
 
     root, _, records, items = tiny_bench
     uniform = [r for r in records if r.meta["view"] == "uniform"]

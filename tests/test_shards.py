@@ -285,9 +285,10 @@ def test_decode_frames_from_bytes_without_temporary_files(tmp_path, tiny_video, 
     frames = sample.frames.frames
     assert frames.shape == (4, 3, 56, 56)  # 64x48 -> multiples of 28 at resize 1.0
     assert sample.info.num_frames == 4 and sample.reader is None
-    # 4 evenly spaced times over 1 s at 4 fps land on frames 0, 1, 2, 3
+    # 4 evenly spaced times over 1 s at 4 fps (0, 0.333, 0.666, 0.999) name frames round(4 t) =
+    # 0, 1, 3 and 4, clipped to the last frame, 3 (the released tool's rule)
     raw = DecodeFrames(nframes=4, resize=1.0)(ShardSample(key="v", video=tiny_video))
-    assert raw.frames.decode_pts == pytest.approx([0.0, 0.25, 0.5, 0.75])
+    assert raw.frames.decode_pts == pytest.approx([0.0, 0.25, 0.75, 0.75])
 
 
 def test_list_shards(tmp_path, tiny_video):

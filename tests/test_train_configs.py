@@ -1,7 +1,7 @@
 """Every recipe in configs/ parses; the 7B recipes build Qwen2.5-VL-7B on the meta device and plan its sharding.
 
-Nothing is downloaded: the 7B config.json is written here with Qwen2.5-VL-7B-Instruct's
-published sizes, and the model is instantiated on the meta device (shapes, no memory).
+Nothing is downloaded: the 7B config.json is written from Qwen2.5-VL-7B-Instruct's published
+sizes (`eva_train.qwen_shapes`), and the model is instantiated on the meta device (shapes, no memory).
 """
 
 from __future__ import annotations
@@ -10,24 +10,17 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 import yaml
 from eva_train.cli import fit_cli
-from eva_train.modeling import count_parameters, init_empty_model
+from eva_train.modeling import ModelSpec, count_parameters, init_empty_model
+from eva_train.optim import OptimSpec, build_optimizer, use_fused_adamw
+from eva_train.qwen_shapes import qwen2_5_vl_config
 from eva_train.sharding import sharding_plan
 from jsonargparse import ArgumentParser
 
 CONFIG_DIR = Path(__file__).parent.parent / "configs"
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
-
-# Qwen2.5-VL-7B-Instruct's config.json sizes.
-QWEN_7B_TEXT = {"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
-                "num_attention_heads": 28, "num_key_value_heads": 4, "max_position_embeddings": 128000,
-                "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "hidden_act": "silu", "tie_word_embeddings": False,
-                "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}}
-QWEN_7B_VISION = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
-                  "out_hidden_size": 3584, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
-                  "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31], "in_chans": 3,
-                  "tokens_per_second": 2, "hidden_act": "silu"}
 
 # Parameter counts by hand (weights + biases):
 # decoder layer: q 3584*3584+3584, k and v 3584*512+512 each, o 3584*3584, MLP 3 * 3584*18944,
@@ -44,16 +37,17 @@ QWEN_7B_PARAMS = 28 * DECODER_LAYER + 32 * VISION_BLOCK + 2 * EMBEDDING + ROOT  
 # LoRA r=64 on q, k, v, o, gate, up, down of 28 layers: r * (in + out) each ->
 #   64 * (2 * 7168 + 2 * 4096 + 3 * 22528) = 5,767,168 per layer
 LORA_R64 = 28 * 64 * (2 * (3584 + 3584) + 2 * (3584 + 512) + 3 * (3584 + 18944))
+# Qwen2.5-VL-3B: decoder layer q 2048*2048+2048, k and v 2048*256+256 each, o 2048*2048, MLP
+#   3 * 2048*11008, norms 2*2048 -> 4,196,352 + 1,049,088 + 4,194,304 + 67,633,152 + 4,096 = 77,076,992;
+#   tied embedding 151936*2048 = 311,164,928; the same 32 vision blocks; root: patch embedding
+#   1,505,280 + merger (1280 + 5120*5120+5120 + 5120*2048+2048 = 36,708,608) + final norm 2048
+QWEN_3B_PARAMS = 36 * 77_076_992 + 151936 * 2048 + 32 * VISION_BLOCK + 1_505_280 + 36_708_608 + 2048
 
 
 @pytest.fixture(scope="module")
 def qwen_7b_dir(tmp_path_factory):
-    from transformers import Qwen2_5_VLConfig
-
     folder = tmp_path_factory.mktemp("qwen2_5_vl_7b_config")
-    Qwen2_5_VLConfig(text_config=QWEN_7B_TEXT, vision_config=QWEN_7B_VISION, image_token_id=151655,
-                     video_token_id=151656, vision_start_token_id=151652, vision_end_token_id=151653,
-                     tie_word_embeddings=False).save_pretrained(folder)
+    qwen2_5_vl_config("7b").save_pretrained(folder)
     return folder
 
 
@@ -140,6 +134,60 @@ def test_7b_lora_recipe_on_the_meta_device(capsys, monkeypatch, qwen_7b_dir):
     trained = [n for n, p in policy.named_parameters() if p.requires_grad]
     assert all("lora_" in n and ".language_model.layers." in n for n in trained)
     assert len(trained) == 28 * 7 * 2  # A and B of 7 projections in 28 layers
+
+
+class _Linear(L.LightningModule):
+    """A one-layer model whose optimizer is built as a recipe's would be on a CUDA device."""
+
+    def __init__(self, optim, *, fused: bool) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(8, 8)
+        self.optim, self.fused = optim, fused
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch).pow(2).mean()
+
+    def configure_optimizers(self):
+        optimizer, _ = build_optimizer(self.layer, self.optim, total_steps=2, fused=self.fused)
+        return optimizer
+
+
+def _fit_two_steps(module, trainer_config: dict) -> None:
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=2, precision=trainer_config["precision"],
+                        gradient_clip_val=trainer_config.get("gradient_clip_val"), logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, torch.utils.data.DataLoader(torch.randn(4, 8), batch_size=2))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_recipes_optimizer_steps_under_its_precision_and_clipping(path, capsys, monkeypatch, qwen_7b_dir,
+                                                                         tiny_model_dir):
+    # Issue 15: on CUDA the fused AdamW made Lightning's bf16-mixed plugin refuse gradient
+    # clipping at the first step. Fused AdamW runs on CPU too, so the CUDA choice is tested here.
+    monkeypatch.setenv("EVA_QWEN_7B", str(qwen_7b_dir))
+    config = _resolved(path, capsys)
+    optim = _module(config).optim_spec
+    fused = use_fused_adamw("cuda", config["trainer"].get("gradient_clip_val"))
+    module = _Linear(optim, fused=fused)
+    before = module.layer.weight.detach().clone()
+    _fit_two_steps(module, config["trainer"])
+    assert not torch.equal(before, module.layer.weight)
+
+
+def test_a_fused_adamw_with_clipping_is_what_bf16_mixed_refuses():
+    # The failure the test above guards against, reproduced on CPU.
+    assert use_fused_adamw("cuda", None) and use_fused_adamw("cuda", 0.0)
+    assert not use_fused_adamw("cuda", 1.0) and not use_fused_adamw("cpu", None)
+    with pytest.raises(RuntimeError, match="does not allow for gradient clipping"):
+        _fit_two_steps(_Linear(OptimSpec(lr=1e-3), fused=True), {"precision": "bf16-mixed", "gradient_clip_val": 1.0})
+
+
+def test_3b_shape_on_the_meta_device(tmp_path):
+    qwen2_5_vl_config("3b").save_pretrained(tmp_path)
+    counts = count_parameters(init_empty_model(ModelSpec(path=str(tmp_path))))
+    assert counts.total == QWEN_3B_PARAMS == 3_754_622_976  # the published "3.75B"
+    with pytest.raises(ValueError, match="size must be one of"):
+        qwen2_5_vl_config("72b")
 
 
 @pytest.mark.parametrize("name", ["kto-tiny.yaml", "kto-7b-lora.yaml", "kto-7b-fsdp.yaml"])

@@ -44,7 +44,8 @@ def shards(tmp_path_factory):
     return root / "shards"
 
 
-def _config(tmp_path: Path, name: str, shards: Path, tiny_model_dir: Path, *, val: bool = False) -> Path:
+def _config(tmp_path: Path, name: str, shards: Path, tiny_model_dir: Path, *, val: bool = False,
+            max_steps: int = MAX_STEPS, every: int = 1) -> Path:
     path = tmp_path / f"{name}.yaml"
     val_source = f"""
     val:
@@ -69,7 +70,7 @@ data:
 trainer:
   accelerator: cpu
   devices: 1
-  max_steps: {MAX_STEPS}
+  max_steps: {max_steps}
   enable_progress_bar: false
   enable_model_summary: false
   logger:
@@ -77,7 +78,7 @@ trainer:
     init_args: {{save_dir: {tmp_path / 'logs'}, name: {name}}}
   callbacks:
     - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {{dirpath: {tmp_path / name}, filename: "{{step}}", every_n_train_steps: 1, save_top_k: -1,
+      init_args: {{dirpath: {tmp_path / name}, filename: "{{step}}", every_n_train_steps: {every}, save_top_k: -1,
                    save_last: true}}
 """)
     return path
@@ -168,3 +169,14 @@ def test_validate_and_export_from_the_command_line(tmp_path, shards, tiny_model_
         torch.testing.assert_close(value, trained[f"policy.{name}"], msg=name)
     with pytest.raises(SystemExit):
         main(["export", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "x")])
+
+
+def test_last_checkpoint_holds_the_final_step(tmp_path, shards, tiny_model_dir):
+    """Step checkpoints every 3 steps, 5 steps run: `last.ckpt` is step 5, not step 3."""
+    cli = fit_cli(["fit", "--config", str(_config(tmp_path, "final", shards, tiny_model_dir, max_steps=5, every=3))])
+    last = torch.load(tmp_path / "final" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 5
+    trained = {f"policy.{k}": v for k, v in cli.model.policy.state_dict().items()}
+    for key, value in last["state_dict"].items():
+        torch.testing.assert_close(value, trained[key], rtol=0, atol=0, msg=key)
+    assert sorted(p.name for p in (tmp_path / "final").glob("step=*.ckpt")) == ["step=3.ckpt"]

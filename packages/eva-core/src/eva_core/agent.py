@@ -41,9 +41,11 @@ from eva_core.episode import Episode, Step, StopReason, ToolCallRecord, VideoRef
 from eva_core.errors import FrameToolError
 from eva_core.frame_select import (
     DEFAULT_BUDGET,
+    DEFAULT_FRAME_RULE,
     DEFAULT_MAX_NFRAMES,
     DEFAULT_MAXP,
     Budget,
+    FrameRule,
     frame_select,
 )
 from eva_core.parsing import ParsedCall, parse_reply
@@ -76,6 +78,8 @@ class AgentConfig:
         all_tool_blocks: read every `<tool_call>` block of a reply (released: only the first).
         tool_threads: episodes whose tool calls run at once.
         decode_backend: "auto", "torchcodec" or "pyav".
+        frame_rule: which frame a sample time names (protocol: "rounded_index", the released
+            tool's decord rule; "played_at" is its torchcodec fallback).
     """
 
     max_turns: int = 6
@@ -86,6 +90,7 @@ class AgentConfig:
     all_tool_blocks: bool = False
     tool_threads: int = max(1, min(4, os.cpu_count() or 1))
     decode_backend: Backend = "auto"
+    frame_rule: FrameRule = DEFAULT_FRAME_RULE
 
     def __post_init__(self):
         for name in ("max_turns", "budget", "maxp", "max_nframes", "tool_threads"):
@@ -212,7 +217,8 @@ def run_calls(reader: VideoReader, calls: Sequence[ParsedCall], config: AgentCon
             continue
         t0 = time.perf_counter()
         try:
-            selection = frame_select(reader, **asdict(call.args), budget=budget, max_nframes=config.max_nframes)
+            selection = frame_select(reader, **asdict(call.args), budget=budget, max_nframes=config.max_nframes,
+                                     frame_rule=config.frame_rule)
         except Exception as error:
             reason = StopReason.from_tool_error(error.reason) if isinstance(error, FrameToolError) else StopReason.TOOL_UNEXPECTED
             message = error.message if isinstance(error, FrameToolError) else f"{type(error).__name__}: {error}"
@@ -329,7 +335,7 @@ def run_episode(policy: Policy, video: VideoSource | VideoReader, prompt: str | 
 
 
 def replay_messages(episode: Episode, video: VideoSource | VideoReader | None = None, *,
-                    backend: Backend = "auto") -> list[Message]:
+                    backend: Backend = "auto", frame_rule: FrameRule = DEFAULT_FRAME_RULE) -> list[Message]:
     """The conversation an episode's model saw, frames decoded again from the video.
 
     Each call that ran is repeated with its effective arguments and no budget (they already
@@ -338,9 +344,11 @@ def replay_messages(episode: Episode, video: VideoSource | VideoReader | None = 
     Args:
         episode: the record.
         video: the episode's video; default the record's path.
+        frame_rule: the rule the episode ran with (`AgentConfig.frame_rule`).
 
     Raises:
-        ValueError: the video does not reproduce the record (other labels or tool text).
+        ValueError: the video does not reproduce the record (other labels, frames presented at
+            other times, or other tool text).
         FrameToolError: the video cannot be read.
     """
     source = video if video is not None else episode.video.path
@@ -359,9 +367,12 @@ def replay_messages(episode: Episode, video: VideoSource | VideoReader | None = 
             if call.error is not None:
                 continue
             selection = frame_select(reader, **call.effective, budget=None, max_nframes=call.effective["nframes"],
-                                     backend=backend)
+                                     backend=backend, frame_rule=frame_rule)
             if selection.labels != call.labels:
                 raise ValueError(f"the video gives labels {selection.labels}, the record {call.labels}")
+            if call.decode_pts and selection.decode_pts != call.decode_pts:
+                raise ValueError(f"the video gives frames at {selection.decode_pts[:4]}..., the record "
+                                 f"{call.decode_pts[:4]}...: another video or frame rule ({frame_rule!r} here)")
             frames.extend(selection.frames.unbind(0))
             labels.extend(selection.labels)
         turn = tool_turn(frames, labels, episode.question)

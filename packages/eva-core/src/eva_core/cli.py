@@ -133,8 +133,10 @@ def agent_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=defaults.budget, help="visual tokens per tool call")
     parser.add_argument("--maxp", type=int, default=defaults.maxp)
     parser.add_argument("--max-new-tokens", type=int, default=defaults.generation.max_new_tokens)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (the protocol's)")
-    parser.add_argument("--backend", choices=["auto", "torchcodec", "pyav"], default="auto", help="video decoding")
+    parser.add_argument("--temperature", type=float, default=defaults.generation.temperature,
+                        help="0: greedy (the protocol's)")
+    parser.add_argument("--backend", choices=["auto", "torchcodec", "pyav"], default=defaults.decode_backend,
+                        help="video decoding")
     args = parser.parse_args(argv)
 
     try:

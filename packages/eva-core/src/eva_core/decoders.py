@@ -1,8 +1,11 @@
 """Frame decoders: torchcodec (the fast path) and PyAV (the fallback without system FFmpeg).
 
-Both answer one question the same way: which frame is *played* at each time, that is the
-last frame whose presentation time is <= t, for t in [info.begin, info.end). Both index the
-stream from its packets (exact, not from header estimates) and return the same frames;
+Both answer two questions the same way: which frame has index i (frames numbered 0.. in
+presentation order, as decord numbers them; the released tool's rule, `shared/protocol.md`),
+and which frame is *played* at a time t, that is the last frame whose presentation time is
+<= t (torchcodec's `get_frames_played_at`, the released tool's fallback). Both index the
+stream from its packets (exact, not from header estimates), report the same average frame
+rate (FFmpeg's `avg_frame_rate`, the rate decord reports) and return the same frames;
 `tests/test_frame_decoding.py` holds them to it pixel for pixel.
 
 One known difference: torchcodec uses the system FFmpeg, PyAV its bundled one, and FFmpeg 5
@@ -24,7 +27,13 @@ from typing import Literal, Protocol
 import torch
 
 from eva_core.errors import FrameToolError
-from eva_core.video import LoadedSource, VideoInfo, classify_unreadable
+from eva_core.video import (
+    LoadedSource,
+    VideoInfo,
+    average_fps,
+    classify_unreadable,
+    header_frame_rate,
+)
 
 Backend = Literal["auto", "torchcodec", "pyav"]
 
@@ -46,6 +55,10 @@ class Decoder(Protocol):
     """What the frame tool needs from a decoder. One decoder serves one thread at a time."""
 
     info: VideoInfo
+
+    def frames_at(self, indices: list[int]) -> DecodedFrames:
+        """Frames with the given indices (0 = first in presentation order), in the order asked."""
+        ...
 
     def frames_played_at(self, seconds: list[float]) -> DecodedFrames:
         """Frames played at the given stream times, in the order asked."""
@@ -112,7 +125,10 @@ class TorchCodecDecoder:
                 end=float(meta.end_stream_seconds),
                 width=int(meta.width),
                 height=int(meta.height),
-                fps=float(meta.average_fps or 0.0),
+                # torchcodec's own average_fps is frames / scanned duration, and its header
+                # figure is FFmpeg's guessed rate: neither is the avg_frame_rate decord uses.
+                fps=average_fps(header_frame_rate(source), int(meta.num_frames or 0),
+                                float(meta.end_stream_seconds) - float(meta.begin_stream_seconds)),
                 num_frames=int(meta.num_frames or 0),
                 codec=str(meta.codec),
             )
@@ -120,6 +136,13 @@ class TorchCodecDecoder:
             raise
         except Exception as error:  # noqa: BLE001 - torchcodec raises RuntimeError/ValueError
             raise classify_unreadable(source, error) from error
+
+    def frames_at(self, indices: list[int]) -> DecodedFrames:
+        try:
+            batch = self._decoder.get_frames_at(indices)
+        except Exception as error:  # noqa: BLE001
+            raise classify_unreadable(self._source, error) from error
+        return DecodedFrames(data=batch.data, pts=batch.pts_seconds.tolist())
 
     def frames_played_at(self, seconds: list[float]) -> DecodedFrames:
         try:
@@ -163,13 +186,13 @@ class PyAVDecoder:
         self._pts_seconds = [p * tb.numerator / tb.denominator for p in self._pts]
         self._keyframes = [p for p, _, key in entries if key] or [self._pts[0]]
         codec = stream.codec_context
-        fps = float(stream.average_rate) if stream.average_rate else 0.0
+        end = max(p + d for p, d, _ in entries) * tb.numerator / tb.denominator
         self.info = VideoInfo(
             begin=self._pts_seconds[0],
-            end=max(p + d for p, d, _ in entries) * tb.numerator / tb.denominator,
+            end=end,
             width=int(codec.width),
             height=int(codec.height),
-            fps=fps,
+            fps=average_fps(stream.average_rate, len(entries), end - self._pts_seconds[0]),
             num_frames=len(entries),
             codec=str(codec.name),
         )
@@ -195,11 +218,21 @@ class PyAVDecoder:
                 return torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
         raise ValueError(f"stream ended before pts {target}")
 
+    def frames_at(self, indices: list[int]) -> DecodedFrames:
+        for i in indices:
+            if not 0 <= i < len(self._pts):
+                raise IndexError(f"frame index {i} outside [0, {len(self._pts) - 1}]")
+        return self._decode_targets([self._pts[i] for i in indices])
+
     def frames_played_at(self, seconds: list[float]) -> DecodedFrames:
         targets = []
         for t in seconds:
             i = bisect.bisect_right(self._pts_seconds, t) - 1
             targets.append(self._pts[min(max(i, 0), len(self._pts) - 1)])
+        return self._decode_targets(targets)
+
+    def _decode_targets(self, targets: list[int]) -> DecodedFrames:
+        """Frames with the given presentation times (stream time-base units), in order asked."""
         decoded: dict[int, torch.Tensor] = {}
         try:
             for target in sorted(set(targets)):

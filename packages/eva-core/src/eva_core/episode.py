@@ -170,7 +170,8 @@ class Step:
     calls: list[ToolCallRecord] = field(default_factory=list)
     tool_text: str | None = None
     tool_seconds: float = 0.0
-    frames: list[torch.Tensor] = field(default_factory=list, repr=False, compare=False)
+    frames: list[torch.Tensor] = field(default_factory=list, repr=False, compare=False,
+                                      metadata={"serialized": False})
 
     def __post_init__(self):
         self.calls = [c if isinstance(c, ToolCallRecord) else ToolCallRecord(**c) for c in self.calls]

@@ -2,7 +2,9 @@
 
 Follows the released EVA tool to the letter (`shared/protocol.md`, "The frame tool" and
 "Visual-token budget") so the released checkpoint sees the same pixels: the same window
-clamping, sample times, resize rule and budget fallback. What differs is how: in-process
+clamping, sample times, frame for each time (the decord rule, `frame_indices`), resize rule
+and budget fallback. The frame "played at" each time, the released tool's torchcodec
+fallback, is available as `frame_rule="played_at"`. What differs is how: in-process
 decoding with torchcodec on a pool of decoders instead of a subprocess per call that writes
 PNG files, and typed errors instead of crashes.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -28,6 +31,13 @@ from eva_core.video import VideoInfo, VideoSource
 DEFAULT_BUDGET = 12000  # visual tokens per call (protocol, "Visual-token budget")
 DEFAULT_MAXP = 720  # short side cap applied first when over budget (protocol)
 DEFAULT_MAX_NFRAMES = 256  # ours: the released tool had no cap
+
+FrameRule = Literal["rounded_index", "played_at"]
+"""Which frame a sample time names: "rounded_index", frame int(round(t * average_fps)) (the
+released tool's decord path, the default), or "played_at", the last frame presented at or
+before t (its torchcodec fallback; often one frame earlier)."""
+FRAME_RULES: tuple[FrameRule, ...] = ("rounded_index", "played_at")
+DEFAULT_FRAME_RULE: FrameRule = "rounded_index"  # protocol, "The frame tool"
 
 
 @dataclass(frozen=True)
@@ -95,12 +105,35 @@ def clamp_window(start: float, end: float, duration: float) -> tuple[float, floa
 
 def sample_times(start: float, end: float, nframes: int) -> list[float]:
     """n == 1: the midpoint; else n evenly spaced times from start to end - eps,
-    eps = min(1e-3, (end - start) / (4 n))."""
+    eps = min(1e-3, (end - start) / (4 n)).
+
+    Computed as `numpy.linspace` computes them (start + i * step, the last time exactly
+    end - eps), the released tool's arithmetic to the last bit: a time that lands on a
+    half frame rounds the same way.
+    """
     if nframes == 1:
         return [(start + end) / 2]
     eps = min(1e-3, (end - start) / (4 * nframes))
-    last = end - eps
-    return [start + i * (last - start) / (nframes - 1) for i in range(nframes)]
+    last = max(start, end - eps)
+    step = (last - start) / (nframes - 1)
+    return [start + i * step for i in range(nframes - 1)] + [last]
+
+
+def frame_indices(times: list[float], fps: float, num_frames: int) -> list[int]:
+    """The released tool's frame for each time (its decord path; `shared/protocol.md`):
+    index = int(round(t * fps)), clipped to [0, num_frames - 1].
+
+    Args:
+        times: video-time seconds (0 = the first frame; the released tool subtracts the first
+            frame's time, as decord numbers timestamps from it).
+        fps: the stream's average frame rate (FFmpeg's avg_frame_rate, as decord reports).
+        num_frames: frames in the stream.
+
+    Python's round sends halves to even: 1.5 -> 2, 2.5 -> 2. On a variable-frame-rate stream
+    the index comes from the average rate, so the frame's own time may lie away from t; that
+    is what the released checkpoint saw.
+    """
+    return [min(max(int(round(t * fps)), 0), num_frames - 1) for t in times]
 
 
 def shown_seconds(start: float, end: float, nframes: int) -> list[int]:
@@ -123,6 +156,7 @@ class FrameSelection:
         effective: the arguments used, after clamping, capping and the budget fallback.
         sample_times: video-time seconds sampled (0 = first frame).
         decode_pts: presentation time of each returned frame, stream seconds.
+        frame_rule: which frame each sample time named (`FrameRule`).
         shown: the second printed to the model for each frame.
         tokens_per_frame: visual tokens of one frame at the effective size.
         info: the video's stream facts.
@@ -138,6 +172,7 @@ class FrameSelection:
     effective: ToolArgs
     sample_times: list[float]
     decode_pts: list[float]
+    frame_rule: FrameRule
     shown: list[int]
     tokens_per_frame: int
     info: VideoInfo
@@ -198,6 +233,7 @@ def frame_select(
     max_nframes: int = DEFAULT_MAX_NFRAMES,
     backend: Backend = "auto",
     workers: int = DEFAULT_WORKERS,
+    frame_rule: FrameRule = DEFAULT_FRAME_RULE,
 ) -> FrameSelection:
     """Select `nframes` frames from [start_time, end_time] of `video`, resized by `resize`.
 
@@ -209,11 +245,14 @@ def frame_select(
         budget: per-call visual-token budget; None disables the fallback.
         max_nframes: cap on nframes (flagged when applied).
         backend, workers: decoding backend and decoders per call (see `VideoReader`).
+        frame_rule: "rounded_index" (the released tool's decord rule, default) or "played_at".
 
     Raises:
         FrameToolError: bad arguments or an unreadable video; `.reason` says which.
     """
     requested = validate_args(start_time, end_time, nframes, resize)
+    if frame_rule not in FRAME_RULES:
+        raise ValueError(f"frame_rule must be one of {FRAME_RULES}, got {frame_rule!r}")
     reader = open_video(video, backend=backend, workers=workers)
     info = reader.info
     h, w = info.height, info.width
@@ -227,13 +266,17 @@ def frame_select(
 
     times = sample_times(start, end, n)
     size = (protocol_side(h, scale), protocol_side(w, scale))
-    decoded = reader.frames_played_at([info.begin + t for t in times], size=size)
+    if frame_rule == "rounded_index":
+        decoded = reader.frames_at(frame_indices(times, info.fps, info.num_frames), size=size)
+    else:
+        decoded = reader.frames_played_at([info.begin + t for t in times], size=size)
     return FrameSelection(
         frames=decoded.data,
         requested=requested,
         effective=ToolArgs(start_time=start, end_time=end, nframes=n, resize=scale),
         sample_times=times,
         decode_pts=decoded.pts,
+        frame_rule=frame_rule,
         shown=shown_seconds(start, end, n),
         tokens_per_frame=tokens_per_frame(h, w, scale),
         info=info,

@@ -62,29 +62,47 @@ class VideoReader:
             self._decoders.append(open_decoder(self.source, self.backend))
         return self._decoders[i]
 
-    def frames_played_at(self, seconds: list[float], *, size: tuple[int, int] | None = None) -> DecodedFrames:
-        """Frames played at stream times `seconds`, in the order given.
+    def frames_at(self, indices: list[int], *, size: tuple[int, int] | None = None) -> DecodedFrames:
+        """Frames with the given indices (0 = first in presentation order), in the order given.
 
-        Sorted times are cut into contiguous runs, one per decoder, decoded on threads; each
+        Raises:
+            FrameToolError: an index outside [0, num_frames - 1] (INVALID_ARGUMENTS), or a
+                decoding failure.
+        """
+        bad = [i for i in indices if not 0 <= i < self.info.num_frames]
+        if bad:
+            raise FrameToolError(ToolErrorReason.INVALID_ARGUMENTS,
+                                 f"frame indices {bad[:4]} outside [0, {self.info.num_frames - 1}]")
+        return self._decode(indices, "frames_at", size)
+
+    def frames_played_at(self, seconds: list[float], *, size: tuple[int, int] | None = None) -> DecodedFrames:
+        """Frames played at stream times `seconds` (the last frame presented at or before each
+        time), in the order given."""
+        return self._decode(seconds, "frames_played_at", size)
+
+    def _decode(self, keys: list, method: str, size: tuple[int, int] | None) -> DecodedFrames:
+        """Decode by sorted keys (indices or times) with the decoders' `method`.
+
+        Sorted keys are cut into contiguous runs, one per decoder, decoded on threads; each
         thread also resizes its run (bicubic, to `size` = (height, width) when given), so the
         resize of one run overlaps the decoding of the others.
         """
-        order = sorted(range(len(seconds)), key=lambda i: seconds[i])
-        ordered = [seconds[i] for i in order]
+        order = sorted(range(len(keys)), key=lambda i: keys[i])
+        ordered = [keys[i] for i in order]
         k = max(1, min(self.workers, len(ordered) // MIN_FRAMES_PER_DECODER))
         bounds = [round(j * len(ordered) / k) for j in range(k + 1)]
         with self._lock:
             decoders = [self._decoder(j) for j in range(k)]
             if k == 1:
-                parts = [_decode_run(decoders[0], ordered, size)]
+                parts = [_decode_run(decoders[0], method, ordered, size)]
             else:
-                futures = [_pool.submit(_decode_run, decoders[j], ordered[bounds[j]:bounds[j + 1]], size)
+                futures = [_pool.submit(_decode_run, decoders[j], method, ordered[bounds[j]:bounds[j + 1]], size)
                            for j in range(k)]
                 try:
                     parts = [f.result(timeout=self.timeout_s) for f in futures]
                 except FutureTimeout as error:
                     raise FrameToolError(ToolErrorReason.DECODE_TIMEOUT,
-                                         f"decoding {len(seconds)} frames took over {self.timeout_s} s") from error
+                                         f"decoding {len(keys)} frames took over {self.timeout_s} s") from error
         data = torch.cat([p.data for p in parts]) if len(parts) > 1 else parts[0].data
         pts = [t for p in parts for t in p.pts]
         inverse = [0] * len(order)
@@ -93,8 +111,8 @@ class VideoReader:
         return DecodedFrames(data=data[inverse], pts=[pts[p] for p in inverse])
 
 
-def _decode_run(decoder: Decoder, seconds: list[float], size: tuple[int, int] | None) -> DecodedFrames:
-    decoded = decoder.frames_played_at(seconds)
+def _decode_run(decoder: Decoder, method: str, keys: list, size: tuple[int, int] | None) -> DecodedFrames:
+    decoded = getattr(decoder, method)(keys)
     if size is None:
         return decoded
     return DecodedFrames(data=resize_bicubic(decoded.data, *size), pts=decoded.pts)

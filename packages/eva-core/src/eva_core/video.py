@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
 
@@ -33,7 +34,8 @@ class VideoInfo:
         begin: presentation time of the first frame, seconds.
         end: end of the last frame (its time plus its duration), seconds.
         width, height: frame size in pixels.
-        fps: average frame rate.
+        fps: average frame rate: FFmpeg's `avg_frame_rate` (what decord's `get_avg_fps` reports,
+            and so the rate of the released tool's frame-index rule).
         num_frames: frames in the stream.
         codec: codec name, such as "h264".
     """
@@ -71,6 +73,29 @@ class LoadedSource:
 
     def open_pyav(self) -> av.container.InputContainer:
         return av.open(str(self.path)) if self.path is not None else av.open(io.BytesIO(self.data))
+
+
+def header_frame_rate(source: LoadedSource) -> Fraction | None:
+    """FFmpeg's `avg_frame_rate` of the first video stream after probing (None when unset).
+
+    This is the rate decord reports and the released tool's frame-index rule multiplies by;
+    torchcodec exposes neither it nor a way to read it, so its decoder asks PyAV (a header
+    read, a few ms).
+    """
+    with source.open_pyav() as container:
+        streams = container.streams.video
+        return streams[0].average_rate if streams else None
+
+
+def average_fps(rate: Fraction | None, num_frames: int, duration: float) -> float:
+    """The stream's average frame rate: `rate` when set; else frames per second of the scan.
+
+    (decord would fall back to 1 fps where FFmpeg sets no rate; counting frames is closer
+    to what such a file holds. Not seen in the benchmarks' files.)
+    """
+    if rate is not None and rate > 0:
+        return float(rate)
+    return num_frames / duration if duration > 0 else 0.0
 
 
 def load_source(source: VideoSource) -> LoadedSource:

@@ -3,6 +3,7 @@
     eva-data synth --out DIR --n N --seed S [--difficulty easy|default|hard] [knobs] [--records [sft|kto]] [--shards DIR]
     eva-data pack SOURCE --out DIR [--video-root DIR] [--max-bytes B] [--max-count N]
     eva-data inspect SHARDS... [--examples K]
+    eva-data build sft|kto|rl --input SHARDS --out DIR [--teacher scripted|PATH|URL] [--judge rule|PATH|URL] [...]
 
 `synth` writes a benchmark folder in the unified annotation format (see
 `eva_data.synth.benchmark`); `--records` adds oracle SFT trajectories (`trajectories.jsonl`,
@@ -11,6 +12,8 @@ rule-labelled KTO trajectories (`eva_data.records.shortcut`); `--shards` also pa
 video with its questions and trajectories. `pack` takes such a folder or any
 unified-format jsonl (videos relative to `--video-root`, default the jsonl's folder) and writes
 one sample per video into size-capped shards. `inspect` reads shards as training would.
+`build` runs the data-construction pipeline (`eva_data.construct`): teacher episodes judged into
+EVA-SFT or EVA-KTO shards, or EVA-RL prompts from a failure file and new questions; resumable.
 """
 
 from __future__ import annotations
@@ -143,6 +146,84 @@ def run_inspect(args) -> int:
     return 0
 
 
+def _build_args(sub) -> None:
+    p = sub.add_parser("build", help="build EVA-SFT, EVA-KTO or EVA-RL with a teacher and a judge (resumable)")
+    p.add_argument("kind", choices=("sft", "kto", "rl"))
+    p.add_argument("--input", required=True, help="input shards (folder, pattern): videos with their items")
+    p.add_argument("--out", required=True, type=Path, help="output folder: shards, stats.json, work/ (journal, bank)")
+    p.add_argument("--teacher", default="scripted",
+                   help="'scripted' (synthetic videos), a model folder, or an OpenAI-compatible server URL")
+    p.add_argument("--judge", default="rule",
+                   help="'rule' (items with evidence windows), a model folder, or a server URL")
+    p.add_argument("--bank", type=Path, help="experience bank file (default OUT/work/bank.sqlite)")
+    p.add_argument("--experiences", type=int, default=3, help="bank entries shown to the teacher per question")
+    p.add_argument("--attempts", type=int, default=1, help="teacher episodes per item")
+    p.add_argument("--batch-size", type=int, default=4, help="teacher episodes run and journalled together")
+    p.add_argument("--desirable-fraction", type=float, default=0.63, help="KTO: share of desirable records")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, help="use at most this many items")
+    p.add_argument("--max-new-tokens", type=int, help="teacher and judge tokens a turn (default: protocol 2048, judge 512)")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="teacher sampling temperature (protocol: 0, greedy); above 0 makes --attempts differ")
+    p.add_argument("--failures", type=Path, help="RL: failure file (RL prompt records or {video_key, item_index} lines)")
+    p.add_argument("--unseen", help="RL: shards of unseen videos to write new open-ended questions about")
+    p.add_argument("--questions-per-video", type=int, default=2, help="RL: new questions per unseen video")
+    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="output shard size cap")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_build(args) -> int:
+    from eva_core.agent import AgentConfig
+    from eva_core.backends import load_policy
+    from eva_core.policy import GenerationConfig
+
+    from eva_data.construct.bank import ExperienceBank
+    from eva_data.construct.build import (
+        BuildConfig,
+        build_rl_set,
+        build_teacher_set,
+        rule_judge_many,
+    )
+    from eva_data.construct.judge import VERDICT_GENERATION, LlmJudge
+    from eva_data.construct.scripted_teacher import ScriptedTeacher
+    from eva_data.construct.teacher import TeacherConfig
+
+    def progress(done: int, total: int, note: str) -> None:
+        if not args.no_progress:
+            print(f"[{done:>5}/{total}] {100 * done / max(1, total):3.0f}%  {note}", file=sys.stderr, flush=True)
+
+    tokens = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
+    try:
+        agent = AgentConfig(generation=GenerationConfig(temperature=args.temperature, **tokens))
+        config = BuildConfig(kind=args.kind, attempts=args.attempts, batch_size=args.batch_size,
+                             desirable_fraction=args.desirable_fraction, seed=args.seed, limit=args.limit,
+                             max_bytes=args.max_bytes, questions_per_video=args.questions_per_video,
+                             teacher=TeacherConfig(experiences=args.experiences, seed=args.seed, agent=agent))
+        if args.kind == "rl":
+            if args.teacher != "scripted":
+                print("eva-data build rl: only the scripted question writer is built; use --teacher scripted",
+                      file=sys.stderr)
+                return 2
+            if args.failures is None and args.unseen is None:
+                print("eva-data build rl: give --failures, --unseen or both", file=sys.stderr)
+                return 2
+            stats = build_rl_set(args.input, args.out, failures=args.failures, unseen=args.unseen, config=config,
+                                 progress=progress)
+        else:
+            teacher = ScriptedTeacher(seed=args.seed) if args.teacher == "scripted" else load_policy(args.teacher)
+            judge = rule_judge_many() if args.judge == "rule" else LlmJudge(
+                load_policy(args.judge), name=args.judge,
+                generation=GenerationConfig(**tokens) if tokens else VERDICT_GENERATION).judge_many
+            with ExperienceBank(args.bank or args.out / "work" / "bank.sqlite") as bank:
+                stats = build_teacher_set(args.input, args.out, policy=teacher, judge=judge, config=config, bank=bank,
+                                          progress=progress)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"eva-data build: {error}", file=sys.stderr)
+        return 2
+    print("\n".join(stats.lines()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="eva-data", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,8 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("inspect", help="counts, durations and a few samples of shards")
     p.add_argument("shards", nargs="+", help="shard folder, brace pattern, or shard files")
     p.add_argument("--examples", type=int, default=3)
+    _build_args(sub)
     args = parser.parse_args(argv)
-    return {"synth": run_synth, "pack": run_pack, "inspect": run_inspect}[args.command](args)
+    return {"synth": run_synth, "pack": run_pack, "inspect": run_inspect, "build": run_build}[args.command](args)
 
 
 if __name__ == "__main__":

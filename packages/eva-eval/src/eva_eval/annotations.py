@@ -7,10 +7,10 @@ One JSON object a line:
 Quirks met in the real files, and what is done about each (counted in the `LoadReport`):
 - absolute paths from another machine (all of MLVU): resolved by relative tail under the video
   root (`video_paths.resolve_video`); what stays unresolved is listed.
-- literal backslash-n sequences in questions (all of LSDBench): decoded into newlines by
-  default, so the model reads the options one a line as in the other benchmarks. This departs
-  from the released evaluation, which passed the two characters through; `decode_newlines=False`
-  reproduces it byte for byte.
+- literal backslash-n sequences in questions (all of LVBench and LSDBench, some of Video-Holmes):
+  sent as they are by default, the two characters, as the released evaluation sent them (the
+  released checkpoint's figures were measured so); `decode_newlines=True` (`eva-eval run
+  --decode-newlines`) turns them into newlines. Options are found either way.
 - 3 to 6 options (LongVideoBench has 3-, 4- and 5-option items; Video-Holmes has 6).
 - corrupt ground truths (two MLVU items have `@`, where an option text is empty): kept, flagged,
   and always scored as wrong, as the released scorer's exact match does in effect.
@@ -21,6 +21,7 @@ an annotation file must load completely or not at all.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -60,25 +61,31 @@ class AnnotationError(ValueError):
 def find_options(question: str) -> list[tuple[str, str]]:
     """The option lines of a multiple-choice question: the last run of lines lettered A, B, C...
 
-    Blank lines inside a run do not end it (four LongVideoBench items have one between options).
+    Lines between two options that are not options themselves (blank lines, as in four
+    LongVideoBench items; prose, as in Video-Holmes item 488, whose option B runs over a blank
+    line and a paragraph) belong to the option before them; lines after the last option do not.
+    A new "A" line starts a new run.
 
     Returns:
-        [(letter, text), ...] in order; empty when the question has no lettered run.
+        [(letter, text), ...] in order, an option's text its lines joined by newlines; empty
+        when the question has no lettered run of at least two options.
     """
     best: list[tuple[str, str]] = []
     run: list[tuple[str, str]] = []
+    pending: list[str] = []  # non-option lines since the last option of the run
     for line in question.split("\n"):
-        if not line.strip():
-            continue
-        m = _OPTION.match(line)
-        if m and ord(m.group(1)) - ord("A") == len(run):
+        m = _OPTION.match(line) if line.strip() else None
+        if m and ord(m.group(1)) - ord("A") == len(run) and run:
+            letter, text = run[-1]
+            run[-1] = (letter, "\n".join([text, *pending]).strip())
             run.append((m.group(1), (m.group(2) or "").strip()))
+            pending = []
         elif m and m.group(1) == "A":
-            run = [("A", (m.group(2) or "").strip())]
-        else:
             if len(run) >= 2:
                 best = run
-            run = []
+            run, pending = [("A", (m.group(2) or "").strip())], []
+        elif run:
+            pending.append(line)
     return run if len(run) >= 2 else best
 
 
@@ -110,7 +117,19 @@ def iter_records(source: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield number, record
 
 
-def _extras(record: dict[str, Any]) -> dict[str, Any]:
+def list_in_string(value: Any) -> list | None:
+    """The list a string spells as a Python or JSON literal (LVBench's question_type is
+    "['entity recognition', 'event understanding']"); None for anything else."""
+    if not (isinstance(value, str) and value.strip().startswith("[") and value.strip().endswith("]")):
+        return None
+    try:
+        parsed = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        return None
+    return parsed if isinstance(parsed, list) else None
+
+
+def _raw_extras(record: dict[str, Any]) -> dict[str, Any]:
     extra = {k: v for k, v in record.items() if k not in UNIFIED_FIELDS}
     info = extra.pop("extra_info", None)
     if isinstance(info, dict):
@@ -118,19 +137,42 @@ def _extras(record: dict[str, Any]) -> dict[str, Any]:
     return extra
 
 
+def _extras(record: dict[str, Any]) -> dict[str, Any]:
+    """The record's fields beyond the unified format's, `extra_info` merged in, and lists
+    written as strings read as lists."""
+    extra = _raw_extras(record)
+    for key, value in extra.items():
+        parsed = list_in_string(value)
+        if parsed is not None:
+            extra[key] = parsed
+    return extra
+
+
+def field_key(name: str) -> str:
+    """A field name as compared: case, spaces, underscores and dashes ignored, so that
+    `question_type`, `Question Type` and Video-Holmes' `Question_Type` are one field."""
+    return re.sub(r"[\s_-]", "", name).lower()
+
+
 def field_categories(*names: str) -> CategoryFn:
     """Categories taken from the record's extra fields `names`, every one present.
 
-    A string or number is one category; a list is several (LVBench's question types).
+    Names match whatever their spelling (`field_key`). A string or number is one category; a
+    list, or a list written as a string, is several (LVBench's question types): the item then
+    counts under each of them. Repeats within an item count once.
     """
+    keys = [field_key(n) for n in names]
+
     def categories(record: dict[str, Any], video_ref: str) -> Sequence[str]:
-        extra = _extras(record)
+        by_key: dict[str, Any] = {}
+        for field_name, value in _extras(record).items():
+            by_key.setdefault(field_key(field_name), value)
         found: list[str] = []
-        for name in names:
-            value = extra.get(name)
+        for key in keys:
+            value = by_key.get(key)
             values = value if isinstance(value, list) else [value]
             found.extend(str(v) for v in values if v not in (None, "") and not isinstance(v, (dict, list)))
-        return found
+        return list(dict.fromkeys(found))
     return categories
 
 
@@ -157,7 +199,7 @@ def _ground_truth(record: dict[str, Any], kind: AnswerKind) -> str:
 
 
 def parse_record(record: dict[str, Any], *, benchmark: str, kind: AnswerKind | KindFn, video_root: Path | None,
-                 categories: CategoryFn | None = None, decode_newlines: bool = True,
+                 categories: CategoryFn | None = None, decode_newlines: bool = False,
                  fallback_id: str = "") -> BenchmarkItem:
     """One unified-format record -> a `BenchmarkItem`.
 
@@ -193,6 +235,8 @@ def parse_record(record: dict[str, Any], *, benchmark: str, kind: AnswerKind | K
         options = tuple(letter for letter, _ in found)
         if any(not text for _, text in found):
             quirks.append(Quirk.EMPTY_OPTION)
+        if any("\n" in text for _, text in found):
+            quirks.append(Quirk.MULTILINE_OPTION)
         gt = ground_truth.strip().upper()
         valid = gt in options if options else bool(re.fullmatch(r"[A-Z]", gt))
         if not valid:
@@ -205,9 +249,12 @@ def parse_record(record: dict[str, Any], *, benchmark: str, kind: AnswerKind | K
         quirks.append(Quirk.ABSOLUTE_PATH)
     if resolution.path is None:
         quirks.append(Quirk.UNRESOLVED_VIDEO)
-    extra = _extras(record)
-    if extra:
+    raw_extra = _raw_extras(record)
+    if raw_extra:
         quirks.append(Quirk.EXTRA_FIELDS)
+    if any(list_in_string(v) is not None for v in raw_extra.values()):
+        quirks.append(Quirk.LIST_IN_STRING)
+    extra = _extras(record)
     index = record.get("index", fallback_id)
     return BenchmarkItem(
         id=str(index), benchmark=benchmark, question=question, ground_truth=ground_truth, answer_kind=kind,
@@ -218,7 +265,7 @@ def parse_record(record: dict[str, Any], *, benchmark: str, kind: AnswerKind | K
 
 
 def load_unified(source: Path | str, *, benchmark: str, kind: AnswerKind | KindFn, video_root: Path | str | None,
-                 categories: CategoryFn | None = None, decode_newlines: bool = True) -> LoadedBenchmark:
+                 categories: CategoryFn | None = None, decode_newlines: bool = False) -> LoadedBenchmark:
     """Load a whole unified-format jsonl file.
 
     Args:
@@ -227,7 +274,8 @@ def load_unified(source: Path | str, *, benchmark: str, kind: AnswerKind | KindF
         kind: how answers are scored, or a function of the record giving it.
         video_root: where the videos are; None loads annotations without resolving videos.
         categories: how to read an item's categories from its record.
-        decode_newlines: turn literal backslash-n sequences into newlines.
+        decode_newlines: turn literal backslash-n sequences into newlines (default: send the
+            question as the file writes it, as the released evaluation did).
 
     Raises:
         AnnotationError: a malformed line or a duplicated item id.

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from eva_core.agent import AgentConfig
+from eva_core.frame_select import FRAME_RULES
 from eva_core.policy import GenerationConfig, Policy
 
 from eva_eval.annotations import AnnotationError
@@ -49,6 +50,13 @@ def load_model(model: str, *, concurrency: int | None = None) -> Policy:
     return load_policy(model, max_concurrency=concurrency) if is_url and concurrency else load_policy(model)
 
 
+def _newline_flags(p) -> None:
+    p.add_argument("--decode-newlines", action="store_true",
+                   help="turn literal backslash-n in questions into newlines (default: send them as released)")
+    p.add_argument("--raw-prompts", dest="decode_newlines", action="store_false",
+                   help="the default; kept for old command lines")
+
+
 def _run_parser(sub) -> None:
     p = sub.add_parser("run", help="run a benchmark into a run directory (resumes by default)")
     p.add_argument("--benchmark", required=True, help="registry name (see `eva-eval list`)")
@@ -61,38 +69,47 @@ def _run_parser(sub) -> None:
     p.add_argument("--items", help="comma-separated item ids to run")
     p.add_argument("--no-resume", dest="resume", action="store_false", help="refuse a directory with results")
     p.add_argument("--retry-errors", action="store_true", help="run again the items whose records are errors")
-    p.add_argument("--batch-size", type=int, default=4, help="episodes per lockstep batch")
-    p.add_argument("--workers", type=int, default=1, help="batches in flight (overlaps decoding with the model)")
+    run_defaults, agent, uniform = RunSettings(), AgentConfig(), UniformConfig()  # one source: eva-core's
+    p.add_argument("--batch-size", type=int, default=run_defaults.batch_size, help="episodes per lockstep batch")
+    p.add_argument("--workers", type=int, default=run_defaults.workers,
+                   help="batches in flight (overlaps decoding with the model)")
     p.add_argument("--concurrency", type=int, help="HTTP backend: requests in flight")
-    p.add_argument("--raw-prompts", action="store_true", help="keep literal backslash-n in questions (as released)")
+    _newline_flags(p)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     a = p.add_argument_group("agent mode (protocol defaults)")
-    a.add_argument("--max-turns", type=int, default=6)
-    a.add_argument("--budget", type=int, default=12000, help="visual tokens per tool call")
-    a.add_argument("--maxp", type=int, default=720)
-    a.add_argument("--max-new-tokens", type=int, default=2048)
+    a.add_argument("--max-turns", type=int, default=agent.max_turns)
+    a.add_argument("--budget", type=int, default=agent.budget, help="visual tokens per tool call")
+    a.add_argument("--maxp", type=int, default=agent.maxp)
+    a.add_argument("--max-new-tokens", type=int, default=agent.generation.max_new_tokens)
+    a.add_argument("--frame-rule", choices=FRAME_RULES, default=agent.frame_rule,
+                   help="frame for a sample time: the released tool's rounded index, or the frame played at it")
     a.add_argument("--all-tool-blocks", action="store_true", help="read every <tool_call> block of a reply")
     u = p.add_argument_group("uniform mode")
-    u.add_argument("--frames", type=int, default=32, help="frames sampled uniformly")
-    u.add_argument("--resize", type=float, default=1.0, help="scale factor on both sides")
+    u.add_argument("--frames", type=int, default=uniform.nframes, help="frames sampled uniformly")
+    u.add_argument("--resize", type=float, default=uniform.resize, help="scale factor on both sides")
     u.add_argument("--short-side", type=int, help="target short side in pixels (overrides --resize)")
+
+
+def run_settings(args) -> RunSettings:
+    """The settings `eva-eval run` parsed into (defaults: `RunSettings`, `AgentConfig`, `UniformConfig`)."""
+    generation = GenerationConfig(max_new_tokens=args.max_new_tokens)
+    return RunSettings(
+        mode=args.mode, batch_size=args.batch_size, workers=args.workers, progress=args.progress,
+        agent=AgentConfig(max_turns=args.max_turns, budget=args.budget, maxp=args.maxp, generation=generation,
+                          all_tool_blocks=args.all_tool_blocks, frame_rule=args.frame_rule),
+        uniform=UniformConfig(nframes=args.frames, resize=args.resize, short_side=args.short_side,
+                              generation=generation),
+    )
 
 
 def cmd_run(args) -> int:
     benchmark = get_benchmark(args.benchmark)
     video_root = args.video_root or args.annotations.parent
-    loaded = benchmark.load(args.annotations, video_root=video_root, decode_newlines=not args.raw_prompts)
+    loaded = benchmark.load(args.annotations, video_root=video_root, decode_newlines=args.decode_newlines)
     print("\n".join(loaded.report.lines()), file=sys.stderr)
-    generation = GenerationConfig(max_new_tokens=args.max_new_tokens)
-    settings = RunSettings(
-        mode=args.mode, batch_size=args.batch_size, workers=args.workers, progress=args.progress,
-        agent=AgentConfig(max_turns=args.max_turns, budget=args.budget, maxp=args.maxp, generation=generation,
-                          all_tool_blocks=args.all_tool_blocks),
-        uniform=UniformConfig(nframes=args.frames, resize=args.resize, short_side=args.short_side,
-                              generation=generation),
-    )
+    settings = run_settings(args)
     info = run_info(benchmark, settings, model=args.model, annotations=args.annotations, video_root=video_root,
-                    decode_newlines=not args.raw_prompts)
+                    decode_newlines=args.decode_newlines)
     policy = load_model(args.model, concurrency=args.concurrency)
     ids = [i.strip() for i in args.items.split(",") if i.strip()] if args.items else None
     outcome = evaluate(policy, benchmark, loaded, args.out, settings, info, resume=args.resume,
@@ -133,7 +150,7 @@ def cmd_compare(args) -> int:
 
 def cmd_inspect(args) -> int:
     benchmark = get_benchmark(args.benchmark)
-    loaded = benchmark.load(args.annotations, video_root=args.video_root, decode_newlines=not args.raw_prompts)
+    loaded = benchmark.load(args.annotations, video_root=args.video_root, decode_newlines=args.decode_newlines)
     print("\n".join(loaded.report.lines()))
     for item_id, ref, reason in loaded.report.unresolved[:args.show_unresolved]:
         print(f"  unresolved {item_id}: {ref} ({reason})")
@@ -159,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--benchmark", required=True)
     i.add_argument("--annotations", required=True, type=Path)
     i.add_argument("--video-root", type=Path)
-    i.add_argument("--raw-prompts", action="store_true")
+    _newline_flags(i)
     i.add_argument("--show-unresolved", type=int, default=0, help="list the first N unresolved videos")
     sub.add_parser("list", help="benchmarks and their published figures")
     return parser

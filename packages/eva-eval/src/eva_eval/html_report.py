@@ -21,7 +21,7 @@ from pathlib import Path
 from eva_eval.results import ResultRecord
 from eva_eval.runs import Run
 from eva_eval.svg import PlotPoint, accuracy_plot, timeline
-from eva_eval.tables import COLUMNS, row_cells, summary_rows
+from eva_eval.tables import COLUMNS, published_by_category, row_cells, summary_rows
 from eva_eval.thumbnails import record_thumbnails
 
 CSS = """
@@ -107,9 +107,12 @@ def item_html(record: ResultRecord, run_index: int, run_label: str, thumbs: list
 
 
 def _run_section(k: int, run: Run, summary) -> str:
-    rows = "".join(f"<tr><td>{escape(c)}</td><td>{acc:.2f}</td><td>{n}</td></tr>"
+    published = published_by_category(run.benchmark.name)
+    rows = "".join(f"<tr><td>{escape(c)}</td><td>{acc:.2f}</td><td>{n}</td>"
+                   f"<td>{format(published[c], '.2f') if c in published else '-'}</td></tr>"
                    for c, (acc, n) in summary.by_category.items())
-    cats = f'<table class="cats"><tr><th>category</th><th>acc %</th><th>items</th></tr>{rows}</table>' if rows else ""
+    cats = (f'<table class="cats"><tr><th>category</th><th>acc %</th><th>items</th><th>paper %</th></tr>{rows}</table>'
+            if rows else "")
     stops = ", ".join(f"{escape(s)} {n}" for s, n in summary.stop_reasons.items())
     t = summary.time
     extra = ""

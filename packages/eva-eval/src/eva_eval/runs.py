@@ -60,7 +60,7 @@ def settings_dict(settings: RunSettings) -> dict[str, Any]:
 
 
 def run_info(benchmark: Benchmark, settings: RunSettings, *, model: str, annotations: Path, video_root: Path | None,
-             decode_newlines: bool = True) -> dict[str, Any]:
+             decode_newlines: bool = False) -> dict[str, Any]:
     """run.json for a new run."""
     return {
         "benchmark": benchmark.name, "title": benchmark.title, "mode": settings.mode, "model": model,

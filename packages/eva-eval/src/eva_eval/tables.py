@@ -113,11 +113,22 @@ def report_lines(runs: Sequence[Run]) -> list[str]:
         out.append("  stop reasons: " + ", ".join(f"{k} {v}" for k, v in summary.stop_reasons.items()))
         t = summary.time
         out.append(f"  time: model {t.model:.1f} s, tool {t.tool:.1f} s, other {t.other:.1f} s (summed over items)")
+        published = published_by_category(row.benchmark)
         for cat, (acc, n) in summary.by_category.items():
             level = summary.chance_by_category.get(cat)
             odds = f", chance {level:.2f} %" if level is not None else ""
-            out.append(f"  {cat:<28} {acc:6.2f} %  ({n} items{odds})")
+            paper = f"   paper {published[cat]:6.2f} %" if cat in published else ""
+            out.append(f"  {cat:<28} {acc:6.2f} %  ({n} items{odds}){paper}")
+        missing = sorted(set(published) - set(summary.by_category))
+        if missing:
+            out.append("  published categories without items here: " + ", ".join(missing))
     return out
+
+
+def published_by_category(benchmark: str) -> dict[str, float]:
+    """The published per-category accuracy of a registry benchmark ({} when none)."""
+    entry = REGISTRY.get(benchmark)
+    return dict(entry.reference.by_category) if entry is not None and entry.reference else {}
 
 
 def registry_lines() -> list[str]:

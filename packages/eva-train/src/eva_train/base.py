@@ -14,7 +14,7 @@ inherit from each other.
   policy with adapters disabled, a frozen copy sharded like the policy, or precomputed
   log-probs). A frozen copy is the submodule `reference_model`, never in checkpoints.
 - `configure_optimizers`: AdamW with warmup and cosine decay over the trainer's estimated
-  number of optimizer steps (`eva_train.optim`).
+  number of optimizer steps (`eva_train.optim`); fused on CUDA unless the trainer clips gradients.
 - Checkpoints hold only the trained parameters (LoRA adapters, or the unfrozen weights): the
   frozen ones are reloaded from `model.path`, which the checkpoint's hyperparameters name.
   A 7B LoRA checkpoint is then tens of MB, not 16 GB. The torch RNG state is saved and
@@ -33,7 +33,7 @@ import lightning as L
 import torch
 
 from eva_train.modeling import LoraSpec, ModelSpec, load_model
-from eva_train.optim import OptimSpec, build_optimizer
+from eva_train.optim import OptimSpec, build_optimizer, use_fused_adamw
 from eva_train.reference import (
     AdapterReference,
     ModelReference,
@@ -115,7 +115,8 @@ class PolicyModule(L.LightningModule):
         return ModelReference(copy)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer, scheduler = build_optimizer(self.policy, self.optim_spec,
+        fused = use_fused_adamw(self.device.type, self.trainer.gradient_clip_val)
+        optimizer, scheduler = build_optimizer(self.policy, self.optim_spec, fused=fused,
                                                total_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

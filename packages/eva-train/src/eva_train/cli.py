@@ -47,6 +47,8 @@ def fit_cli(args: Sequence[str] | None = None, *, run: bool = True) -> Lightning
     """The LightningCLI for `fit`/`validate` (and `test`/`predict`, which the stages do not define)."""
     import lightning as L
 
+    from eva_train.checkpoint import FinalCheckpoint
+
     register_resolvers()
     return LightningCLI(
         model_class=L.LightningModule,
@@ -55,7 +57,9 @@ def fit_cli(args: Sequence[str] | None = None, *, run: bool = True) -> Lightning
         subclass_mode_data=True,
         parser_kwargs={"parser_mode": "omegaconf"},
         save_config_kwargs={"overwrite": True},
-        trainer_defaults=TRAINER_DEFAULTS,
+        # Callbacks given here are added to the config's: every fit ends with `last.ckpt` at its
+        # final step (`eva_train.checkpoint`).
+        trainer_defaults=TRAINER_DEFAULTS | {"callbacks": [FinalCheckpoint()]},
         # The config given is the run's truth; a resumed run must not take its model arguments
         # from the checkpoint's hyperparameters (which export reads, as plain dicts).
         load_from_checkpoint_support=False,

@@ -89,12 +89,13 @@ def mismatched_batch(batch: Batch, global_prompts: Sequence[Prompt], offset: int
     if not 0 <= offset <= g - batch.rows:
         raise ValueError(f"rows {offset}..{offset + batch.rows - 1} are outside a global batch of {g}")
     own = prompt_lengths(batch)
+    device = batch.input_ids.device
     rows = []
     for i in range(batch.rows):
         n = int(batch.attention_mask[i].sum())
         prompt = global_prompts[(offset + i + 1) % g]
-        head = torch.tensor(prompt.token_ids, dtype=torch.long)
-        zeros = torch.zeros(len(head), dtype=torch.bool)
+        head = torch.tensor(prompt.token_ids, dtype=torch.long, device=device)
+        zeros = torch.zeros(len(head), dtype=torch.bool, device=device)
         rows.append((torch.cat([head, batch.input_ids[i, own[i]:n]]),
                      torch.cat([zeros, batch.trained[i, own[i]:n]]),
                      torch.cat([zeros.int(), batch.mm_token_type_ids[i, own[i]:n].int()]),
@@ -102,7 +103,6 @@ def mismatched_batch(batch: Batch, global_prompts: Sequence[Prompt], offset: int
     lengths = [len(ids) for ids, *_ in rows]
     longest = max(lengths)
     b = batch.rows
-    device = batch.input_ids.device
     input_ids = torch.zeros((b, longest), dtype=torch.long, device=device)
     attention = torch.zeros((b, longest), dtype=torch.long, device=device)
     trained = torch.zeros((b, longest), dtype=torch.bool, device=device)

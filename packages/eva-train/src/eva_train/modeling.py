@@ -7,6 +7,8 @@ inference, so a checkpoint exported by `eva_train.export` round-trips. Nothing i
 
 - `ModelSpec` says how to load (dtype, attention implementation, gradient checkpointing,
   which parts of the vision side are frozen, quantisation).
+- Under sdpa, the vision tower's window attention runs as one call per window length instead
+  of one per window (`eva_core.vision_attention`).
 - `LoraSpec` says which linear layers get LoRA adapters (peft). By default only the language
   model's attention and MLP projections; the vision tower's `qkv`/`proj`/MLP layers are left
   alone unless `vision=True` (the vision MLP reuses the names `gate_proj`/`up_proj`/`down_proj`,
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from eva_core.vision_attention import use_grouped_vision_attention
 from torch import nn
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -176,6 +179,7 @@ def load_model(spec: ModelSpec, lora: LoraSpec | None = None, *, device_map=None
         quantization_config=qconfig, device_map=device_map,
     )
     model.config.use_cache = False  # training never decodes incrementally
+    use_grouped_vision_attention(model)  # one attention call per window length, not per window (issue 15)
     if lora is not None:
         model.requires_grad_(False)
     freeze_vision(model, tower=spec.freeze_vision_tower, projector=spec.freeze_projector)
@@ -186,6 +190,7 @@ def load_model(spec: ModelSpec, lora: LoraSpec | None = None, *, device_map=None
             model.enable_input_require_grads()
     if lora is not None:
         model = add_lora(model, lora)
+    keep_frozen_tower_out_of_backward(model)
     model.train()
     return model
 
@@ -228,6 +233,46 @@ def freeze_vision(model: nn.Module, *, tower: bool, projector: bool) -> None:
                 p.requires_grad_(False)
     if projector and merger is not None:
         merger.requires_grad_(False)
+
+
+# transformers' `enable_input_require_grads` (also reached from `gradient_checkpointing_enable`)
+# and peft's `PeftModel.__init__` name their forward hooks so.
+_INPUT_GRAD_HOOKS = ("make_inputs_require_grads", "make_inputs_require_grad")
+
+
+def keep_frozen_tower_out_of_backward(model: nn.Module) -> bool:
+    """Make a frozen vision tower cost one forward and no backward, in place.
+
+    `gradient_checkpointing_enable`, `enable_input_require_grads` and peft's `PeftModel.__init__`
+    each put a forward hook on every input embedding of the model, the tower's patch embedding
+    included, that sets `requires_grad` on its output (for reentrant checkpointing over frozen
+    embeddings); each call replaces the one handle the model keeps, so the others cannot be
+    removed through it. With that hook the activations of a frozen tower require grad, and every
+    step recomputes and back-propagates through all its blocks for no gradient (issue 15: at the
+    7B shape on an H200 an 8k-token, 16-frame LoRA step took 6.13 s with it and 1.78 s without;
+    docs/benchmarks.md).
+    When no parameter of the tower (the merger aside) trains, this removes those hooks from the
+    tower's modules and turns off its gradient checkpointing (a forward without grad keeps
+    nothing to recompute). Checkpointing here is non-reentrant, which needs no input that
+    requires grad, so the language model's LoRA weights get the same gradients.
+
+    Returns:
+        True when the tower is frozen and was taken out of backward; False when a tower
+        parameter trains or the model has no tower.
+    """
+    visual, merger = vision_modules(base_model(model))
+    if visual is None:
+        return False
+    merger_ids = {id(p) for p in merger.parameters()} if merger is not None else set()
+    if any(p.requires_grad for p in visual.parameters() if id(p) not in merger_ids):
+        return False
+    for module in visual.modules():
+        for key, hook in list(module._forward_hooks.items()):
+            if getattr(hook, "__name__", "") in _INPUT_GRAD_HOOKS:
+                del module._forward_hooks[key]
+        if module is not merger and hasattr(module, "gradient_checkpointing"):
+            module.gradient_checkpointing = False
+    return True
 
 
 def add_lora(model: nn.Module, lora: LoraSpec) -> nn.Module:

@@ -5,6 +5,12 @@ fine-tuning); warmup ratio, weight decay and betas are not stated there and take
 common to Qwen2.5-VL fine-tuning recipes (LLaMA-Factory, ms-swift): warmup 3% of steps,
 weight decay 0.0, betas (0.9, 0.999). Weight decay, when set, skips biases and norm weights
 (every parameter with fewer than 2 dimensions), as in nanoGPT.
+
+AdamW's fused CUDA kernel is used only when the trainer does not clip gradients: a fused AdamW
+declares that its step unscales gradients itself (`_step_supports_amp_scaling`), and Lightning's
+mixed-precision plugins (`bf16-mixed`, `16-mixed`) then refuse gradient clipping at the first
+optimizer step (issue 15: `configs/sft-7b-lora.yaml` stopped there on an H200). The unfused
+(foreach) step costs a few milliseconds more on a LoRA model, far below one training step.
 """
 
 from __future__ import annotations
@@ -88,19 +94,23 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: nn.Module, spec: OptimSpec, *, total_steps: int) -> tuple[torch.optim.Optimizer,
-                                                                                     torch.optim.lr_scheduler.LambdaLR]:
+def use_fused_adamw(device_type: str, gradient_clip_val: float | None) -> bool:
+    """Whether AdamW may use its fused kernel: on CUDA, when gradients are not clipped (see the module doc)."""
+    return device_type == "cuda" and not gradient_clip_val
+
+
+def build_optimizer(model: nn.Module, spec: OptimSpec, *, total_steps: int,
+                    fused: bool = False) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW over the trainable parameters and its per-step schedule.
 
     Args:
         model: the (possibly sharded) policy.
         spec: optimizer settings.
         total_steps: optimizer steps of the whole run (the trainer's estimate).
+        fused: use AdamW's fused kernel (`use_fused_adamw` says when a trainer allows it).
     """
     params = parameter_groups(model, spec.weight_decay)
-    on_cuda = next(iter(params[0]["params"])).is_cuda
-    optimizer = torch.optim.AdamW(params, lr=spec.lr, betas=spec.betas, eps=spec.eps,
-                                  fused=True if on_cuda else None)
+    optimizer = torch.optim.AdamW(params, lr=spec.lr, betas=spec.betas, eps=spec.eps, fused=fused or None)
     warmup = math.ceil(spec.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,

@@ -70,6 +70,7 @@ from eva_core.backends.token_context import (
     vision_inputs,
 )
 from eva_core.policy import Generation, GenerationConfig, GenerationRequest, TurnTokens
+from eva_core.vision_attention import use_grouped_vision_attention
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +122,19 @@ class TransformersPolicy:
         reuse_kv_cache: keep each episode's cache for its next turn.
         max_cached_episodes: episodes whose cache is kept at once (LRU).
         share_prefill: prefill identical prompts of one batch once.
+        token_in: continue each episode from its own ids (`token_context`; needed for training
+            rollouts, which get `Generation.tokens`). False renders and tokenizes the whole
+            conversation every turn, as an OpenAI-compatible server does (text-level parity
+            with one, e.g. when a caller edits replies); `Generation.tokens` is then None.
 
     Raises:
         ValueError: the model has no eos token, or uses M-RoPE without exposing `get_rope_index`.
     """
 
     def __init__(self, model, processor, *, reuse_kv_cache: bool = True, max_cached_episodes: int = 64,
-                 share_prefill: bool = True):
+                 share_prefill: bool = True, token_in: bool = True):
         self.model = model
+        self.token_in = token_in
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.reuse_kv_cache = reuse_kv_cache
@@ -160,6 +166,7 @@ class TransformersPolicy:
         attn_implementation: str | None = None,
         reuse_kv_cache: bool = True,
         max_cached_episodes: int = 64,
+        token_in: bool = True,
         **model_kwargs: Any,
     ) -> TransformersPolicy:
         """Load model and processor with `from_pretrained(path)`.
@@ -169,7 +176,7 @@ class TransformersPolicy:
             dtype: "auto" (the checkpoint's), "float32", "bfloat16", ... or a torch dtype.
             device: "cpu", "cuda", "cuda:1", ...; default cuda when available, else cpu.
             attn_implementation: "sdpa", "eager", "flash_attention_2", ...
-            reuse_kv_cache, max_cached_episodes: see the class.
+            reuse_kv_cache, max_cached_episodes, token_in: see the class.
             **model_kwargs: passed on to the model's `from_pretrained` (e.g. quantization_config).
         """
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -181,8 +188,10 @@ class TransformersPolicy:
         model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, **model_kwargs)
         if "device_map" not in model_kwargs and "quantization_config" not in model_kwargs:
             model = model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        use_grouped_vision_attention(model)  # same outputs, one sdpa call per window length (tested)
         processor = AutoProcessor.from_pretrained(path)
-        return cls(model.eval(), processor, reuse_kv_cache=reuse_kv_cache, max_cached_episodes=max_cached_episodes)
+        return cls(model.eval(), processor, reuse_kv_cache=reuse_kv_cache, max_cached_episodes=max_cached_episodes,
+                   token_in=token_in)
 
     def release(self, episode_id: str) -> None:
         self.store.drop(episode_id)
@@ -244,7 +253,7 @@ class TransformersPolicy:
         for i, tokens, logps, secs, row_kv in zip(order, sampled, logprobs, seconds, kv, strict=True):
             request, row = requests[i], rows[i]
             n_prompt = int(row.prompt.ids.numel())
-            if request.episode_id:
+            if request.episode_id and self.token_in:
                 self.tokens[request.episode_id] = EpisodeTokens(
                     ids=row.prompt.ids.tolist() + tokens, messages=len(request.messages) + 1,
                     keys=[s.key for s in row.prompt.spans],
@@ -259,7 +268,7 @@ class TransformersPolicy:
                 visual_tokens=row.prompt.visual_tokens,
                 prefill_tokens=n_prompt - row.reused,
                 tokens=TurnTokens(prompt_ids=row.prompt.ids[row.prompt.new_from:].tolist(), completion_ids=tokens,
-                                  completion_logprobs=logps),
+                                  completion_logprobs=logps) if self.token_in else None,
                 finish_reason="stop" if tokens[-1] in self.eos_ids else "length",
                 seconds=row.prefill_seconds + secs,
                 extra={"reused_tokens": row.reused},

@@ -64,7 +64,7 @@ def _define(cls: type, defs: dict[str, Any]) -> None:
     hints = typing.get_type_hints(cls)
     properties, required = {}, []
     for f in dataclasses.fields(cls):
-        if not f.init:
+        if not f.init or not f.metadata.get("serialized", True):  # in memory only (Step.frames)
             continue
         properties[f.name] = _type_schema(hints[f.name], defs)
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:

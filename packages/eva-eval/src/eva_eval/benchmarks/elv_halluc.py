@@ -30,7 +30,7 @@ NAME = "elv_halluc"
 
 
 def load_elv_halluc(annotations: Path | str, *, benchmark: str = NAME, video_root: Path | str | None,
-                    decode_newlines: bool = True) -> LoadedBenchmark:
+                    decode_newlines: bool = False) -> LoadedBenchmark:
     """Load ELV-Halluc items, check and number their triplets.
 
     Raises:

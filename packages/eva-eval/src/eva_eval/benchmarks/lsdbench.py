@@ -1,8 +1,9 @@
 """LSDBench: 1,304 four-option questions on long egocentric videos (sampling dilemma).
 
 Annotation file: `LSDBench_raw_full.jsonl`. Every question holds literal backslash-n sequences
-(the two characters) between the question and the options ("...?\\nA: ..."); they are decoded
-into newlines by default (`--raw-prompts` keeps them, as the released evaluation sent them).
+(the two characters) between the question and the options ("...?\\nA: ..."); they are sent as
+they are by default, as the released evaluation sent them (`--decode-newlines` turns them into
+newlines).
 Options are written "A: ...".
 """
 
@@ -20,5 +21,5 @@ BENCHMARK = Benchmark(
     shared_file="LSDBench_raw_full.jsonl",
     categories=field_categories("category", "question_type"),
     homepage="https://github.com/dvlab-research/LSDBench",
-    notes=("literal \\n sequences in every question, decoded by default",),
+    notes=("literal \\n sequences in every question, sent as released unless --decode-newlines",),
 )

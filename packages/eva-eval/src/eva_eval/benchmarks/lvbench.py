@@ -1,10 +1,12 @@
 """LVBench: 1,549 four-option questions on 103 videos of over an hour each.
 
-No annotation file is shipped here; users convert LVBench's `video_info.meta.jsonl` to the
-unified format (one line per question: `videos`, the question with its "(A) ..." options as the
-user turn, `reward_model.ground_truth`, `index`), keeping LVBench's `question_type` list as an
-extra field: it becomes the item's categories (an item may count in several, such as
-"key information retrieval" and "temporal grounding").
+No annotation file is shipped here. The released evaluation's file (`LVBench_raw_full_root.jsonl`,
+unified format) writes options "(A) ..." after literal backslash-n sequences (all 1,549 items;
+sent as they are by default) and carries `uid`, `id`, `time_reference`, `video_type` and
+`question_type`. `question_type` is a list written as a string ("['entity recognition',
+'event understanding']"): it is read as the list, and an item counts under each of its types,
+so the report shows LVBench's six types (entity recognition, event understanding, key
+information retrieval, reasoning, summarization, temporal grounding), not their 52 combinations.
 """
 
 from __future__ import annotations
@@ -20,5 +22,5 @@ BENCHMARK = Benchmark(
     reference=Reference(accuracy=43.32, rounds=2.62, tokens=20412, source=EVA_TABLE),
     categories=field_categories("question_type", "task_type"),
     homepage="https://lvbench.github.io",
-    notes=("annotations not shipped; question_type (a list) gives categories",),
+    notes=("annotations not shipped; question_type (a list written as a string) gives six types",),
 )

@@ -26,6 +26,9 @@ class Reference:
         tokens: mean total tokens (protocol's count).
         source: where the figure comes from.
         extra: other published numbers, such as ELV-Halluc's SAH ratios.
+        by_category: published accuracy (percent) per category, keyed as the annotations name
+            categories (Video-Holmes' SR, IMC, ...); printed beside ours in the report.
+        by_category_source: where the per-category figures come from.
     """
 
     accuracy: float | None = None
@@ -33,6 +36,8 @@ class Reference:
     tokens: float | None = None
     source: str = ""
     extra: dict[str, float] = field(default_factory=dict)
+    by_category: dict[str, float] = field(default_factory=dict)
+    by_category_source: str = ""
 
 
 Loader = Callable[..., LoadedBenchmark]
@@ -75,13 +80,14 @@ class Benchmark:
     summarizer: Summarizer | None = None
 
     def load(self, annotations: Path | str, *, video_root: Path | str | None,
-             decode_newlines: bool = True) -> LoadedBenchmark:
+             decode_newlines: bool = False) -> LoadedBenchmark:
         """Load the benchmark's items from an annotation file.
 
         Args:
             annotations: the annotation file (unified jsonl).
             video_root: the folder holding the videos; None loads without resolving them.
-            decode_newlines: decode literal backslash-n in questions (see `annotations`).
+            decode_newlines: decode literal backslash-n in questions (default: as released;
+                see `annotations`).
         """
         if self.loader is not None:
             return self.loader(annotations, benchmark=self.name, video_root=video_root,

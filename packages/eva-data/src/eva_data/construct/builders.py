@@ -1,0 +1,144 @@
+"""From judged teacher episodes to the three data sets, written as eva-data shards.
+
+- EVA-SFT: the judged successes (four-part replies, an answer), as `SftTrajectory` records.
+- EVA-KTO: desirable = successes, undesirable = judged failures (guesses, under- and
+  over-sampling, wrong answers, no answer), as `KtoTrajectory` records. The desirable fraction
+  is set by dropping, with a seeded draw, part of whichever side is over-represented (0.63 by
+  default, the paper's Section 3.2 mix); nothing is duplicated. Several teacher attempts per item
+  (`attempts`) are the "resampled" successes and failures to choose from.
+- EVA-RL: `RlPrompt` records (`eva_data.construct.questions`).
+
+Output shards hold one sample per video, as the input shards do: the video bytes, its items and
+its records in `{key}.trajectories.json`, which is what eva-train's `ShardSource` reads (SFT)
+and what the KTO and GRPO stages read by `kind`. Timings (wall, model, tool seconds) are zeroed
+in saved episodes: they are not training data, and with them a rebuilt shard would differ.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eva_core.episode import Episode
+
+from eva_data.records.convert import trajectory_from_episode
+from eva_data.records.records import KtoTrajectory, RecordError, SftTrajectory, Source
+from eva_data.shards.sample import ShardSample
+from eva_data.shards.writer import ShardInfo, pack
+from eva_data.synth.events import derive_seed
+
+DESIRABLE_FRACTION = 0.63  # EVA paper, Section 3.2: the KTO set's share of desirable trajectories
+
+
+def timeless(episode: Episode) -> Episode:
+    """The episode with every timing set to 0 (in place; returned for chaining)."""
+    episode.setup_seconds = episode.wall_seconds = 0.0
+    for step in episode.steps:
+        step.model_seconds = step.tool_seconds = 0.0
+        for call in step.calls:
+            call.seconds = 0.0
+    return episode
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One judged teacher episode, as a build's journal keeps it.
+
+    Attributes:
+        unit: the work unit's key ("{video_key}/{item index}/{attempt}").
+        video_key: the input sample's key.
+        item: the item answered.
+        episode: the saved (student-view) episode, as a dict.
+        verdict: the judge's verdict, as a dict (`label`, `scores`, `reason`, `judge`).
+        four_part: every reply has the four parts.
+        meta: teacher-side facts: hint, experiences retrieved, strategy.
+    """
+
+    unit: str
+    video_key: str
+    item: dict[str, Any]
+    episode: dict[str, Any]
+    verdict: dict[str, Any]
+    four_part: bool
+    meta: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"unit": self.unit, "video_key": self.video_key, "item": self.item, "episode": self.episode,
+                "verdict": self.verdict, "four_part": self.four_part, "meta": self.meta}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Judged:
+        return cls(**data)
+
+
+def _record(judged: Judged, kind: str, desirable: bool | None = None):
+    episode = Episode.from_dict(judged.episode)
+    meta = {**judged.meta, "judge": judged.verdict}
+    return trajectory_from_episode(episode, judged.item, source=Source.TEACHER, video_key=judged.video_key,
+                                   kind=kind, desirable=desirable, record_id=f"{kind}-{judged.unit}", meta=meta)
+
+
+def sft_records(judged: Iterable[Judged]) -> list[SftTrajectory]:
+    """The successes in four-part form, as SFT records."""
+    out = []
+    for j in judged:
+        if j.verdict["label"] == "success" and j.four_part:
+            try:
+                out.append(_record(j, "sft"))
+            except RecordError:  # a "success" without an answer: only a misbehaving LLM judge says so
+                continue
+    return out
+
+
+def balance(desirable: list, undesirable: list, fraction: float, seed: int) -> tuple[list, list]:
+    """Drop part of the over-represented side (seeded, order kept) so that desirable makes up
+    `fraction` of the total as nearly as whole records allow.
+
+    With D desirable and U undesirable: if D / (D + U) > f keep round(f / (1 - f) * U) desirable,
+    else keep round((1 - f) / f * D) undesirable.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the desirable fraction must be in (0, 1), got {fraction}")
+    d, u = len(desirable), len(undesirable)
+    if d + u == 0:
+        return [], []
+    rng = random.Random(derive_seed(seed, "kto-balance"))
+
+    def keep(items: list, n: int) -> list:
+        chosen = set(rng.sample(range(len(items)), n))
+        return [x for i, x in enumerate(items) if i in chosen]
+
+    if d / (d + u) > fraction:
+        return keep(desirable, min(d, round(fraction / (1 - fraction) * u))), undesirable
+    return desirable, keep(undesirable, min(u, round((1 - fraction) / fraction * d)))
+
+
+def kto_records(judged: Iterable[Judged], *, fraction: float = DESIRABLE_FRACTION, seed: int = 0) -> list[KtoTrajectory]:
+    """Judged episodes as KTO records (desirable = success in four-part form), balanced to `fraction`."""
+    good, bad = [], []
+    for j in judged:
+        label = j.verdict["label"]
+        if label == "unjudged":
+            continue
+        if label == "success" and j.four_part:
+            good.append(_record(j, "kto", desirable=True))
+        elif label != "success":
+            bad.append(_record(j, "kto", desirable=False))
+    good, bad = balance(good, bad, fraction, seed)
+    order = {id(r): i for i, r in enumerate(good + bad)}
+    return sorted(good + bad, key=lambda r: (r.id, order[id(r)]))
+
+
+def write_shards(samples: Iterable[ShardSample], records: Sequence[Any], out: Path, *,
+                 max_bytes: int) -> list[ShardInfo]:
+    """One output sample per input video that has records, in input order, the records in
+    `.trajectories.json`. `samples` is read once, one video at a time."""
+    by_video: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_video.setdefault(record.video_key, []).append(record.to_dict())
+    chosen = (ShardSample(key=s.key, video=s.video, items=s.items, meta=s.meta, video_ext=s.video_ext,
+                          trajectories=by_video[s.key]) for s in samples if s.key in by_video)
+    return pack(chosen, out, max_bytes=max_bytes)
