@@ -210,3 +210,11 @@ def test_kto_recipes(name, capsys, monkeypatch, qwen_7b_dir):
     ranks = strategy["init_args"]["data_parallel_size"] if isinstance(strategy, dict) else 1
     assert config["data"]["init_args"]["batch_size"] * ranks >= 2  # the KL pairs need 2 rows a step
     assert (module.lora_spec is not None) == (module.reference_spec.kind == "adapters")
+
+
+def test_grpo_tiny_recipe_builds_its_module(capsys):
+    config = _resolved(CONFIG_DIR / "grpo-tiny.yaml", capsys)
+    module = _module(config)
+    assert module.automatic_optimization is False and module.reference_spec is None  # kl_coef 0, no judge
+    assert module.rollout_spec.group_size == 4 and module.reward_config.name == "choice"
+    assert module.loss_spec.epsilon == 0.2 and config["trainer"]["accelerator"] == "cpu"

@@ -179,3 +179,103 @@ def kto_loss(policy_logps: Tensor, reference_logps: Tensor, desirable: Tensor, *
         "n_undesirable": n_u.float(),
     }
     return loss, metrics
+
+
+AGGREGATIONS = ("token-mean", "sequence-mean", "constant")
+
+
+def grpo_loss(logps: Tensor, old_logps: Tensor, advantages: Tensor, mask: Tensor, *,
+              ref_logps: Tensor | None = None, epsilon: float = 0.2, epsilon_high: float | None = None,
+              kl_coef: float = 0.0, aggregation: str = "token-mean", normalizer: float | Tensor | None = None,
+              entropy: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """GRPO's clipped surrogate with a k3 KL penalty to the reference, on sampled tokens only.
+
+    GRPO (Shao et al. 2024, DeepSeekMath, eq. 3), per sampled token t of episode b with the
+    episode's advantage A_b (`eva_train.advantages`) and the policy that sampled it (old):
+
+        rho_bt  = exp(logp_bt - old_logp_bt)
+        s_bt    = min(rho_bt A_b, clip(rho_bt, 1 - epsilon, 1 + epsilon_high) A_b)
+        kl_bt   = exp(ref_bt - logp_bt) - (ref_bt - logp_bt) - 1        (k3, Schulman 2020; eq. 4)
+        l_bt    = -s_bt + kl_coef * kl_bt
+
+    `epsilon_high` defaults to `epsilon` (symmetric clip; DAPO's "clip-higher" sets it larger).
+    m_bt is 1 on tokens the policy sampled (assistant turns), 0 on prompt, tool turns, images
+    and padding. Aggregation:
+
+        token-mean:    L = sum_bt m_bt l_bt / N,  N = `normalizer` or sum_bt m_bt
+        sequence-mean: L = sum_b [sum_t m_bt l_bt / sum_t m_bt] / S,  S = `normalizer` or rows with a token
+        constant:      L = sum_bt m_bt l_bt / C,  C = `normalizer` (Dr. GRPO, Liu et al. 2025, sec. 3.1)
+
+    With several micro-batches (and ranks) per optimizer step, pass the GLOBAL N (tokens over
+    the whole step) or S so that the summed micro-batch losses are the step's mean; each rank's
+    gradients are then averaged by data parallelism, so pass N or S divided by the world size.
+    "token-mean" is the default (DAPO's token-level loss: a long episode's tokens count as much
+    as a short one's); "sequence-mean" is the paper's eq. 3.
+
+    Args:
+        logps: [B, T] log-prob of each target token under the policy being trained.
+        old_logps: [B, T] the same under the policy that sampled the episode (the rollout
+            engine's), no gradient.
+        advantages: [B] one advantage per episode.
+        mask: [B, T] 1 (or True) on sampled tokens.
+        ref_logps: [B, T] under the frozen reference; required when kl_coef > 0.
+        epsilon, epsilon_high: lower and upper clip range (paper: 0.2).
+        kl_coef: beta; 0 drops the penalty.
+        aggregation: "token-mean", "sequence-mean" or "constant".
+        normalizer: N, S or C as above (required for "constant").
+        entropy: [B, T] the policy's per-token entropy, for the metric only.
+
+    Returns:
+        (loss, metrics): the scalar loss and detached masked means over the micro-batch:
+        `clip_fraction` (tokens whose clipped term is active: rho < 1 - eps with A < 0, or
+        rho > 1 + eps_high with A > 0), `ratio`, `kl` (with a reference), `entropy` (when given),
+        and `trained_tokens`.
+    """
+    _check_token_tensors(logps, mask)
+    for name, other in (("old_logps", old_logps), ("ref_logps", ref_logps), ("entropy", entropy)):
+        if other is not None and other.shape != logps.shape:
+            raise ValueError(f"{name} must be [B, T] like logps {tuple(logps.shape)}, got {tuple(other.shape)}")
+    if advantages.shape != logps.shape[:1]:
+        raise ValueError(f"advantages must be [B] = [{logps.shape[0]}], got {tuple(advantages.shape)}")
+    epsilon_high = epsilon if epsilon_high is None else epsilon_high
+    if not 0.0 < epsilon < 1.0 or epsilon_high <= 0.0:
+        raise ValueError(f"epsilon must be in (0, 1) and epsilon_high > 0, got {epsilon}, {epsilon_high}")
+    if kl_coef < 0.0 or (kl_coef > 0.0 and ref_logps is None):
+        raise ValueError(f"kl_coef must be >= 0 and needs ref_logps when > 0, got {kl_coef}")
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    if aggregation == "constant" and normalizer is None:
+        raise ValueError("aggregation 'constant' needs the normalizer (Dr. GRPO's constant)")
+
+    m = mask.to(logps.dtype)
+    adv = advantages.to(logps.dtype)[:, None]
+    ratio = (logps - old_logps.detach()).exp()
+    clipped = ratio.clamp(1.0 - epsilon, 1.0 + epsilon_high)
+    per_token = -(ratio * adv).minimum(clipped * adv)
+    kl = None
+    if ref_logps is not None:
+        delta = ref_logps.detach() - logps
+        kl = delta.exp() - delta - 1.0
+        if kl_coef > 0.0:
+            per_token = per_token + kl_coef * kl
+    masked = per_token * m
+    n_tokens = m.sum()
+    if aggregation == "sequence-mean":
+        per_row = m.sum(dim=1)
+        rows = per_row > 0
+        row_sum = (masked.sum(dim=1)[rows] / per_row[rows]).sum()
+        loss = row_sum / (rows.sum().clamp(min=1) if normalizer is None else normalizer)
+    else:
+        loss = masked.sum() / (n_tokens.clamp(min=1) if normalizer is None else normalizer)
+
+    def masked_mean(x: Tensor) -> Tensor:
+        return ((x * m).sum() / n_tokens.clamp(min=1)).detach()
+
+    is_clipped = ((ratio < 1.0 - epsilon) & (adv < 0)) | ((ratio > 1.0 + epsilon_high) & (adv > 0))
+    metrics = {"clip_fraction": masked_mean(is_clipped.to(logps.dtype)), "ratio": masked_mean(ratio),
+               "trained_tokens": n_tokens.detach()}
+    if kl is not None:
+        metrics["kl"] = masked_mean(kl)
+    if entropy is not None:
+        metrics["entropy"] = masked_mean(entropy)
+    return loss, metrics

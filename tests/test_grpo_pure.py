@@ -1,0 +1,139 @@
+"""GRPO's pure pieces against hand computations: group advantages and the clipped surrogate
+with its KL penalty, masks and aggregations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from eva_train.advantages import group_advantages
+from eva_train.losses import grpo_loss
+
+# --- advantages ----------------------------------------------------------------------------------
+
+
+def test_group_advantages_by_hand():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.5, 0.5, 0.5, 0.5, 1.0, 0.05, 0.05, 0.05])
+    adv = group_advantages(rewards, 4, eps=0.0)
+    # group 0: mean 0.5, sample std sqrt(4 * 0.25 / 3) = sqrt(1/3) -> +-0.5 * sqrt(3) = +-0.8660254
+    s3 = 0.5 * math.sqrt(3.0)
+    # group 1: all equal -> 0
+    # group 2: mean (1 + 0.15) / 4 = 0.2875; deviations 0.7125, -0.2375 x3;
+    #          std sqrt((0.7125^2 + 3 * 0.2375^2) / 3) = sqrt((0.50765625 + 0.16921875) / 3) = sqrt(0.225625) = 0.475
+    expected = [s3, -s3, -s3, s3, 0, 0, 0, 0, 0.7125 / 0.475, -0.2375 / 0.475, -0.2375 / 0.475, -0.2375 / 0.475]
+    assert adv.tolist() == pytest.approx(expected, abs=1e-6)
+    # without the std (Dr. GRPO): the centred rewards
+    plain = group_advantages(rewards, 4, scale_by_std=False)
+    assert plain.tolist() == pytest.approx([0.5, -0.5, -0.5, 0.5, 0, 0, 0, 0, 0.7125, -0.2375, -0.2375, -0.2375],
+                                           abs=1e-6)
+
+
+def test_equal_groups_get_exactly_zero():
+    adv = group_advantages(torch.tensor([0.3, 0.3, 1.0, 1.0]), 2)
+    assert adv.tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert group_advantages(torch.tensor([1, 0]), 2, eps=0.0).tolist() == pytest.approx([0.7071068, -0.7071068])
+
+
+def test_group_advantages_checks():
+    with pytest.raises(ValueError, match="do not split into groups of 4"):
+        group_advantages(torch.zeros(6), 4)
+    with pytest.raises(ValueError, match="group_size must be an integer >= 2"):
+        group_advantages(torch.zeros(4), 1)
+    with pytest.raises(ValueError, match=r"rewards must be \[B\]"):
+        group_advantages(torch.zeros(2, 2), 2)
+    with pytest.raises(ValueError, match="finite"):
+        group_advantages(torch.tensor([0.0, float("nan")]), 2)
+
+
+# --- the clipped surrogate ----------------------------------------------------------------------------
+
+def case(ratios=((1.5, 0.5, 1.0), (1.1, 0.7, 3.0))):
+    old = torch.tensor([[-1.0, -1.0, -1.0], [-2.0, -2.0, -2.0]])
+    logps = (old + torch.tensor(ratios).log()).requires_grad_()
+    return logps, old, torch.tensor([1.0, -2.0]), torch.tensor([[1, 1, 1], [1, 1, 0]])
+
+
+def test_grpo_surrogate_token_mean_by_hand():
+    logps, old, adv, mask = case()
+    loss, metrics = grpo_loss(logps, old, adv, mask)
+    # row 0, A = 1:  rho 1.5 -> min(1.5, 1.2) = 1.2 (clipped high); 0.5 -> min(0.5, 0.8) = 0.5; 1.0 -> 1
+    # row 1, A = -2: rho 1.1 -> min(-2.2, -2.2) = -2.2; 0.7 -> min(-1.4, -1.6) = -1.6 (clipped low);
+    #                the third token (rho 3) is masked out
+    # loss = -(1.2 + 0.5 + 1 - 2.2 - 1.6) / 5 = 1.1 / 5 = 0.22
+    assert loss.item() == pytest.approx(0.22, abs=1e-6)
+    assert metrics["clip_fraction"].item() == pytest.approx(2 / 5)
+    assert metrics["ratio"].item() == pytest.approx((1.5 + 0.5 + 1 + 1.1 + 0.7) / 5, abs=1e-6)
+    assert metrics["trained_tokens"].item() == 5 and "kl" not in metrics and "entropy" not in metrics
+    assert not any(v.requires_grad for v in metrics.values())
+    loss.backward()
+    # dL/dlogp = -A rho / 5 where unclipped, 0 where clipped or masked
+    expected = [[0.0, -0.5 / 5, -1.0 / 5], [2.0 * 1.1 / 5, 0.0, 0.0]]
+    assert logps.grad.tolist() == [pytest.approx(row, abs=1e-6) for row in expected]
+
+
+def test_grpo_clip_higher_and_the_global_token_count():
+    logps, old, adv, mask = case()
+    loss, metrics = grpo_loss(logps, old, adv, mask, epsilon_high=0.6)
+    # rho 1.5 < 1.6 is no longer clipped: -(1.5 + 0.5 + 1 - 2.2 - 1.6) / 5 = 0.8 / 5 = 0.16
+    assert loss.item() == pytest.approx(0.16, abs=1e-6)
+    assert metrics["clip_fraction"].item() == pytest.approx(1 / 5)
+    # 20 tokens over the whole step: 1.1 / 20
+    assert grpo_loss(logps, old, adv, mask, normalizer=20)[0].item() == pytest.approx(0.055, abs=1e-6)
+
+
+def test_grpo_sequence_mean_and_constant_by_hand():
+    logps, old, adv, mask = case()
+    loss, _ = grpo_loss(logps, old, adv, mask, aggregation="sequence-mean")
+    # row 0: -(1.2 + 0.5 + 1) / 3 = -0.9; row 1: -(-2.2 - 1.6) / 2 = 1.9; (-0.9 + 1.9) / 2 = 0.5
+    assert loss.item() == pytest.approx(0.5, abs=1e-6)
+    assert grpo_loss(logps, old, adv, mask, aggregation="sequence-mean", normalizer=4)[0].item() == pytest.approx(
+        0.25, abs=1e-6)  # (-0.9 + 1.9) / 4 sequences in the step
+    # Dr. GRPO: the masked sum over a constant, 1.1 / 4
+    loss, _ = grpo_loss(logps, old, adv, mask, aggregation="constant", normalizer=4.0)
+    assert loss.item() == pytest.approx(0.275, abs=1e-6)
+
+
+def test_grpo_k3_penalty_by_hand():
+    logps = torch.tensor([[-1.0, -1.0, -1.0]], requires_grad=True)
+    ref = torch.tensor([[-1.0 + math.log(2.0), -1.0 - math.log(2.0), -1.0]])
+    mask = torch.tensor([[1, 1, 1]])
+    entropy = torch.tensor([[0.5, 1.0, 1.5]])
+    # rho = 1 and A = 0: the surrogate is 0; k3 = e^d - d - 1 with d = ref - logp:
+    # d = ln 2 -> 2 - 0.6931472 - 1 = 0.3068528; d = -ln 2 -> 0.5 + 0.6931472 - 1 = 0.1931472; d = 0 -> 0
+    kl_mean = (0.3068528 + 0.1931472) / 3  # = 0.5 / 3
+    loss, metrics = grpo_loss(logps, logps.detach(), torch.zeros(1), mask, ref_logps=ref, kl_coef=0.1,
+                              entropy=entropy)
+    assert loss.item() == pytest.approx(0.1 * kl_mean, abs=1e-7)
+    assert metrics["kl"].item() == pytest.approx(kl_mean, abs=1e-7)
+    assert metrics["entropy"].item() == pytest.approx(1.0)
+    loss.backward()
+    # d k3 / d logp = 1 - e^d: 1 - 2 = -1, 1 - 0.5 = 0.5, 0; times 0.1 / 3
+    assert logps.grad.tolist() == [pytest.approx([-0.1 / 3, 0.05 / 3, 0.0], abs=1e-7)]
+    # coefficient 0: the KL is still measured but not trained on
+    loss, metrics = grpo_loss(logps, logps.detach(), torch.zeros(1), mask, ref_logps=ref, kl_coef=0.0)
+    assert loss.item() == 0.0 and metrics["kl"].item() == pytest.approx(kl_mean, abs=1e-7)
+
+
+def test_grpo_without_sampled_tokens_is_zero_and_differentiable():
+    logps, old, adv, _ = case()
+    loss, metrics = grpo_loss(logps, old, adv, torch.zeros(2, 3))
+    loss.backward()
+    assert loss.item() == 0.0 and metrics["trained_tokens"].item() == 0
+    assert logps.grad.abs().sum().item() == 0.0
+
+
+def test_grpo_loss_checks():
+    logps, old, adv, mask = case()
+    with pytest.raises(ValueError, match="needs ref_logps"):
+        grpo_loss(logps, old, adv, mask, kl_coef=0.1)
+    with pytest.raises(ValueError, match=r"advantages must be \[B\] = \[2\]"):
+        grpo_loss(logps, old, adv[:1], mask)
+    with pytest.raises(ValueError, match="old_logps must be"):
+        grpo_loss(logps, old[:, :2], adv, mask)
+    with pytest.raises(ValueError, match="aggregation must be one of"):
+        grpo_loss(logps, old, adv, mask, aggregation="mean")
+    with pytest.raises(ValueError, match="needs the normalizer"):
+        grpo_loss(logps, old, adv, mask, aggregation="constant")
+    with pytest.raises(ValueError, match="epsilon must be"):
+        grpo_loss(logps, old, adv, mask, epsilon=0.0)

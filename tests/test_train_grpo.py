@@ -1,0 +1,114 @@
+"""The GRPO stage on the tiny Qwen2.5-VL: rollouts with the frame tool for real, rewards, and
+optimizer steps after which every trainable parameter moved and the reference did not."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import lightning as L
+import pytest
+import torch
+from eva_core.backends.forced import AppendToolCall, frame_select_call
+from eva_core.sample_video import write_sample_video
+from eva_data import rewards
+from eva_data.records.records import RlPrompt, Source
+from eva_data.rewards import RewardConfig
+from eva_train.grpo import GRPOLossSpec, GRPOModule, RolloutSpec
+from eva_train.modeling import ModelSpec
+from eva_train.optim import OptimSpec
+from eva_train.reference import ModelReference, ReferenceSpec
+from eva_train.rl_data import RlPromptDataModule, load_rl_items
+
+QUESTION = "What colour is the shape?\nA. red\nB. green"
+
+
+@pytest.fixture(scope="module")
+def rl_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rl")
+    (root / "videos").mkdir()
+    with open(root / "rl_prompts.jsonl", "w") as out:
+        for i in range(2):
+            write_sample_video(root / "videos" / f"v{i}.mp4", duration=4.0, fps=5, width=112, height=112, gop=5)
+            out.write(json.dumps(RlPrompt(id=f"rl-{i}", source=Source.ORACLE, video_key=f"v{i}", item_index=i,
+                                          prompt=[{"role": "user", "content": QUESTION}], answer_type="choice",
+                                          ground_truth="A").to_dict()) + "\n")
+    return root
+
+
+class ForcedEngine(AppendToolCall):
+    """The module's engine with a frame_select call appended to every reply: a random model
+    rarely writes one, and the step must see the tool's frames."""
+
+    def __init__(self, engine):
+        super().__init__(engine, "\n" + frame_select_call(0.0, 4.0, 2, 0.25))
+        self.suppress = engine.suppress
+
+    def sync_weights(self, named_parameters=None):
+        self.policy.sync_weights(named_parameters)
+
+
+class ForceToolCalls(L.Callback):
+    def on_fit_start(self, trainer, module):
+        module.engine = ForcedEngine(module.engine)
+
+
+def test_load_rl_items_needs_the_videos(rl_folder, tmp_path):
+    items = load_rl_items(rl_folder)
+    assert [i.prompt.id for i in items] == ["rl-0", "rl-1"] and items[1].video == rl_folder / "videos" / "v1.mp4"
+    with pytest.raises(FileNotFoundError, match="eva-data synth --records"):
+        load_rl_items(tmp_path)
+
+
+def test_grpo_fit_moves_every_trainable_parameter(tmp_path, rl_folder, tiny_model_dir, one_torch_thread, monkeypatch):
+    # Every forced episode ends unanswered at the turn limit, so an answer-based reward is 0.05 for
+    # all and no group has a signal; this one prefers sample 0 of each group (ids end in "g0").
+    monkeypatch.setitem(rewards.REWARDS, "first_sample", lambda x: float(x.episode.episode_id.endswith("g0")))
+    spec = ModelSpec(path=str(tiny_model_dir), dtype="float32", freeze_vision_tower=True)
+    module = GRPOModule(spec, optim=OptimSpec(lr=1e-3, warmup_ratio=0.0, schedule="constant"),
+                        rollout=RolloutSpec(group_size=2, max_turns=2, max_new_tokens=8, seed=1),
+                        loss=GRPOLossSpec(kl_coef=0.1, micro_batch_size=2, passes=2),
+                        reward=RewardConfig(name="first_sample"))
+    module.configure_model()
+    assert isinstance(module.reference, ModelReference)
+    before = {n: p.detach().clone() for n, p in module.policy.named_parameters()}
+    reference_before = {n: p.detach().clone() for n, p in module.reference_model.named_parameters()}
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=4, logger=L.pytorch.loggers.CSVLogger(tmp_path),
+                        enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
+                        default_root_dir=tmp_path, callbacks=[ForceToolCalls()], enable_checkpointing=False)
+    trainer.fit(module, RlPromptDataModule(str(rl_folder), prompts_per_step=2))
+    assert trainer.global_step == 4  # 2 rollout batches x 2 passes
+    wrong = [n for n, p in module.policy.named_parameters() if torch.equal(p.detach(), before[n]) == p.requires_grad]
+    assert not wrong, f"{len(wrong)} parameters moved though frozen or stayed though trained, e.g. {wrong[:5]}"
+    assert all(torch.equal(p, reference_before[n]) for n, p in module.reference_model.named_parameters())
+    with open(trainer.logger.log_dir + "/metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/reward_mean")]
+    assert len(rows) == 2
+    first = rows[0]
+    # sample 0 scores 1, sample 1 the format floor 0.05 (it called the tool): mean 1.05 / 2
+    assert float(first["train/reward_mean"]) == pytest.approx(0.525) and float(first["train/zero_advantage_groups"]) == 0
+    assert float(first["train/tool_call_rate"]) == 1.0 and float(first["train/rounds"]) == 2.0
+    assert float(first["train/visual_tokens"]) > 0
+    for column in ("train/reward_std", "train/accuracy", "train/format_rate", "train/kl", "train/clip_fraction",
+                   "train/ratio", "train/rollout_s", "train/tool_s", "train/reward_s", "train/train_s", "train/lr"):
+        assert first[column] != "", column
+
+
+def test_csv_reward_judges_with_the_frozen_reference(rl_folder, tiny_model_dir, one_torch_thread):
+    from eva_core.frame_select import frame_select
+
+    module = GRPOModule(ModelSpec(path=str(tiny_model_dir), dtype="float32"), reward=RewardConfig(name="csv"),
+                        rollout=RolloutSpec(group_size=2))
+    module.configure_model()
+    assert isinstance(module.reference, ModelReference)  # kl_coef 0, but the judge needs pi_ref
+    judge = module._judge()
+    selection = frame_select(rl_folder / "videos" / "v0.mp4", start_time=0.0, end_time=4.0, nframes=2, resize=0.25)
+    calls = []
+    forward = module.reference_model.forward
+    module.reference_model.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)
+    answer = judge(QUESTION, list(selection.frames.unbind(0)), selection.labels)
+    assert answer is None or isinstance(answer, str)
+    assert calls  # the reference model, not the policy, generated the verdict
+    with pytest.raises(ValueError, match="cannot be precomputed"):
+        GRPOModule(ModelSpec(path=str(tiny_model_dir)), reward=RewardConfig(name="csv"),
+                   reference=ReferenceSpec(kind="precomputed", path="x.json"))
