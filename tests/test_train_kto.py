@@ -81,8 +81,9 @@ def test_pairs_rotate_over_the_global_batch(labelled, tiny_model_dir):
     assert len({p.token_ids for p in prompts}) > 1  # the questions differ
     pairs = mismatched_batch(whole, prompts, 0)
     lengths = prompt_lengths(whole)
-    for i in range(6):
-        j = (i + 1) % 6
+    partners = [partner(i, prompts) for i in range(6)]
+    assert all(prompts[j].token_ids != prompts[i].token_ids for i, j in enumerate(partners))  # mismatched
+    for i, j in enumerate(partners):
         n = int(whole.attention_mask[i].sum())
         completion = whole.input_ids[i, lengths[i]:n]
         expected = torch.cat([torch.tensor(prompts[j].token_ids), completion])
