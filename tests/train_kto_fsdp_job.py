@@ -86,6 +86,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     path = str(tiny_model_dir())
     fsdp = args.mode == "fsdp"
     rank = int(os.environ.get("LOCAL_RANK", "0"))
