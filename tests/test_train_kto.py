@@ -11,7 +11,14 @@ import torch
 from eva_core.sample_video import write_sample_video
 from eva_train.collate import KTOBatch, SFTBatch, collate_kto
 from eva_train.datamodule import KTODataModule
-from eva_train.kl_pairs import batch_prompts, mismatched_batch, pair_id, prompt_lengths
+from eva_train.kl_pairs import (
+    Prompt,
+    batch_prompts,
+    mismatched_batch,
+    pair_id,
+    partner,
+    prompt_lengths,
+)
 from eva_train.kto import KTOModule
 from eva_train.logprobs import policy_logprobs
 from eva_train.losses import KTOWeightWarning, kto_loss, sequence_logps
@@ -74,8 +81,9 @@ def test_pairs_rotate_over_the_global_batch(labelled, tiny_model_dir):
     assert len({p.token_ids for p in prompts}) > 1  # the questions differ
     pairs = mismatched_batch(whole, prompts, 0)
     lengths = prompt_lengths(whole)
-    for i in range(6):
-        j = (i + 1) % 6
+    partners = [partner(i, prompts) for i in range(6)]
+    assert all(prompts[j].token_ids != prompts[i].token_ids for i, j in enumerate(partners))  # mismatched
+    for i, j in enumerate(partners):
         n = int(whole.attention_mask[i].sum())
         completion = whole.input_ids[i, lengths[i]:n]
         expected = torch.cat([torch.tensor(prompts[j].token_ids), completion])
@@ -91,6 +99,14 @@ def test_pairs_rotate_over_the_global_batch(labelled, tiny_model_dir):
     assert split[0].sample_ids + split[1].sample_ids == pairs.sample_ids
     with pytest.raises(ValueError, match="at least 2 rows"):
         mismatched_batch(whole, prompts[:1], 0)
+
+
+def test_partner_skips_rows_with_the_same_prompt():
+    # Items a, b, c with a desirable and an undesirable trajectory each, stored side by side.
+    prompts = [Prompt(f"{item}{k}", (i,)) for i, item in enumerate("abc") for k in (0, 1)]
+    assert [partner(g, prompts) for g in range(6)] == [2, 2, 4, 4, 0, 0]  # a0 -> b0 (not a1), ..., c1 -> a0
+    same = [Prompt(str(k), (7,)) for k in range(3)]
+    assert [partner(g, same) for g in range(3)] == [1, 2, 0]  # no other prompt: the next row
 
 
 def _rows(value, rows):

@@ -9,7 +9,10 @@ its completion's frames and replaces only the prompt, so a pair batch reuses the
 values as they are.
 
 Pairs rotate across the *global* batch: with G rows in rank-major order (rank 0's rows, then
-rank 1's, ...), completion g is paired with prompt (g + 1) mod G. Prompts are short token
+rank 1's, ...), completion g is paired with prompt (g + 1) mod G, or the next row after it
+whose prompt differs from row g's own (`partner`): two trajectories of one item share their
+prompt (the rule-labelled data stores each item's desirable and undesirable trajectories side
+by side), and such a "pair" would be matched, not mismatched. Prompts are short token
 lists, so ranks exchange those (`eva_train.distributed.all_gather_rows`) and each rank builds
 the pairs of its own completions; 2 ranks x B rows give the same pairs as 1 process x 2B rows
 in the same order. TRL's `KTOTrainer` rotates within each process's batch instead.
@@ -69,9 +72,17 @@ def pair_id(prompt_id: str, completion_id: str) -> str:
     return f"{prompt_id}{PAIR_SEPARATOR}{completion_id}"
 
 
+def partner(row: int, prompts: Sequence[Prompt]) -> int:
+    """The global row whose prompt completion `row` is paired with: the first of row + 1, row + 2,
+    ... (mod G) with other prompt tokens than row's own; row + 1 when every prompt is the same."""
+    g = len(prompts)
+    own = prompts[row].token_ids
+    return next(((row + k) % g for k in range(1, g) if prompts[(row + k) % g].token_ids != own), (row + 1) % g)
+
+
 def mismatched_batch(batch: Batch, global_prompts: Sequence[Prompt], offset: int) -> Batch:
     """The pair rows of this rank's completions: completion of global row g = offset + i with the
-    prompt of global row (g + 1) mod G.
+    prompt of global row `partner(g, global_prompts)`.
 
     Args:
         batch: this rank's rows (global rows offset .. offset + B - 1).
@@ -93,7 +104,7 @@ def mismatched_batch(batch: Batch, global_prompts: Sequence[Prompt], offset: int
     rows = []
     for i in range(batch.rows):
         n = int(batch.attention_mask[i].sum())
-        prompt = global_prompts[(offset + i + 1) % g]
+        prompt = global_prompts[partner(offset + i, global_prompts)]
         head = torch.tensor(prompt.token_ids, dtype=torch.long, device=device)
         zeros = torch.zeros(len(head), dtype=torch.bool, device=device)
         rows.append((torch.cat([head, batch.input_ids[i, own[i]:n]]),
