@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from lightning.pytorch.cli import LightningCLI
+if TYPE_CHECKING:  # lightning is imported when a subcommand runs: `--help` answers at once
+    from lightning.pytorch.cli import LightningCLI
 
 
 def register_resolvers() -> None:
@@ -44,11 +46,23 @@ TRAINER_DEFAULTS = {
 def fit_cli(args: Sequence[str] | None = None, *, run: bool = True) -> LightningCLI:
     """The LightningCLI for `fit`/`validate` (and `test`/`predict`, which the stages do not define)."""
     import lightning as L
+    from lightning.pytorch.cli import LightningCLI
 
-    from eva_train.checkpoint import FinalCheckpoint
+    from eva_train.checkpoint import FinalCheckpoint, RunLog, checkpoint_log_version
+
+    class EvaCLI(LightningCLI):
+        def before_instantiate_classes(self) -> None:
+            """`fit --ckpt_path` continues the checkpoint's logger version (`eva_train.checkpoint.RunLog`)."""
+            config = self.config.get(self.subcommand) if self.subcommand else self.config
+            if self.subcommand != "fit" or not config or not config.get("ckpt_path"):
+                return
+            init_args = config.trainer.get("logger", {})
+            init_args = init_args.get("init_args") if hasattr(init_args, "get") else None
+            if init_args is not None and "version" in init_args and init_args.version is None:
+                init_args.version = checkpoint_log_version(config.ckpt_path)
 
     register_resolvers()
-    return LightningCLI(
+    return EvaCLI(
         model_class=L.LightningModule,
         datamodule_class=L.LightningDataModule,
         subclass_mode_model=True,
@@ -56,8 +70,8 @@ def fit_cli(args: Sequence[str] | None = None, *, run: bool = True) -> Lightning
         parser_kwargs={"parser_mode": "omegaconf"},
         save_config_kwargs={"overwrite": True},
         # Callbacks given here are added to the config's: every fit ends with `last.ckpt` at its
-        # final step (`eva_train.checkpoint`).
-        trainer_defaults=TRAINER_DEFAULTS | {"callbacks": [FinalCheckpoint()]},
+        # final step, and a resumed fit logs into its run's folder (`eva_train.checkpoint`).
+        trainer_defaults=TRAINER_DEFAULTS | {"callbacks": [FinalCheckpoint(), RunLog()]},
         # The config given is the run's truth; a resumed run must not take its model arguments
         # from the checkpoint's hyperparameters (which export reads, as plain dicts).
         load_from_checkpoint_support=False,

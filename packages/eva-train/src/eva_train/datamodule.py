@@ -2,19 +2,25 @@
 
 `SFTDataModule` builds one `SFTStream` per split for this process's data-parallel rank (taken
 from the trainer's strategy: the data-parallel mesh under `ModelParallelStrategy`, the DDP
-rank otherwise) and wraps the training stream in a `ResumableLoader`, whose position Lightning
-stores in every checkpoint. Use one batch size per device; the global batch is
+rank otherwise) and wraps the training stream in a `ResumableLoader`. The module's own
+`state_dict` holds that loader's position, so Lightning stores it in every checkpoint (under
+"SFTDataModule") and hands it back before training resumes, whenever the loader is built. The
+loader is not restored through Lightning's loop state: with `max_epochs` and no `max_steps`,
+`configure_optimizers` asks for `estimated_stepping_batches`, which builds the loader before
+the loop state is loaded, and Lightning then never applies the saved position; a resumed run
+restarted its epoch from the first batch (issue 17). Use one batch size per device; the global batch is
 batch_size x data-parallel ranks x `accumulate_grad_batches`.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import lightning as L
 
 from eva_train.sources import ExampleSource
-from eva_train.stream import ResumableLoader, SFTStream
+from eva_train.stream import ResumableLoader, SFTStream, StreamPosition
 
 
 def data_parallel_rank(trainer: L.Trainer | None) -> tuple[int, int]:
@@ -53,6 +59,7 @@ class SFTDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self._train_loader: ResumableLoader | None = None
+        self._resume_at: StreamPosition | None = None
 
     def prepare_data(self) -> None:
         """Let sources build missing data (synthetic shards), once per node before training."""
@@ -72,6 +79,8 @@ class SFTDataModule(L.LightningDataModule):
             self._train_loader = ResumableLoader(
                 self._stream(self.train_source, shuffle=True), num_workers=self.num_workers, seed=self.seed,
                 epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else None)
+            if self._resume_at is not None:
+                self._train_loader.position = self._resume_at
         return self._train_loader
 
     def val_dataloader(self) -> Any:
@@ -79,3 +88,14 @@ class SFTDataModule(L.LightningDataModule):
             return []
         return ResumableLoader(self._stream(self.val_source, shuffle=False), num_workers=self.num_workers,
                                seed=self.seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training stream's position after the last batch handed out (see the module doc)."""
+        return {} if self._train_loader is None else {"train_position": asdict(self._train_loader.position)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "train_position" not in state:
+            return
+        self._resume_at = StreamPosition(**state["train_position"])
+        if self._train_loader is not None:
+            self._train_loader.position = self._resume_at
