@@ -143,10 +143,21 @@ def agent_main(argv: list[str] | None = None) -> int:
                                                          temperature=args.temperature))
     except ValueError as error:
         parser.error(str(error))
+    from eva_core.reader import probe
+
+    try:  # before the model: an unusable video must not cost a model load (issue 17)
+        probe(args.video)
+    except FrameToolError as error:
+        print(f"eva-agent: error: video {args.video}: {error}", file=sys.stderr)
+        return 2
     from eva_core.backends import load_policy
 
     print(f"loading {args.model}", file=sys.stderr)
-    policy = load_policy(args.model)
+    try:
+        policy = load_policy(args.model)
+    except (OSError, ValueError) as error:  # a missing or unreadable folder, not a model
+        print(f"eva-agent: error: model {args.model}: {error}", file=sys.stderr)
+        return 2
     print(f"video     {args.video}")
     print(f"question  {args.question}")
     sys.stdout.flush()
