@@ -99,9 +99,26 @@ def export_main(argv: Sequence[str]) -> int:
     return 0
 
 
+USAGE = """usage: eva-train {fit,validate,export} ...
+
+Train, validate and export eva's stage modules.
+
+subcommands:
+  fit        train from a config:       eva-train fit --config configs/sft-tiny.yaml
+             resume a killed run:       ... --ckpt_path runs/NAME/version_N/checkpoints/last.ckpt
+  validate   validation loss of a checkpoint: eva-train validate --config C --ckpt_path CKPT
+  export     a Hugging Face model folder: eva-train export CKPT --out DIR [--adapter-only]
+
+`eva-train SUBCOMMAND --help` lists a subcommand's options (fit and validate load Lightning).
+"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "export":
+    if not args or args[0] in ("-h", "--help"):  # answered without importing Lightning or torch
+        print(USAGE, end="")
+        return 0 if args else 2
+    if args[0] == "export":
         return export_main(args[1:])
     fit_cli(argv)  # None: LightningCLI reads sys.argv itself
     return 0
