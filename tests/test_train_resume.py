@@ -206,3 +206,43 @@ def test_last_checkpoint_holds_the_final_step(tmp_path, shards, tiny_model_dir):
     for key, value in last["state_dict"].items():
         torch.testing.assert_close(value, trained[key], rtol=0, atol=0, msg=key)
     assert sorted(p.name for p in (tmp_path / "final").glob("step=*.ckpt")) == ["step=3.ckpt"]
+
+
+@pytest.mark.slow
+def test_the_shipped_tiny_recipe_resumes_exactly_after_sigkill(tmp_path):
+    """README's command, data workers and validation included: `eva-train fit --config
+    configs/sft-tiny.yaml`, killed with SIGKILL after its first checkpoint, resumed with
+    `--ckpt_path .../last.ckpt`; one log folder, every loss and the final weights as uninterrupted."""
+    recipe = str(Path(__file__).resolve().parents[1] / "configs" / "sft-tiny.yaml")
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE")} | {"OMP_NUM_THREADS": "1"}
+    fit = [sys.executable, "-m", "eva_train.cli", "fit", "--config", recipe]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    full.mkdir(), cut.mkdir()
+    subprocess.run(fit, cwd=full, env=env, check=True, capture_output=True, timeout=3600)
+    proc = subprocess.Popen(fit, cwd=cut, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = cut / "runs" / "sft-tiny" / "version_0" / "checkpoints" / "last.ckpt"
+    while (step := _saved_step(last)) is None:
+        assert proc.poll() is None, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    subprocess.run([*fit, "--ckpt_path", str(last)], cwd=cut, env=env, check=True, capture_output=True, timeout=3600)
+
+    def run_log(root: Path) -> tuple[dict[int, float], dict[str, torch.Tensor], int]:
+        versions = sorted((root / "runs" / "sft-tiny").iterdir())
+        assert [v.name for v in versions] == ["version_0"]
+        with open(versions[0] / "metrics.csv") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
+        losses = {int(r["step"]): float(r["train/loss"]) for r in rows}
+        assert len(losses) == len(rows)  # each step logged once
+        ckpt = torch.load(versions[0] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        return losses, ckpt["state_dict"], ckpt["global_step"]
+
+    full_losses, full_weights, full_steps = run_log(full)
+    cut_losses, cut_weights, cut_steps = run_log(cut)
+    assert 0 < step < full_steps == cut_steps
+    assert sorted(cut_losses) == sorted(full_losses) == list(range(full_steps))
+    for s in full_losses:
+        assert cut_losses[s] == pytest.approx(full_losses[s], rel=1e-5, abs=1e-6), s
+    for key in full_weights:
+        torch.testing.assert_close(cut_weights[key], full_weights[key], rtol=1e-5, atol=1e-6, msg=key)
