@@ -29,6 +29,7 @@ def _help(module: str, function: str, argv: list[str]) -> tuple[str, list[str]]:
     ("eva_train.cli", "main", ["--help"], "export"),
     ("eva_train.cli", "main", ["export", "--help"], "--adapter-only"),
     ("eva_core.cli", "frames_main", ["--help"], "--budget"),
+    ("eva_data.cli", "main", ["synth", "--help"], "--difficulty"),
 ])
 def test_help_imports_no_heavy_library(module, function, argv, expect):
     text, heavy = _help(module, function, argv)

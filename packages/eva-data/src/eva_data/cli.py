@@ -20,11 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-from eva_data.records.oracle import TRAJECTORIES, write_records
-from eva_data.shards.summary import summarize
-from eva_data.shards.writer import DEFAULT_MAX_BYTES, benchmark_samples, pack
-from eva_data.synth.benchmark import ANNOTATIONS, PLANS, VIDEO_DIR, load_plans, write_benchmark
 from eva_data.synth.config import DIFFICULTIES, QUESTION_TYPES, SynthConfigError
+
+# The modules that import torch and the video stack load inside the commands, so `--help` and
+# argument errors answer at once (issue 17).
 
 
 def _synth_args(sub) -> None:
@@ -50,7 +49,7 @@ def _synth_args(sub) -> None:
     p.add_argument("--records", action="store_true",
                    help="also write oracle SFT trajectories and RL prompts into the folder")
     p.add_argument("--shards", type=Path, help="also pack the benchmark into shards here")
-    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="shard size cap")
+    p.add_argument("--max-bytes", type=int, default=None, help="shard size cap in bytes (default: eva_data.shards.writer.DEFAULT_MAX_BYTES)")
 
 
 def _tuple(value):
@@ -69,6 +68,9 @@ def run_synth(args) -> int:
     except SynthConfigError as error:
         print(f"eva-data synth: {error}", file=sys.stderr)
         return 2
+    from eva_data.records.oracle import write_records
+    from eva_data.synth.benchmark import write_benchmark
+
     custom = config != base
     start = time.perf_counter()
     summary = write_benchmark(args.out, n=args.n, seed=args.seed, config=config,
@@ -90,8 +92,13 @@ def run_synth(args) -> int:
     return 0
 
 
-def _pack_folder(source: Path, out: Path, *, video_root: Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+def _pack_folder(source: Path, out: Path, *, video_root: Path | None = None, max_bytes: int | None = None,
                  max_count: int | None = None):
+    from eva_data.records.oracle import TRAJECTORIES
+    from eva_data.shards.writer import DEFAULT_MAX_BYTES, benchmark_samples, pack
+    from eva_data.synth.benchmark import ANNOTATIONS, PLANS, VIDEO_DIR, load_plans
+
+    max_bytes = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
     annotations = source / ANNOTATIONS if source.is_dir() else source
     meta, trajectories = None, {}
     if source.is_dir() and (source / PLANS).is_file():
@@ -117,6 +124,8 @@ def run_pack(args) -> int:
 
 
 def run_inspect(args) -> int:
+    from eva_data.shards.summary import summarize
+
     sources = args.shards[0] if len(args.shards) == 1 else [str(s) for s in args.shards]
     try:
         summary = summarize(sources, examples=args.examples)
@@ -135,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("source", type=Path, help="benchmark folder (with annotations.jsonl) or a .jsonl file")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--video-root", type=Path, help="folder the videos paths are relative to")
-    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="shard size cap")
+    p.add_argument("--max-bytes", type=int, default=None, help="shard size cap in bytes (default: eva_data.shards.writer.DEFAULT_MAX_BYTES)")
     p.add_argument("--max-count", type=int, help="samples per shard cap")
     p = sub.add_parser("inspect", help="counts, durations and a few samples of shards")
     p.add_argument("shards", nargs="+", help="shard folder, brace pattern, or shard files")
