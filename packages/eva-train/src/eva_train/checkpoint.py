@@ -70,7 +70,9 @@ class RunLog(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._earlier_rows, self._resumed_step = [], None
         logger = trainer.logger
-        if stage != "fit" or not trainer.ckpt_path or not isinstance(logger, CSVLogger):
+        # `trainer.ckpt_path` is not set yet here; a fresh version folder has no metrics file,
+        # and the rows read are put back only when a checkpoint is loaded.
+        if stage != "fit" or not isinstance(logger, CSVLogger):
             return
         metrics = Path(logger.log_dir) / _ExperimentWriter.NAME_METRICS_FILE
         if metrics.is_file():
