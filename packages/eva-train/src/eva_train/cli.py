@@ -49,6 +49,7 @@ def fit_cli(args: Sequence[str] | None = None, *, run: bool = True) -> Lightning
     from lightning.pytorch.cli import LightningCLI
 
     from eva_train.checkpoint import FinalCheckpoint, RunLog, checkpoint_log_version
+    from eva_train.progress import PlainProgress
 
     class EvaCLI(LightningCLI):
         def before_instantiate_classes(self) -> None:
@@ -70,8 +71,9 @@ def fit_cli(args: Sequence[str] | None = None, *, run: bool = True) -> Lightning
         parser_kwargs={"parser_mode": "omegaconf"},
         save_config_kwargs={"overwrite": True},
         # Callbacks given here are added to the config's: every fit ends with `last.ckpt` at its
-        # final step, and a resumed fit logs into its run's folder (`eva_train.checkpoint`).
-        trainer_defaults=TRAINER_DEFAULTS | {"callbacks": [FinalCheckpoint(), RunLog()]},
+        # final step, a resumed fit logs into its run's folder (`eva_train.checkpoint`), and a
+        # run whose stderr is not a terminal prints plain progress lines (`eva_train.progress`).
+        trainer_defaults=TRAINER_DEFAULTS | {"callbacks": [FinalCheckpoint(), RunLog(), PlainProgress()]},
         # The config given is the run's truth; a resumed run must not take its model arguments
         # from the checkpoint's hyperparameters (which export reads, as plain dicts).
         load_from_checkpoint_support=False,
