@@ -99,6 +99,6 @@ def test_one_worker_gives_the_same_batches_and_leaves_the_global_rng_alone(conve
     worker = ResumableLoader(_stream(conversations, tiny_model_dir), num_workers=1)
     assert [_fingerprint(b) for b in worker] == in_process
     assert torch.equal(torch.get_rng_state(), before)
-    assert worker.state_dict()["epoch"] == 1
+    assert worker.position.epoch == 1
     with pytest.raises(ValueError, match="0 or 1"):
         ResumableLoader(_stream(conversations, tiny_model_dir), num_workers=2)
