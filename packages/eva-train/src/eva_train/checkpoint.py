@@ -19,7 +19,6 @@ import lightning as L
 import torch
 from lightning.fabric.loggers.csv_logs import _ExperimentWriter
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 
 
 class FinalCheckpoint(L.Callback):
@@ -67,14 +66,13 @@ class RunLog(L.Callback):
         self._earlier_rows: list[dict[str, str]] = []
         self._resumed_step: int | None = None
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._earlier_rows, self._resumed_step = [], None
-        logger = trainer.logger
-        # `trainer.ckpt_path` is not set yet here; a fresh version folder has no metrics file,
-        # and the rows read are put back only when a checkpoint is loaded.
-        if stage != "fit" or not isinstance(logger, CSVLogger):
-            return
-        metrics = Path(logger.log_dir) / _ExperimentWriter.NAME_METRICS_FILE
+    def keep_earlier_rows(self, log_dir: str | os.PathLike) -> None:
+        """Read the metrics already in `log_dir` before the logger opens it (and deletes them).
+
+        The CLI calls this before the trainer exists: the CSV logger's writer is created, and
+        the file deleted, before any callback hook runs.
+        """
+        metrics = Path(log_dir) / _ExperimentWriter.NAME_METRICS_FILE
         if metrics.is_file():
             with open(metrics, newline="") as f:
                 self._earlier_rows = list(csv.DictReader(f))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # lightning is imported when a subcommand runs: `--help` answers at once
@@ -57,11 +58,17 @@ def fit_cli(args: Sequence[str] | None = None, *, run: bool = True) -> Lightning
             config = self.config.get(self.subcommand) if self.subcommand else self.config
             if self.subcommand != "fit" or not config or not config.get("ckpt_path"):
                 return
-            init_args = config.trainer.get("logger", {})
-            init_args = init_args.get("init_args") if hasattr(init_args, "get") else None
+            logger = config.trainer.get("logger", {})
+            init_args = logger.get("init_args") if hasattr(logger, "get") else None
             if init_args is not None and "version" in init_args and init_args.version is None:
                 init_args.version = checkpoint_log_version(config.ckpt_path)
+            if init_args is not None and init_args.get("version") is not None \
+                    and str(logger.get("class_path", "")).endswith("CSVLogger"):
+                version = init_args.version
+                run_log.keep_earlier_rows(Path(init_args.save_dir) / (init_args.get("name") or "lightning_logs")
+                                          / (f"version_{version}" if isinstance(version, int) else str(version)))
 
+    run_log = RunLog()
     register_resolvers()
     return EvaCLI(
         model_class=L.LightningModule,
@@ -73,7 +80,7 @@ def fit_cli(args: Sequence[str] | None = None, *, run: bool = True) -> Lightning
         # Callbacks given here are added to the config's: every fit ends with `last.ckpt` at its
         # final step, a resumed fit logs into its run's folder (`eva_train.checkpoint`), and a
         # run whose stderr is not a terminal prints plain progress lines (`eva_train.progress`).
-        trainer_defaults=TRAINER_DEFAULTS | {"callbacks": [FinalCheckpoint(), RunLog(), PlainProgress()]},
+        trainer_defaults=TRAINER_DEFAULTS | {"callbacks": [FinalCheckpoint(), run_log, PlainProgress()]},
         # The config given is the run's truth; a resumed run must not take its model arguments
         # from the checkpoint's hyperparameters (which export reads, as plain dicts).
         load_from_checkpoint_support=False,
