@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,6 +69,9 @@ def fit_cli(args: Sequence[str] | None = None, *, run: bool = True) -> Lightning
                 run_log.keep_earlier_rows(Path(init_args.save_dir) / (init_args.get("name") or "lightning_logs")
                                           / (f"version_{version}" if isinstance(version, int) else str(version)))
 
+    # Lightning warns that a mid-epoch resume has no resumable loader because it looks for the
+    # position in its loop state; ours travels in the data module's (`eva_train.datamodule`).
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
     run_log = RunLog()
     register_resolvers()
     return EvaCLI(
