@@ -113,3 +113,20 @@ def test_the_tiny_model_continues_after_a_tool_turn(video, tiny_model_dir):
         assert second.visual_tokens == 54 and second.prompt_tokens > 54 and second.tokens.completion_ids
         assert episode.steps[0].tool_text.count("<image>") == 3
     assert episodes[0].steps[1].reply == episodes[1].steps[1].reply  # greedy, same conversation
+
+
+def test_an_unusable_video_or_model_exits_with_one_line_before_loading(video, tmp_path, monkeypatch, capsys):
+    loaded = []
+    monkeypatch.setitem(sys.modules, "eva_core.backends",
+                        types.SimpleNamespace(load_policy=lambda model: loaded.append(model)))
+    code = agent_main(["--video", str(tmp_path / "nonexistent.mp4"), "--question", "Q?", "--model", "m"])
+    err = capsys.readouterr().err
+    assert code == 2 and loaded == []  # refused before the model was loaded
+    assert err.count("\n") == 1 and err.startswith("eva-agent: error: video ") and "nonexistent.mp4" in err
+
+
+def test_a_bad_model_path_exits_with_one_line(video, tmp_path, capsys):
+    code = agent_main(["--video", str(video), "--question", "Q?", "--model", str(tmp_path / "bad" / "path")])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2
+    assert err[-1].startswith("eva-agent: error: model ") and "Traceback" not in "\n".join(err)

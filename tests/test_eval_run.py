@@ -182,3 +182,30 @@ def test_elv_halluc_run_reports_sah(tmp_path, capsys):
     assert summary["extra"]["in_acc"] == 50.0 and summary["extra"]["out_acc"] == 100.0
     assert summary["extra"]["sah"] == 100.0 and summary["accuracy"] == pytest.approx(500 / 6)
     assert "SAH 100.0 (in 50.0 / out 100.0, 2 triplets)" in capsys.readouterr().out
+
+
+def test_resume_compares_resolved_model_paths_and_refuses_before_loading(bench, tmp_path, monkeypatch, capsys):
+    import eva_eval.cli as cli
+
+    oracle_script(bench, tmp_path / "s.json")
+    monkeypatch.chdir(tmp_path)
+    base = ["run", "--benchmark", "videomme", "--annotations", str(bench), "--out", str(tmp_path / "run"),
+            "--no-progress"]
+    assert main([*base, "--model", "scripted:s.json", "--limit", "2"]) == 0
+    assert main([*base, "--model", f"scripted:{tmp_path / 's.json'}", "--limit", "4"]) == 0  # the same model
+    assert "ran 2 items" in capsys.readouterr().out
+    monkeypatch.setattr(cli, "load_model", lambda *a, **k: pytest.fail("loaded a model for a refused run"))
+    assert main([*base, "--model", "scripted:s.json", "--mode", "uniform"]) == 2
+    assert "differs in mode" in capsys.readouterr().err
+
+
+def test_a_run_where_no_video_resolves_is_refused_early(bench, tmp_path, monkeypatch, capsys):
+    import eva_eval.cli as cli
+
+    monkeypatch.setattr(cli, "load_model", lambda *a, **k: pytest.fail("loaded a model for a refused run"))
+    (tmp_path / "empty").mkdir()
+    code = main(["run", "--benchmark", "videomme", "--annotations", str(bench), "--video-root",
+                 str(tmp_path / "empty"), "--model", "scripted:x.json", "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("eva-eval: no video of the 10 items resolves under")
+    assert not (tmp_path / "run").exists()

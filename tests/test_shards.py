@@ -264,6 +264,22 @@ def test_corrupt_samples_and_shards_are_skipped_and_counted(tmp_path, tiny_video
     assert (resumed.last_position.skipped_samples, resumed.last_position.skipped_shards) == (3, 2)
 
 
+def test_an_overwritten_member_header_costs_its_sample_only_and_is_counted(tmp_path, tiny_video, caplog):
+    meta = json.dumps({"items": []}).encode()
+    data = bytearray(_tar({f"s{i:02d}": {"mp4": tiny_video, "json": meta} for i in range(12)}))
+    header = data.find(b"s05.mp4")
+    data[header:header + 512] = b"\xa5" * 512  # the header of sample 5's video, checksum and all
+    (tmp_path / "a.tar").write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        stream = ShardStream(tmp_path, shuffle_shards=False)
+        keys = [s.key for s in stream]
+    assert keys == [f"s{i:02d}" for i in range(12) if i != 5]  # before: s00..s04 and nothing after
+    position = stream.last_position
+    assert (position.skipped_samples, position.skipped_shards) == (1, 0)
+    assert len(keys) + position.skipped_samples == 12  # every sample accounted for
+    assert "unreadable bytes" in caplog.text and "s05" in caplog.text
+
+
 def test_resampling_over_only_broken_shards_fails_clearly(tmp_path):
     (tmp_path / "x.tar").write_bytes(b"garbage" * 100)
     stream = ShardStream(tmp_path, resample=True, samples_per_rank=3, max_failures=5)

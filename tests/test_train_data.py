@@ -75,12 +75,11 @@ def test_resumed_loader_yields_the_remaining_batches(conversations, tiny_model_d
     first = ResumableLoader(_stream(conversations, tiny_model_dir), epoch_fn=lambda: epoch[0])
     it = iter(first)
     head = [_fingerprint(next(it)) for _ in range(stop_after)]
-    state = first.state_dict()
     resumed = ResumableLoader(_stream(conversations, tiny_model_dir), epoch_fn=lambda: epoch[0])
-    resumed.load_state_dict(state)
+    resumed.position = first.position
     assert head + [_fingerprint(b) for b in resumed] == expected
     # The epoch ended: the stored position is the next epoch's start, whose order differs.
-    assert resumed.state_dict() == {"epoch": 1, "window_start": 0, "window_state": None, "batches_done": 0}
+    assert resumed.position == StreamPosition(epoch=1)
     epoch[0] = 1
     assert [_fingerprint(b) for b in resumed] != expected
 
@@ -89,7 +88,7 @@ def test_a_position_of_another_epoch_is_dropped(conversations, tiny_model_dir):
     loader = ResumableLoader(_stream(conversations, tiny_model_dir), epoch_fn=lambda: 0)
     expected = [_fingerprint(b) for b in loader]
     stale = ResumableLoader(_stream(conversations, tiny_model_dir), epoch_fn=lambda: 0)
-    stale.load_state_dict({"epoch": 3, "window_start": 6, "window_state": {"next": 6}, "batches_done": 1})
+    stale.position = StreamPosition(3, 6, {"next": 6}, 1)
     assert [_fingerprint(b) for b in stale] == expected
 
 
@@ -100,6 +99,6 @@ def test_one_worker_gives_the_same_batches_and_leaves_the_global_rng_alone(conve
     worker = ResumableLoader(_stream(conversations, tiny_model_dir), num_workers=1)
     assert [_fingerprint(b) for b in worker] == in_process
     assert torch.equal(torch.get_rng_state(), before)
-    assert worker.state_dict()["epoch"] == 1
+    assert worker.position.epoch == 1
     with pytest.raises(ValueError, match="0 or 1"):
         ResumableLoader(_stream(conversations, tiny_model_dir), num_workers=2)

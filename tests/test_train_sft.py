@@ -110,7 +110,7 @@ def test_lora_trains_adapters_only_and_exports_merged_and_adapter(tmp_path, tiny
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)  # plain data only
     assert set(saved["state_dict"]) == {f"policy.{n}" for n in trainable}  # frozen base not stored
     assert saved["eva_train"]["lora"]["r"] == 8 and saved["eva_train"]["stage"] == "SFTModule"
-    assert "combined_loader" in saved["loops"]["fit_loop"]["state_dict"]  # the data position travels with it
+    assert "train_position" in saved["SFTDataModule"]  # the data position travels with it
 
     batch = _batch(tiny_model_dir, conversations)
     module.policy.eval()

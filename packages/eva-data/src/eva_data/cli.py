@@ -24,12 +24,10 @@ import sys
 import time
 from pathlib import Path
 
-from eva_data.records.oracle import SURVEY_FRAMES, SURVEY_RESIZE, TRAJECTORIES, write_records
-from eva_data.records.shortcut import write_kto_records
-from eva_data.shards.summary import summarize
-from eva_data.shards.writer import DEFAULT_MAX_BYTES, benchmark_samples, pack
-from eva_data.synth.benchmark import ANNOTATIONS, PLANS, VIDEO_DIR, load_plans, write_benchmark
 from eva_data.synth.config import DIFFICULTIES, QUESTION_TYPES, SynthConfigError
+
+# The modules that import torch and the video stack load inside the commands, so `--help` and
+# argument errors answer at once (issue 17).
 
 
 def _synth_args(sub) -> None:
@@ -55,15 +53,15 @@ def _synth_args(sub) -> None:
     p.add_argument("--records", nargs="?", const="sft", choices=["sft", "kto"],
                    help="also write oracle SFT trajectories and RL prompts into the folder; 'kto' adds "
                         "rule-labelled KTO trajectories (oracle = desirable, survey-then-guess = undesirable)")
-    p.add_argument("--survey-frames", nargs="+", type=int, default=list(SURVEY_FRAMES), metavar="N",
+    p.add_argument("--survey-frames", nargs="+", type=int, metavar="N",
                    help="with --records: the oracle scan's frame counts to try, smallest first "
-                        "(one count: the same scan for every video)")
+                        "(one count: the same scan for every video; default eva_data.records.oracle.SURVEY_FRAMES)")
     p.add_argument("--uniform-frames", type=int, metavar="N",
                    help="with --records: also write each item's uniform counterpart with N frames")
-    p.add_argument("--uniform-resize", type=float, default=SURVEY_RESIZE, metavar="R",
+    p.add_argument("--uniform-resize", type=float, default=0.25, metavar="R",
                    help="resize of the uniform counterparts' frames")
     p.add_argument("--shards", type=Path, help="also pack the benchmark into shards here")
-    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="shard size cap")
+    p.add_argument("--max-bytes", type=int, default=None, help="shard size cap in bytes (default: eva_data.shards.writer.DEFAULT_MAX_BYTES)")
 
 
 def _tuple(value):
@@ -82,6 +80,10 @@ def run_synth(args) -> int:
     except SynthConfigError as error:
         print(f"eva-data synth: {error}", file=sys.stderr)
         return 2
+    from eva_data.records.oracle import SURVEY_FRAMES, write_records
+    from eva_data.records.shortcut import write_kto_records
+    from eva_data.synth.benchmark import write_benchmark
+
     custom = config != base
     start = time.perf_counter()
     summary = write_benchmark(args.out, n=args.n, seed=args.seed, config=config,
@@ -93,11 +95,12 @@ def run_synth(args) -> int:
     print("question types: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.items_by_type.items())))
     if args.records:
         start = time.perf_counter()
-        records = write_records(args.out, survey_frames=sorted(args.survey_frames), uniform_frames=args.uniform_frames,
+        survey = sorted(args.survey_frames or SURVEY_FRAMES)
+        records = write_records(args.out, survey_frames=survey, uniform_frames=args.uniform_frames,
                                 uniform_resize=args.uniform_resize)
         uniform = f", {records.uniform} uniform counterparts" if args.uniform_frames else ""
         print(f"wrote {records.trajectories} oracle SFT trajectories ({records.skipped} items skipped: no scan of "
-              f"at most {max(args.survey_frames)} frames sees their evidence){uniform} and {records.rl_prompts} "
+              f"at most {max(survey)} frames sees their evidence){uniform} and {records.rl_prompts} "
               f"RL prompts in {time.perf_counter() - start:.1f} s")
         if args.records == "kto":
             kto = write_kto_records(args.out)
@@ -109,8 +112,13 @@ def run_synth(args) -> int:
     return 0
 
 
-def _pack_folder(source: Path, out: Path, *, video_root: Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+def _pack_folder(source: Path, out: Path, *, video_root: Path | None = None, max_bytes: int | None = None,
                  max_count: int | None = None):
+    from eva_data.records.oracle import TRAJECTORIES
+    from eva_data.shards.writer import DEFAULT_MAX_BYTES, benchmark_samples, pack
+    from eva_data.synth.benchmark import ANNOTATIONS, PLANS, VIDEO_DIR, load_plans
+
+    max_bytes = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
     annotations = source / ANNOTATIONS if source.is_dir() else source
     meta, trajectories = None, {}
     if source.is_dir() and (source / PLANS).is_file():
@@ -136,6 +144,8 @@ def run_pack(args) -> int:
 
 
 def run_inspect(args) -> int:
+    from eva_data.shards.summary import summarize
+
     sources = args.shards[0] if len(args.shards) == 1 else [str(s) for s in args.shards]
     try:
         summary = summarize(sources, examples=args.examples)
@@ -168,7 +178,7 @@ def _build_args(sub) -> None:
     p.add_argument("--failures", type=Path, help="RL: failure file (RL prompt records or {video_key, item_index} lines)")
     p.add_argument("--unseen", help="RL: shards of unseen videos to write new open-ended questions about")
     p.add_argument("--questions-per-video", type=int, default=2, help="RL: new questions per unseen video")
-    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="output shard size cap")
+    p.add_argument("--max-bytes", type=int, default=None, help="output shard size cap in bytes (default: eva_data.shards.writer.DEFAULT_MAX_BYTES)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -197,7 +207,8 @@ def run_build(args) -> int:
         agent = AgentConfig(generation=GenerationConfig(temperature=args.temperature, **tokens))
         config = BuildConfig(kind=args.kind, attempts=args.attempts, batch_size=args.batch_size,
                              desirable_fraction=args.desirable_fraction, seed=args.seed, limit=args.limit,
-                             max_bytes=args.max_bytes, questions_per_video=args.questions_per_video,
+                             **({} if args.max_bytes is None else {"max_bytes": args.max_bytes}),
+                             questions_per_video=args.questions_per_video,
                              teacher=TeacherConfig(experiences=args.experiences, seed=args.seed, agent=agent))
         if args.kind == "rl":
             if args.teacher != "scripted":
@@ -232,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("source", type=Path, help="benchmark folder (with annotations.jsonl) or a .jsonl file")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--video-root", type=Path, help="folder the videos paths are relative to")
-    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="shard size cap")
+    p.add_argument("--max-bytes", type=int, default=None, help="shard size cap in bytes (default: eva_data.shards.writer.DEFAULT_MAX_BYTES)")
     p.add_argument("--max-count", type=int, help="samples per shard cap")
     p = sub.add_parser("inspect", help="counts, durations and a few samples of shards")
     p.add_argument("shards", nargs="+", help="shard folder, brace pattern, or shard files")

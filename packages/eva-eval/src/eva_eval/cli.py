@@ -32,8 +32,8 @@ from eva_eval.benchmarks import UnknownBenchmark, get_benchmark
 from eva_eval.compare import DEFAULT_ALPHA, DEFAULT_TOLERANCE, compare_runs
 from eva_eval.html_report import write_report
 from eva_eval.results import ResultFileError
-from eva_eval.runner import MODES, RunAborted, RunSettings, UnknownItems
-from eva_eval.runs import RunMismatch, evaluate, find_runs, run_info
+from eva_eval.runner import MODES, RunAborted, RunSettings, UnknownItems, select_items
+from eva_eval.runs import RunMismatch, check_resumable, evaluate, find_runs, run_info
 from eva_eval.tables import registry_lines, report_lines
 from eva_eval.uniform import UniformConfig
 
@@ -110,8 +110,16 @@ def cmd_run(args) -> int:
     settings = run_settings(args)
     info = run_info(benchmark, settings, model=args.model, annotations=args.annotations, video_root=video_root,
                     decode_newlines=args.decode_newlines)
-    policy = load_model(args.model, concurrency=args.concurrency)
     ids = [i.strip() for i in args.items.split(",") if i.strip()] if args.items else None
+    chosen = select_items(loaded.items, ids=ids, limit=args.limit)
+    if chosen and all(item.video is None for item in chosen):  # every item would be an error record
+        reasons = sorted({str(item.unresolved) for item in chosen})
+        hint = "" if args.video_root else "; give --video-root"
+        print(f"eva-eval: no video of the {len(chosen)} items resolves under {video_root} ({', '.join(reasons)}){hint}",
+              file=sys.stderr)
+        return 2
+    check_resumable(args.out, info, resume=args.resume)  # before the weights load
+    policy = load_model(args.model, concurrency=args.concurrency)
     outcome = evaluate(policy, benchmark, loaded, args.out, settings, info, resume=args.resume,
                        retry_errors=args.retry_errors, ids=ids, limit=args.limit)
     s = outcome.stats

@@ -59,11 +59,20 @@ def settings_dict(settings: RunSettings) -> dict[str, Any]:
     return {"uniform": asdict(settings.uniform)}
 
 
+def model_identity(model: str) -> str:
+    """`--model` as a run records it: a URL as given, a local path (or `scripted:FILE`) resolved,
+    so `ckpt` and `/abs/ckpt` are the same model (issue 17)."""
+    if model.startswith(("http://", "https://")):
+        return model
+    prefix = "scripted:" if model.startswith("scripted:") else ""
+    return prefix + str(Path(model.removeprefix(prefix)).resolve())
+
+
 def run_info(benchmark: Benchmark, settings: RunSettings, *, model: str, annotations: Path, video_root: Path | None,
              decode_newlines: bool = False) -> dict[str, Any]:
     """run.json for a new run."""
     return {
-        "benchmark": benchmark.name, "title": benchmark.title, "mode": settings.mode, "model": model,
+        "benchmark": benchmark.name, "title": benchmark.title, "mode": settings.mode, "model": model_identity(model),
         "annotations": str(annotations), "annotations_sha256": file_sha256(annotations),
         "video_root": None if video_root is None else str(video_root), "settings": settings_dict(settings),
         "decode_newlines": decode_newlines,
@@ -93,6 +102,30 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def check_resumable(run_dir: Path | str, info: dict[str, Any], *, resume: bool = True) -> None:
+    """Refuse, before any model is loaded, a run directory that `evaluate` would refuse.
+
+    Raises:
+        RunMismatch: the directory holds a different run, or results while `resume` is off.
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / RUN_FILE).exists():
+        with ResultStore(run_dir) as store:
+            _check_resumable(run_dir, info, len(store.records), resume=resume)
+
+
+def _check_resumable(run_dir: Path, info: dict[str, Any], records: int, *, resume: bool) -> None:
+    if records and not resume:
+        raise RunMismatch(f"{run_dir} already holds {records} results; resume, or use a new --out")
+    existing = run_dir / RUN_FILE
+    if records and existing.exists():
+        old = json.loads(existing.read_text(encoding="utf-8"))
+        old["model"] = model_identity(old.get("model", ""))  # runs written before paths were resolved
+        diff = [k for k in FINGERPRINT if old.get(k) != info.get(k)]
+        if diff:
+            raise RunMismatch(f"{run_dir} holds another run (differs in {', '.join(diff)}); use a new --out")
+
+
 def evaluate(policy: Policy, benchmark: Benchmark, loaded: LoadedBenchmark, run_dir: Path | str,
              settings: RunSettings, info: dict[str, Any], *, resume: bool = True, retry_errors: bool = False,
              ids: list[str] | None = None, limit: int | None = None) -> RunOutcome:
@@ -116,13 +149,7 @@ def evaluate(policy: Policy, benchmark: Benchmark, loaded: LoadedBenchmark, run_
     run_dir = Path(run_dir)
     with ResultStore(run_dir) as store:
         existing = run_dir / RUN_FILE
-        if store.records and not resume:
-            raise RunMismatch(f"{run_dir} already holds {len(store.records)} results; resume, or use a new --out")
-        if existing.exists():
-            old = json.loads(existing.read_text(encoding="utf-8"))
-            diff = [k for k in FINGERPRINT if old.get(k) != info.get(k)]
-            if diff and store.records:
-                raise RunMismatch(f"{run_dir} holds another run (differs in {', '.join(diff)}); use a new --out")
+        _check_resumable(run_dir, info, len(store.records), resume=resume)
         if not existing.exists() or not store.records:
             write_run_info(run_dir, info)
         retried = store.drop_errors() if retry_errors else []

@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lightning.pytorch.cli import LightningCLI
+if TYPE_CHECKING:  # lightning is imported when a subcommand runs: `--help` answers at once
+    from lightning.pytorch.cli import LightningCLI
 
 
 def register_resolvers() -> None:
@@ -46,11 +50,33 @@ TRAINER_DEFAULTS = {
 def fit_cli(args: Sequence[str] | None = None, *, run: bool = True) -> LightningCLI:
     """The LightningCLI for `fit`/`validate` (and `test`/`predict`, which the stages do not define)."""
     import lightning as L
+    from lightning.pytorch.cli import LightningCLI
 
-    from eva_train.checkpoint import FinalCheckpoint
+    from eva_train.checkpoint import FinalCheckpoint, RunLog, checkpoint_log_version
+    from eva_train.progress import PlainProgress
 
+    class EvaCLI(LightningCLI):
+        def before_instantiate_classes(self) -> None:
+            """`fit --ckpt_path` continues the checkpoint's logger version (`eva_train.checkpoint.RunLog`)."""
+            config = self.config.get(self.subcommand) if self.subcommand else self.config
+            if self.subcommand != "fit" or not config or not config.get("ckpt_path"):
+                return
+            logger = config.trainer.get("logger", {})
+            init_args = logger.get("init_args") if hasattr(logger, "get") else None
+            if init_args is not None and "version" in init_args and init_args.version is None:
+                init_args.version = checkpoint_log_version(config.ckpt_path)
+            if init_args is not None and init_args.get("version") is not None \
+                    and str(logger.get("class_path", "")).endswith("CSVLogger"):
+                version = init_args.version
+                run_log.keep_earlier_rows(Path(init_args.save_dir) / (init_args.get("name") or "lightning_logs")
+                                          / (f"version_{version}" if isinstance(version, int) else str(version)))
+
+    # Lightning warns that a mid-epoch resume has no resumable loader because it looks for the
+    # position in its loop state; ours travels in the data module's (`eva_train.datamodule`).
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+    run_log = RunLog()
     register_resolvers()
-    return LightningCLI(
+    return EvaCLI(
         model_class=L.LightningModule,
         datamodule_class=L.LightningDataModule,
         subclass_mode_model=True,
@@ -58,8 +84,9 @@ def fit_cli(args: Sequence[str] | None = None, *, run: bool = True) -> Lightning
         parser_kwargs={"parser_mode": "omegaconf"},
         save_config_kwargs={"overwrite": True},
         # Callbacks given here are added to the config's: every fit ends with `last.ckpt` at its
-        # final step (`eva_train.checkpoint`).
-        trainer_defaults=TRAINER_DEFAULTS | {"callbacks": [FinalCheckpoint()]},
+        # final step, a resumed fit logs into its run's folder (`eva_train.checkpoint`), and a
+        # run whose stderr is not a terminal prints plain progress lines (`eva_train.progress`).
+        trainer_defaults=TRAINER_DEFAULTS | {"callbacks": [FinalCheckpoint(), run_log, PlainProgress()]},
         # The config given is the run's truth; a resumed run must not take its model arguments
         # from the checkpoint's hyperparameters (which export reads, as plain dicts).
         load_from_checkpoint_support=False,
@@ -118,9 +145,27 @@ def precompute_ref_main(argv: Sequence[str]) -> int:
     return 0
 
 
+USAGE = """usage: eva-train {fit,validate,export,precompute-ref} ...
+
+Train, validate and export eva's stage modules.
+
+subcommands:
+  fit        train from a config:       eva-train fit --config configs/sft-tiny.yaml
+             resume a killed run:       ... --ckpt_path runs/NAME/version_N/checkpoints/last.ckpt
+  validate   validation loss of a checkpoint: eva-train validate --config C --ckpt_path CKPT
+  export     a Hugging Face model folder: eva-train export CKPT --out DIR [--adapter-only]
+  precompute-ref  a KTO run's reference log-probs: eva-train precompute-ref --out FILE --config C
+
+`eva-train SUBCOMMAND --help` lists a subcommand's options (fit and validate load Lightning).
+"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "export":
+    if not args or args[0] in ("-h", "--help"):  # answered without importing Lightning or torch
+        print(USAGE, end="")
+        return 0 if args else 2
+    if args[0] == "export":
         return export_main(args[1:])
     if args and args[0] == "precompute-ref":
         return precompute_ref_main(args[1:])

@@ -2,22 +2,34 @@
 
 `ConversationDataModule` builds one `ConversationStream` per split for this process's data-parallel rank (taken
 from the trainer's strategy: the data-parallel mesh under `ModelParallelStrategy`, the DDP
-rank otherwise) and wraps the training stream in a `ResumableLoader`, whose position Lightning
-stores in every checkpoint. Use one batch size per device; the global batch is
-batch_size x data-parallel ranks x `accumulate_grad_batches`. The stages' modules differ only
+rank otherwise) and wraps the training stream in a `ResumableLoader`. The module's own
+`state_dict` holds that loader's position, so Lightning stores it in every checkpoint (under the
+module's class name) and hands it back before training resumes, whenever the loader is built.
+The loader is not restored through Lightning's loop state: with `max_epochs` and no
+`max_steps`, `configure_optimizers` asks for `estimated_stepping_batches`, which builds the
+loader before the loop state is loaded, and Lightning then never applies the saved position; a
+resumed run restarted its epoch from the first batch (issue 17). Use one batch size per device;
+the global batch is batch_size x data-parallel ranks x `accumulate_grad_batches`. The stages' modules differ only
 in their batching step: `SFTDataModule` yields `SFTBatch`es, `KTODataModule` `KTOBatch`es
 (labelled rows; with `ShardSource(kind="kto")`).
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, ClassVar
 
 import lightning as L
 
 from eva_train.collate import collate, collate_kto
 from eva_train.sources import ExampleSource
-from eva_train.stream import Collate, ConversationStream, ResumableLoader, encode_sample
+from eva_train.stream import (
+    Collate,
+    ConversationStream,
+    ResumableLoader,
+    StreamPosition,
+    encode_sample,
+)
 
 
 def data_parallel_rank(trainer: L.Trainer | None) -> tuple[int, int]:
@@ -56,6 +68,7 @@ class ConversationDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self._train_loader: ResumableLoader | None = None
+        self._resume_at: StreamPosition | None = None
 
     def prepare_data(self) -> None:
         """Let sources build missing data (synthetic shards), once per node before training."""
@@ -82,7 +95,20 @@ class ConversationDataModule(L.LightningDataModule):
             self._train_loader = ResumableLoader(
                 self._stream(self.train_source, shuffle=True), num_workers=self.num_workers, seed=self.seed,
                 epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else None)
+            if self._resume_at is not None:
+                self._train_loader.position = self._resume_at
         return self._train_loader
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training stream's position after the last batch handed out (see the module doc)."""
+        return {} if self._train_loader is None else {"train_position": asdict(self._train_loader.position)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "train_position" not in state:
+            return
+        self._resume_at = StreamPosition(**state["train_position"])
+        if self._train_loader is not None:
+            self._train_loader.position = self._resume_at
 
     def val_dataloader(self) -> Any:
         if self.val_source is None:

@@ -10,10 +10,10 @@ step: `collate` gives an `SFTBatch`, `collate_kto` a `KTOBatch` with the rows' l
 yields it with the `StreamPosition` that follows it. `SFTStream` is the stream with SFT's steps.
 
 `ResumableLoader` is what the Trainer iterates. It runs the stream in a DataLoader (0 or 1
-worker process), remembers the position after the last batch it handed out, and exposes
-`state_dict`/`load_state_dict`, which Lightning stores in and restores from checkpoints
-(`fit_loop` state "combined_loader"). Because it also has an exact `__len__`, Lightning does
-not prefetch ahead of the step, so the stored position is that of the last trained batch.
+worker process) and remembers the position after the last batch it handed out, which the data
+module stores in and restores from checkpoints (`eva_train.datamodule`). Because it also has an
+exact `__len__`, Lightning does not prefetch ahead of the step, so the stored position is that
+of the last trained batch.
 A resumed stream reopens the source at the window's first sample (the source's own state,
 stored in the position) and skips the window's batches already trained: at most one window is decoded again, and the batches that follow are
 identical to an uninterrupted run's.
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Any
 
@@ -217,9 +217,3 @@ class ResumableLoader:
         for batch, after in loader:
             self.position = after
             yield batch
-
-    def state_dict(self) -> dict[str, Any]:
-        return asdict(self.position)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.position = StreamPosition(**state)

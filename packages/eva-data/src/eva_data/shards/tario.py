@@ -1,7 +1,8 @@
-"""Reading one tar shard as numbered samples, with WebDataset's tar iterator and key convention.
+"""Reading one tar shard as numbered samples, with WebDataset's key convention.
 
 `read_shard` opens a shard (a local path or any URL WebDataset's `gopen` knows, such as
-`pipe:` commands), iterates its members with `tar_file_iterator`, and groups consecutive members
+`pipe:` commands), iterates its members with tarfile (stepping over damaged headers, see
+`_members`), and groups consecutive members
 sharing a key (`base_plus_ext`: "dir/key.ext.json" -> key "dir/key", extension "ext.json") into
 numbered samples. The grouping is done here rather than by WebDataset's `group_by_keys`, which
 drops the sample it is holding when the tar fails under it: a shard truncated in the middle of
@@ -14,11 +15,36 @@ is missing.
 from __future__ import annotations
 
 import contextlib
+import logging
+import tarfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from webdataset.gopen import gopen
-from webdataset.tariterators import base_plus_ext, tar_file_iterator
+from webdataset.tariterators import base_plus_ext
+
+log = logging.getLogger(__name__)
+
+
+def _members(stream, url: str) -> Iterator[dict[str, Any]]:
+    """(fname, data) of each regular member, read past damaged headers.
+
+    `ignore_zeros` makes tarfile step over a header block that fails its checksum and look for
+    the next valid one, instead of ending the archive there: a shard with one overwritten
+    header loses that member only (its sample is then rejected as incomplete and counted), not
+    every sample after it (issue 17: 8 of 12 samples, 2 of the 4 lost counted nowhere).
+    """
+    expected, found = 0, False
+    with tarfile.open(fileobj=stream, mode="r|*", ignore_zeros=True) as tar:
+        for info in tar:
+            found = True
+            if info.offset != expected:
+                log.warning("shard %s: %d unreadable bytes at offset %d skipped", url, info.offset - expected, expected)
+            expected = info.offset_data + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+            if info.isreg():
+                yield {"fname": info.name, "data": tar.extractfile(info).read()}
+    if not found:  # nothing but unreadable blocks: not a tar at all
+        raise tarfile.ReadError("no valid tar header in the file")
 
 
 def read_shard(url: str, *, skip: int = 0, on_error: Callable[[str, BaseException], None] | None = None,
@@ -38,7 +64,7 @@ def read_shard(url: str, *, skip: int = 0, on_error: Callable[[str, BaseExceptio
     stream = None
     try:
         stream = gopen(url, "rb")
-        for member in tar_file_iterator(stream):
+        for member in _members(stream, url):
             prefix, suffix = base_plus_ext(member["fname"])
             if prefix is None:
                 continue
