@@ -93,6 +93,12 @@ def test_kto_build_balances_labels_from_the_journal(sft, shards):
     records = [r for s in ShardStream(str(kto), shuffle_shards=False) for r in s.trajectories]
     assert all(r["kind"] == "kto" for r in records)
     assert [KtoTrajectory.from_dict(r).desirable for r in records].count(True) == stats.desirable
+    # the KTO stage reads it as it is: labelled conversations with their frames
+    from eva_train.shard_source import ShardSource
+
+    chats = [chat for chat, _ in ShardSource(str(kto), kind="kto").examples(epoch=0, rank=0, world_size=1)]
+    assert [c.meta["desirable"] for c in chats].count(True) == stats.desirable
+    assert len(chats) == stats.desirable + stats.undesirable
 
 
 def test_balance_keeps_the_desirable_fraction():

@@ -63,6 +63,9 @@ def test_eva_agent_defaults_are_agent_config(monkeypatch, tmp_path):
 
     monkeypatch.setattr(eva_core.backends, "load_policy", lambda model, **kw: object())
     monkeypatch.setattr(eva_core.agent, "run_episode", capture)
-    with pytest.raises(_Captured):
-        agent_main(["--video", str(tmp_path / "v.mp4"), "--question", "Q?", "--model", "m"])
+    from eva_core.sample_video import write_sample_video
+
+    video = write_sample_video(tmp_path / "v.mp4", duration=1.0, fps=4, width=64, height=48, gop=4)
+    with pytest.raises(_Captured):  # the video is probed before the model loads (issue 17): give a real one
+        agent_main(["--video", str(video), "--question", "Q?", "--model", "m"])
     assert seen["config"] == AgentConfig()
