@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The embedded default job, end to end on 2 CPU cores in about 10 minutes, nothing downloaded:
+# The embedded default job, end to end on 2 CPU cores in about 7 minutes, nothing downloaded:
 #   1. data: the synthetic benchmark's `tiny` preset; oracle agent trajectories (a survey call,
 #      then the answer) and their uniform counterparts for training (seed 0, generated on first
 #      run by the recipe), and 100 held-out items (seed 1, never trained on) for evaluation;
