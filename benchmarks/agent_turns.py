@@ -61,9 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.hidden_size:
-            spec = TinyModelSpec(hidden_size=args.hidden_size, intermediate_size=4 * args.hidden_size,
-                                 num_hidden_layers=args.layers, num_attention_heads=max(1, args.hidden_size // 64),
-                                 num_key_value_heads=max(1, args.hidden_size // 128))
+            spec = TinyModelSpec.scaled(args.hidden_size, args.layers)
             model_dir = build_tiny_model(Path(tmp) / "model", spec=spec)
         else:
             model_dir = tiny_model_dir()

@@ -193,6 +193,13 @@ class TinyModelSpec:
         if self.vocab_size < 256 + len(QWEN_ADDED_TOKENS) + 1:
             raise ValueError("vocab_size must exceed the 256 byte tokens plus the added tokens")
 
+    @classmethod
+    def scaled(cls, hidden_size: int, layers: int) -> TinyModelSpec:
+        """A larger variant for benchmarks: MLP 4x wide, one head per 64 channels, half as many KV
+        heads (hidden 512 and 4 layers is the benchmarks' 17M-parameter model)."""
+        return cls(hidden_size=hidden_size, intermediate_size=4 * hidden_size, num_hidden_layers=layers,
+                   num_attention_heads=max(1, hidden_size // 64), num_key_value_heads=max(1, hidden_size // 128))
+
     @property
     def mrope_section(self) -> list[int]:
         """M-RoPE's split of head_dim / 2 rotary frequencies into (t, h, w): Qwen's 16:24:24 ratio."""
