@@ -31,8 +31,9 @@ from typing import Any
 import torch
 from eva_core.agent import AgentConfig, Task
 from eva_core.backends.transformers_backend import TransformersPolicy
+from eva_core.episode import Episode
 from eva_core.policy import GenerationConfig
-from eva_data.rewards import RewardConfig, RewardInput, episode_reward, policy_judge
+from eva_data.rewards import Reward, RewardConfig, RewardInput, episode_reward, policy_judge
 from torch import Tensor
 from transformers import AutoProcessor
 
@@ -103,10 +104,28 @@ class GRPOLossSpec:
     micro_batch_size: int = 4
 
 
-@dataclass
-class _Rollout:
-    """One step's sampled episodes with what training reads."""
+@dataclass(frozen=True)
+class ScoredEpisode:
+    """One sampled episode of a step with its prompt and reward (what callbacks read: episode
+    dumps, the failure file of multi-stage training)."""
 
+    item: RlItem
+    episode: Episode
+    reward: Reward
+
+
+@dataclass
+class StepRollout:
+    """One step's sampled episodes with what training reads.
+
+    Attributes:
+        scored: every episode of the step, prompt by prompt, G each (sample order).
+        encoded: the training sequences of the episodes that have turns.
+        advantages: one per encoded episode.
+        metrics: the rollout's metrics (rewards, rates, timings).
+    """
+
+    scored: list[ScoredEpisode]
     encoded: list[EncodedEpisode]
     advantages: Tensor
     metrics: dict[str, float] = field(default_factory=dict)
@@ -143,6 +162,7 @@ class GRPOModule(PolicyModule):
         self.automatic_optimization = False
         self.processor = None
         self.engine: TransformersPolicy | None = None
+        self.last_rollout: StepRollout | None = None  # the latest training step's, for callbacks
 
     def configure_model(self) -> None:
         super().configure_model()
@@ -170,7 +190,7 @@ class GRPOModule(PolicyModule):
             return judge
         return policy_judge(judge_engine)
 
-    def rollout(self, items: list[RlItem]) -> _Rollout:
+    def rollout(self, items: list[RlItem]) -> StepRollout:
         """Sample G episodes per prompt, score them, encode the ones that have tokens."""
         spec, g = self.rollout_spec, self.rollout_spec.group_size
         t0 = time.perf_counter()
@@ -199,7 +219,8 @@ class GRPOModule(PolicyModule):
             "zero_advantage_groups": float((advantages.view(-1, g) == 0).all(dim=1).float().mean()),
             "rollout_s": t1 - t0, "tool_s": sum(ep.tool_seconds for ep in episodes), "reward_s": t2 - t1,
         }
-        return _Rollout(encoded=encoded, advantages=advantages[keep], metrics=metrics)
+        return StepRollout(scored=[ScoredEpisode(item, ep, r) for item, ep, r in scored], encoded=encoded,
+                           advantages=advantages[keep], metrics=metrics)
 
     def _reference_logps(self, batch) -> Tensor | None:
         if self.loss_spec.kl_coef == 0:
@@ -213,7 +234,7 @@ class GRPOModule(PolicyModule):
                 return policy_logprobs(self.reference.model, batch, suppress=self.engine.suppress)
         raise ValueError(f"GRPO cannot use a {type(self.reference).__name__} reference")
 
-    def optimise(self, rollout: _Rollout) -> dict[str, float]:
+    def optimise(self, rollout: StepRollout) -> dict[str, float]:
         """`passes` optimizer steps over the episodes, micro-batch by micro-batch."""
         spec = self.loss_spec
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
@@ -249,6 +270,7 @@ class GRPOModule(PolicyModule):
 
     def training_step(self, batch: list[RlItem], batch_idx: int) -> None:
         rollout = self.rollout(batch)
+        self.last_rollout = rollout
         t0 = time.perf_counter()
         metrics = dict(rollout.metrics)
         if rollout.encoded:
