@@ -17,8 +17,10 @@ the schedule counts optimizer steps. `old` log-probs are the engine's sampling l
 in issue 10), so the first pass has ratio 1. The "token-mean" normaliser is the step's count of
 sampled tokens. The completeness reward ("csv") judges with the reference model.
 
-Not yet (issue 13): FSDP2 lockstep (every rank the same number of micro-batches), resume of
-the data position, multi-stage data refresh, episode dumps in eva-eval's record format.
+Held-out prompts (the data module's validation set) are played once each at `val_temperature`
+(greedy by default, as evaluation runs) and logged as `val/reward_mean`, `val/accuracy`, ...:
+the learning curve. Under FSDP2 every rank plays its own prompts with the weights gathered,
+the micro-batch counts are made equal across ranks, and metrics are the ranks' means.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from transformers import AutoProcessor
 from eva_train.advantages import group_advantages
 from eva_train.base import PolicyModule
 from eva_train.collate import collate
+from eva_train.distributed import all_gather_rows
 from eva_train.episode_encoding import EncodedEpisode, encode_episode
 from eva_train.logprobs import policy_logprobs
 from eva_train.losses import grpo_loss
@@ -48,7 +51,7 @@ from eva_train.optim import OptimSpec, build_optimizer
 from eva_train.reference import AdapterReference, ModelReference, ReferenceSpec
 from eva_train.rl_data import RlItem
 from eva_train.rollouts import collect_rollouts
-from eva_train.sharding import ShardingSpec
+from eva_train.sharding import ShardingSpec, is_sharded
 
 
 @dataclass
@@ -63,6 +66,8 @@ class RolloutSpec:
         budget: visual tokens per tool call (protocol: 12000).
         max_context_tokens: longest context an episode may reach; None for no limit.
         seed: seeds every sample by (seed, step, prompt, sample).
+        val_temperature: sampling temperature of the held-out episodes (0: greedy, what
+            evaluation runs; one episode per prompt).
     """
 
     group_size: int = 8
@@ -72,11 +77,13 @@ class RolloutSpec:
     budget: int = 12000
     max_context_tokens: int | None = None
     seed: int = 0
+    val_temperature: float = 0.0
 
-    def agent_config(self) -> AgentConfig:
+    def agent_config(self, *, temperature: float | None = None) -> AgentConfig:
+        temperature = self.temperature if temperature is None else temperature
         return AgentConfig(max_turns=self.max_turns, budget=self.budget, tool_threads=1,
                            generation=GenerationConfig(max_new_tokens=self.max_new_tokens,
-                                                       temperature=self.temperature, seed=self.seed,
+                                                       temperature=temperature, seed=self.seed,
                                                        max_context_tokens=self.max_context_tokens))
 
 
@@ -190,37 +197,37 @@ class GRPOModule(PolicyModule):
             return judge
         return policy_judge(judge_engine)
 
-    def rollout(self, items: list[RlItem]) -> StepRollout:
-        """Sample G episodes per prompt, score them, encode the ones that have tokens."""
-        spec, g = self.rollout_spec, self.rollout_spec.group_size
+    def _play(self, items: list[RlItem], *, group_size: int, step: int, config: AgentConfig
+              ) -> tuple[list[ScoredEpisode], float, float]:
+        """Episodes of every prompt (G each) and their rewards; (scored, rollout s, reward s).
+
+        Under FSDP2 the rollouts run with the weights gathered once (`gathered_for_rollouts`),
+        so ranks whose episodes differ in turns and lengths make no collective call."""
         t0 = time.perf_counter()
         tasks = [Task(video=item.video, prompt=item.prompt.prompt, video_id=item.prompt.video_key) for item in items]
-        groups = collect_rollouts(self.engine, tasks, group_size=g, step=self.global_step,
-                                  config=spec.agent_config())
+        groups = collect_rollouts(self.engine, tasks, group_size=group_size, step=step, config=config,
+                                  model=self.policy if is_sharded(self.policy) else None)
         t1 = time.perf_counter()
         judge = self._judge()
-        scored = [(item, ep, episode_reward(RewardInput(ep, item.prompt, video=item.video, judge=judge),
-                                            self.reward_config))
+        scored = [ScoredEpisode(item, ep, episode_reward(RewardInput(ep, item.prompt, video=item.video, judge=judge),
+                                                         self.reward_config))
                   for item, group in zip(items, groups, strict=True) for ep in group.episodes]
-        t2 = time.perf_counter()
-        rewards = torch.tensor([r.total for _, _, r in scored])
+        return scored, t1 - t0, time.perf_counter() - t1
+
+    def rollout(self, items: list[RlItem]) -> StepRollout:
+        """Sample G episodes per prompt, score them, encode the ones that have tokens."""
+        g = self.rollout_spec.group_size
+        scored, rollout_s, reward_s = self._play(items, group_size=g, step=self.global_step,
+                                                 config=self.rollout_spec.agent_config())
+        rewards = torch.tensor([s.reward.total for s in scored])
         advantages = group_advantages(rewards, g, scale_by_std=self.loss_spec.scale_by_std)
-        keep = [i for i, (_, ep, _) in enumerate(scored) if ep.steps]
-        encoded = [encode_episode(scored[i][1], self.processor) for i in keep]
-        episodes = [ep for _, ep, _ in scored]
-        metrics = {
-            "reward_mean": rewards.mean().item(), "reward_std": rewards.std().item(),
-            "accuracy": sum(r.correctness == 1.0 for _, _, r in scored) / len(scored),
-            "format_rate": sum(r.tool_called and r.correctness == 0.0 for _, _, r in scored) / len(scored),
-            "tool_call_rate": sum(r.tool_called for _, _, r in scored) / len(scored),
-            "guard_rate": sum(r.guarded for _, _, r in scored) / len(scored),
-            "rounds": sum(ep.rounds for ep in episodes) / len(episodes),
-            "visual_tokens": sum(c.visual_tokens for ep in episodes for s in ep.steps for c in s.calls) / len(episodes),
+        keep = [i for i, s in enumerate(scored) if s.episode.steps]
+        encoded = [encode_episode(scored[i].episode, self.processor) for i in keep]
+        metrics = episode_metrics(scored) | {
             "zero_advantage_groups": float((advantages.view(-1, g) == 0).all(dim=1).float().mean()),
-            "rollout_s": t1 - t0, "tool_s": sum(ep.tool_seconds for ep in episodes), "reward_s": t2 - t1,
+            "rollout_s": rollout_s, "tool_s": sum(s.episode.tool_seconds for s in scored), "reward_s": reward_s,
         }
-        return StepRollout(scored=[ScoredEpisode(item, ep, r) for item, ep, r in scored], encoded=encoded,
-                           advantages=advantages[keep], metrics=metrics)
+        return StepRollout(scored=scored, encoded=encoded, advantages=advantages[keep], metrics=metrics)
 
     def _reference_logps(self, batch) -> Tensor | None:
         if self.loss_spec.kl_coef == 0:
@@ -235,17 +242,33 @@ class GRPOModule(PolicyModule):
         raise ValueError(f"GRPO cannot use a {type(self.reference).__name__} reference")
 
     def optimise(self, rollout: StepRollout) -> dict[str, float]:
-        """`passes` optimizer steps over the episodes, micro-batch by micro-batch."""
+        """`passes` optimizer steps over the episodes, micro-batch by micro-batch.
+
+        The token-mean normaliser N is the step's sampled tokens over ALL ranks (divided by the
+        world size, since data parallelism averages the ranks' gradients), so the step's loss is
+        the mean over every sampled token whatever rank holds it. Every rank runs the same number
+        of micro-batches (FSDP2 gathers and reduces in each forward and backward): a rank with
+        fewer episodes repeats its last micro-batch with weight 0.
+        """
         spec = self.loss_spec
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         n_tokens = sum(int(e.conversation.trained.sum()) for e in rollout.encoded)
-        normalizer = {"token-mean": n_tokens, "sequence-mean": len(rollout.encoded),
+        n_micro = math.ceil(len(rollout.encoded) / spec.micro_batch_size)
+        counts, _ = all_gather_rows([(n_tokens, len(rollout.encoded), n_micro)])
+        world = len(counts)
+        total_micro = max(c[2] for c in counts)
+        if n_micro == 0:
+            raise RuntimeError(f"rank {self.global_rank} has no episode with a turn to train on while another rank "
+                               "has; every episode overflowed the context at its first turn?")
+        normalizer = {"token-mean": sum(c[0] for c in counts) / world,
+                      "sequence-mean": sum(c[1] for c in counts) / world,
                       "constant": spec.constant}[spec.aggregation]
         pad_id = self.processor.tokenizer.pad_token_id
         sums: dict[str, float] = {}
-        micro = 0
         for _ in range(spec.passes):
-            for start in range(0, len(rollout.encoded), spec.micro_batch_size):
+            for m in range(total_micro):
+                start = min(m, n_micro - 1) * spec.micro_batch_size
+                weight = 1.0 if m < n_micro else 0.0  # lockstep filler: same forward, no gradient
                 rows = rollout.encoded[start:start + spec.micro_batch_size]
                 batch = collate([e.conversation for e in rows], pad_id=pad_id).to(self.device)
                 old = torch.zeros(batch.trained.shape, dtype=torch.float32, device=self.device)
@@ -256,28 +279,74 @@ class GRPOModule(PolicyModule):
                     logps, old, rollout.advantages[start:start + len(rows)].to(self.device), batch.trained,
                     ref_logps=self._reference_logps(batch), epsilon=spec.epsilon, epsilon_high=spec.epsilon_high,
                     kl_coef=spec.kl_coef, aggregation=spec.aggregation, normalizer=normalizer)
-                self.manual_backward(loss)
-                for k, v in {"loss": loss.detach(), **metrics}.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
-                micro += 1
+                self.manual_backward(loss * weight)
+                if weight:
+                    for k, v in {"loss": loss.detach(), **metrics}.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
-        out = {k: v / micro for k, v in sums.items() if k not in ("loss", "trained_tokens")}
+        out = {k: v / (n_micro * spec.passes) for k, v in sums.items() if k not in ("loss", "trained_tokens")}
         out["loss"] = sums.get("loss", 0.0) / spec.passes  # the summed micro-batches make one step's loss
         out["trained_tokens"] = float(n_tokens)
+        out["micro_batches"] = float(total_micro)
         return out
+
+    def _log_mean(self, metrics: dict[str, float], *, prefix: str, batch_size: int) -> dict[str, float]:
+        """Log the ranks' mean of every metric (values gathered, so every rank logs the same and
+        nothing is synchronised by Lightning); a metric NaN on every rank is left out."""
+        gathered, _ = all_gather_rows([metrics])
+        keys = sorted({k for m in gathered for k in m})
+        means = {}
+        for k in keys:
+            values = [float(m[k]) for m in gathered if k in m and not math.isnan(float(m[k]))]
+            if values:
+                means[k] = sum(values) / len(values)
+        self.log_dict({f"{prefix}/{k}": v for k, v in means.items()}, batch_size=batch_size)
+        return means
 
     def training_step(self, batch: list[RlItem], batch_idx: int) -> None:
         rollout = self.rollout(batch)
         self.last_rollout = rollout
         t0 = time.perf_counter()
         metrics = dict(rollout.metrics)
-        if rollout.encoded:
+        if sum(all_gather_rows([len(rollout.encoded)])[0]):  # the same decision on every rank
             metrics |= self.optimise(rollout)
             self.engine.sync_weights()
         metrics["train_s"] = time.perf_counter() - t0
         metrics |= self.step_metrics(num_tokens=int(metrics.get("trained_tokens", 0)), padding_fraction=0.0)
-        logged = {f"train/{k}": float(v) for k, v in metrics.items() if not math.isnan(float(v))}
-        self.log_dict(logged, batch_size=len(batch))
-        self.log("reward", metrics["reward_mean"], prog_bar=True, logger=False, batch_size=len(batch))
+        means = self._log_mean(metrics, prefix="train", batch_size=len(batch))
+        self.log("reward", means["reward_mean"], prog_bar=True, logger=False, batch_size=len(batch))
+
+    # ---- held-out episodes ------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_scored: list[ScoredEpisode] = []
+
+    def validation_step(self, batch: list[RlItem], batch_idx: int) -> None:
+        """One episode per held-out prompt at `val_temperature` (greedy: what evaluation runs)."""
+        scored, _, _ = self._play(batch, group_size=1, step=batch_idx,
+                                  config=self.rollout_spec.agent_config(temperature=self.rollout_spec.val_temperature))
+        self._val_scored.extend(scored)
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_scored:
+            gathered, _ = all_gather_rows(self._val_scored)
+            self._log_mean(episode_metrics(gathered) | {"episodes": float(len(gathered))}, prefix="val",
+                           batch_size=len(gathered))
+        self._val_scored = []
+
+
+def episode_metrics(scored: list[ScoredEpisode]) -> dict[str, float]:
+    """Reward mean and std, accuracy, format rate (the 0.05 floor paid), tool-call rate, guard
+    rate, mean rounds and mean visual tokens of a list of scored episodes."""
+    n = len(scored)
+    rewards = torch.tensor([s.reward.total for s in scored], dtype=torch.float64)
+    return {
+        "reward_mean": rewards.mean().item(), "reward_std": rewards.std().item() if n > 1 else 0.0,
+        "accuracy": sum(s.reward.correctness == 1.0 for s in scored) / n,
+        "format_rate": sum(s.reward.tool_called and s.reward.correctness == 0.0 for s in scored) / n,
+        "tool_call_rate": sum(s.reward.tool_called for s in scored) / n,
+        "guard_rate": sum(s.reward.guarded for s in scored) / n,
+        "rounds": sum(s.episode.rounds for s in scored) / n,
+        "visual_tokens": sum(c.visual_tokens for s in scored for st in s.episode.steps for c in st.calls) / n,
+    }

@@ -13,6 +13,7 @@ restarts its epoch's order from the start.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from eva_data.records.oracle import RL_PROMPTS, write_records
 from eva_data.records.records import RlPrompt
 from eva_data.synth.benchmark import VIDEO_DIR, write_benchmark
 from eva_data.synth.config import DIFFICULTIES
-from torch.utils.data import DataLoader
+
+from eva_train.datamodule import data_parallel_rank
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,18 @@ def load_rl_items(root: str | Path) -> list[RlItem]:
     return items
 
 
-def _as_list(items: list[RlItem]) -> list[RlItem]:
-    return items
+@dataclass(frozen=True)
+class PromptBatches:
+    """A loader's batches of prompts (a plain iterable: Lightning would read a bare list of lists
+    as several loaders)."""
+
+    batches: list[list[RlItem]]
+
+    def __iter__(self) -> Iterator[list[RlItem]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 class RlPromptDataModule(L.LightningDataModule):
@@ -69,10 +81,17 @@ class RlPromptDataModule(L.LightningDataModule):
             (`eva_data.synth.config.DIFFICULTIES`) with `seed` first; None requires the folder.
         n, seed: size and seed of the generated benchmark.
         shuffle_seed: the order of prompts in epoch e is a permutation drawn from shuffle_seed + e.
+        val: a folder of held-out prompts (the learning curve: `GRPOModule.validation_step`),
+            generated like `root` (preset `synthesize`, `val_n` videos, `val_seed`) when missing.
+
+    Under data parallelism rank r takes positions r, r + W, ... of the epoch's permutation, cut
+    to the same count on every rank. Batches are plain lists of prompts (no DataLoader, so
+    Lightning injects no sampler of its own).
     """
 
     def __init__(self, root: str, prompts_per_step: int = 8, synthesize: str | None = None, n: int = 16,
-                 seed: int = 0, shuffle_seed: int = 0) -> None:
+                 seed: int = 0, shuffle_seed: int = 0, val: str | None = None, val_n: int = 16,
+                 val_seed: int = 1) -> None:
         super().__init__()
         if prompts_per_step < 1:
             raise ValueError(f"prompts_per_step must be >= 1, got {prompts_per_step}")
@@ -81,22 +100,38 @@ class RlPromptDataModule(L.LightningDataModule):
         self.root = Path(root)
         self.prompts_per_step = prompts_per_step
         self.synthesize, self.n, self.seed, self.shuffle_seed = synthesize, n, seed, shuffle_seed
+        self.val = Path(val) if val is not None else None
+        self.val_n, self.val_seed = val_n, val_seed
         self.items: list[RlItem] = []
+        self.val_items: list[RlItem] = []
 
     def prepare_data(self) -> None:
-        if self.synthesize is not None and not (self.root / RL_PROMPTS).is_file():
-            write_benchmark(self.root, n=self.n, seed=self.seed, config=DIFFICULTIES[self.synthesize],
-                            difficulty=self.synthesize)
-            write_records(self.root)
+        for root, n, seed in ((self.root, self.n, self.seed), (self.val, self.val_n, self.val_seed)):
+            if root is not None and self.synthesize is not None and not (root / RL_PROMPTS).is_file():
+                write_benchmark(root, n=n, seed=seed, config=DIFFICULTIES[self.synthesize],
+                                difficulty=self.synthesize)
+                write_records(root)
 
     def setup(self, stage: str) -> None:
         self.items = load_rl_items(self.root)
+        self.val_items = load_rl_items(self.val) if self.val is not None else []
 
-    def train_dataloader(self) -> DataLoader:
+    def _rank_batches(self, items: list[RlItem], order: list[int], *, drop_last: bool) -> PromptBatches:
+        """This rank's share of `items` in `order` (the same count on every rank), in batches."""
+        rank, world = data_parallel_rank(self.trainer)
+        mine = [items[i] for i in order[rank::world]][:len(order) // world]
+        size = self.prompts_per_step
+        end = len(mine) - size + 1 if drop_last else len(mine)
+        return PromptBatches([mine[i:i + size] for i in range(0, end, size)])
+
+    def train_dataloader(self) -> PromptBatches:
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         generator = torch.Generator().manual_seed(self.shuffle_seed + epoch)
-        return DataLoader(self.items, batch_size=self.prompts_per_step, shuffle=True, generator=generator,
-                          collate_fn=_as_list, drop_last=True)
+        order = torch.randperm(len(self.items), generator=generator).tolist()
+        return self._rank_batches(self.items, order, drop_last=True)
+
+    def val_dataloader(self) -> PromptBatches:
+        return self._rank_batches(self.val_items, list(range(len(self.val_items))), drop_last=False)
 
     def transfer_batch_to_device(self, batch: list[RlItem], device, dataloader_idx: int) -> list[RlItem]:
         return batch  # prompts and video paths: the rollout engine puts what it computes on the device
