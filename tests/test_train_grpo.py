@@ -4,53 +4,23 @@ optimizer steps after which every trainable parameter moved and the reference di
 from __future__ import annotations
 
 import csv
-import json
 
 import lightning as L
 import pytest
 import torch
-from eva_core.backends.forced import AppendToolCall, frame_select_call
-from eva_core.sample_video import write_sample_video
 from eva_data import rewards
-from eva_data.records.records import RlPrompt, Source
 from eva_data.rewards import RewardConfig
 from eva_train.grpo import GRPOLossSpec, GRPOModule, RolloutSpec
 from eva_train.modeling import ModelSpec
 from eva_train.optim import OptimSpec
 from eva_train.reference import ModelReference, ReferenceSpec
 from eva_train.rl_data import RlPromptDataModule, load_rl_items
-
-QUESTION = "What colour is the shape?\nA. red\nB. green"
+from grpo_forced import QUESTION, ForceToolCalls, write_rl_folder
 
 
 @pytest.fixture(scope="module")
 def rl_folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rl")
-    (root / "videos").mkdir()
-    with open(root / "rl_prompts.jsonl", "w") as out:
-        for i in range(2):
-            write_sample_video(root / "videos" / f"v{i}.mp4", duration=4.0, fps=5, width=112, height=112, gop=5)
-            out.write(json.dumps(RlPrompt(id=f"rl-{i}", source=Source.ORACLE, video_key=f"v{i}", item_index=i,
-                                          prompt=[{"role": "user", "content": QUESTION}], answer_type="choice",
-                                          ground_truth="A").to_dict()) + "\n")
-    return root
-
-
-class ForcedEngine(AppendToolCall):
-    """The module's engine with a frame_select call appended to every reply: a random model
-    rarely writes one, and the step must see the tool's frames."""
-
-    def __init__(self, engine):
-        super().__init__(engine, "\n" + frame_select_call(0.0, 4.0, 2, 0.25))
-        self.suppress = engine.suppress
-
-    def sync_weights(self, named_parameters=None):
-        self.policy.sync_weights(named_parameters)
-
-
-class ForceToolCalls(L.Callback):
-    def on_fit_start(self, trainer, module):
-        module.engine = ForcedEngine(module.engine)
+    return write_rl_folder(tmp_path_factory.mktemp("rl"), [QUESTION, QUESTION])
 
 
 def test_load_rl_items_needs_the_videos(rl_folder, tmp_path):

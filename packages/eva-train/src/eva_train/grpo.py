@@ -197,8 +197,8 @@ class GRPOModule(PolicyModule):
             return judge
         return policy_judge(judge_engine)
 
-    def _play(self, items: list[RlItem], *, group_size: int, step: int, config: AgentConfig
-              ) -> tuple[list[ScoredEpisode], float, float]:
+    def _play(self, items: list[RlItem], *, group_size: int, step: int, config: AgentConfig,
+              first_prompt: int = 0) -> tuple[list[ScoredEpisode], float, float]:
         """Episodes of every prompt (G each) and their rewards; (scored, rollout s, reward s).
 
         Under FSDP2 the rollouts run with the weights gathered once (`gathered_for_rollouts`),
@@ -206,7 +206,7 @@ class GRPOModule(PolicyModule):
         t0 = time.perf_counter()
         tasks = [Task(video=item.video, prompt=item.prompt.prompt, video_id=item.prompt.video_key) for item in items]
         groups = collect_rollouts(self.engine, tasks, group_size=group_size, step=step, config=config,
-                                  model=self.policy if is_sharded(self.policy) else None)
+                                  model=self.policy if is_sharded(self.policy) else None, first_prompt=first_prompt)
         t1 = time.perf_counter()
         judge = self._judge()
         scored = [ScoredEpisode(item, ep, episode_reward(RewardInput(ep, item.prompt, video=item.video, judge=judge),
@@ -218,7 +218,8 @@ class GRPOModule(PolicyModule):
         """Sample G episodes per prompt, score them, encode the ones that have tokens."""
         g = self.rollout_spec.group_size
         scored, rollout_s, reward_s = self._play(items, group_size=g, step=self.global_step,
-                                                 config=self.rollout_spec.agent_config())
+                                                 config=self.rollout_spec.agent_config(),
+                                                 first_prompt=self.global_rank * len(items))
         rewards = torch.tensor([s.reward.total for s in scored])
         advantages = group_advantages(rewards, g, scale_by_std=self.loss_spec.scale_by_std)
         keep = [i for i, s in enumerate(scored) if s.episode.steps]

@@ -84,8 +84,8 @@ class RlPromptDataModule(L.LightningDataModule):
         val: a folder of held-out prompts (the learning curve: `GRPOModule.validation_step`),
             generated like `root` (preset `synthesize`, `val_n` videos, `val_seed`) when missing.
 
-    Under data parallelism rank r takes positions r, r + W, ... of the epoch's permutation, cut
-    to the same count on every rank. Batches are plain lists of prompts (no DataLoader, so
+    Under data parallelism each step's global batch (W x prompts_per_step prompts of the
+    epoch's permutation) is split into W consecutive slices, one per rank. Batches are plain lists of prompts (no DataLoader, so
     Lightning injects no sampler of its own).
     """
 
@@ -117,12 +117,21 @@ class RlPromptDataModule(L.LightningDataModule):
         self.val_items = load_rl_items(self.val) if self.val is not None else []
 
     def _rank_batches(self, items: list[RlItem], order: list[int], *, drop_last: bool) -> PromptBatches:
-        """This rank's share of `items` in `order` (the same count on every rank), in batches."""
+        """This rank's prompts in `order`, batch by batch: global batch k is `order`'s k-th run of
+        prompts_per_step x W prompts and rank r takes its r-th slice, so W ranks see the global
+        batches one process with W x prompts_per_step would (an incomplete last global batch is
+        dropped when training, split evenly when validating)."""
         rank, world = data_parallel_rank(self.trainer)
-        mine = [items[i] for i in order[rank::world]][:len(order) // world]
-        size = self.prompts_per_step
-        end = len(mine) - size + 1 if drop_last else len(mine)
-        return PromptBatches([mine[i:i + size] for i in range(0, end, size)])
+        size, width = self.prompts_per_step, self.prompts_per_step * world
+        batches = []
+        for start in range(0, len(order), width):
+            chunk = order[start:start + width]
+            if len(chunk) < width:
+                if drop_last or len(chunk) < world:
+                    break
+                size = len(chunk) // world
+            batches.append([items[i] for i in chunk[rank * size:(rank + 1) * size]])
+        return PromptBatches(batches)
 
     def train_dataloader(self) -> PromptBatches:
         epoch = self.trainer.current_epoch if self.trainer is not None else 0

@@ -41,7 +41,8 @@ class RolloutGroup:
 
 
 def collect_rollouts(engine: RolloutEngine, prompts: Sequence[Task], *, group_size: int, step: int,
-                     config: AgentConfig, model: nn.Module | None = None) -> list[RolloutGroup]:
+                     config: AgentConfig, model: nn.Module | None = None, first_prompt: int = 0
+                     ) -> list[RolloutGroup]:
     """Sample `group_size` episodes of every prompt, all in one batch.
 
     Args:
@@ -52,13 +53,16 @@ def collect_rollouts(engine: RolloutEngine, prompts: Sequence[Task], *, group_si
         config: the agent loop's settings; sampling needs `generation.temperature > 0` and a seed
             for reproducible samples.
         model: the engine's module when it may be FSDP2-sharded (gathered for the rollouts).
+        first_prompt: the global index of `prompts[0]` in the step (data-parallel ranks hold
+            consecutive slices of the step's prompts): sample keys are global, so a prompt is
+            sampled alike whichever rank holds it.
 
     Returns:
         One group per prompt, in order.
     """
     if group_size < 1:
         raise ValueError(f"group_size must be at least 1, got {group_size}")
-    tasks = [replace(task, episode_id=f"s{step}p{p}g{g}", sample_key=(step, p, g))
+    tasks = [replace(task, episode_id=f"s{step}p{first_prompt + p}g{g}", sample_key=(step, first_prompt + p, g))
              for p, task in enumerate(prompts) for g in range(group_size)]
     if model is None:
         episodes = run_episodes(engine, tasks, config)

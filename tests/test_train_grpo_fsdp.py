@@ -1,0 +1,47 @@
+"""GRPO under FSDP2 on CPU: a real 2-process job (gloo) whose ranks hold different numbers of
+episodes to train on makes the same steps as one process (see tests/train_grpo_fsdp_job.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+JOB = Path(__file__).parent / "train_grpo_fsdp_job.py"
+
+
+def _run(mode, out):
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run([sys.executable, str(JOB), "--mode", mode, "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads((out / "result.json").read_text())
+
+
+def test_two_process_grpo_equals_one_process_with_uneven_micro_batches(tmp_path):
+    sys.path.insert(0, str(JOB.parent))
+    from train_grpo_fsdp_job import write_prompts
+
+    write_prompts(tmp_path / "rl")
+    fsdp, single = _run("fsdp", tmp_path / "fsdp"), _run("single", tmp_path / "single")
+    assert fsdp["world_size"] == 2 and single["world_size"] == 1
+    assert len(fsdp["steps"]) == len(single["steps"]) == 2
+    for a, b in zip(fsdp["steps"], single["steps"], strict=True):
+        # rank 1's long prompt ends before a turn: 2 of its 4 episodes train, rank 0's 4 do (4 micro-batches
+        # on each rank, 2 of rank 1's are fillers); the single process runs 6.
+        assert a["train/micro_batches"] == 4 and b["train/micro_batches"] == 6
+        assert a["train/reward_mean"] == pytest.approx(b["train/reward_mean"])
+        # the loss is the mean over every sampled token of the step, whichever rank holds the token
+        assert a["train/loss"] == pytest.approx(b["train/loss"], abs=1e-6)
+    assert abs(single["steps"][0]["train/loss"]) > 1e-3  # token counts differ: the step has a loss
+    assert fsdp["weights"].keys() == single["weights"].keys()
+    # The keys' bias gets a gradient that is 0 but for rounding (softmax ignores a shift shared by every
+    # key), which AdamW normalises into full-size steps of random sign: it is not compared.
+    compared = [k for k in fsdp["weights"] if not k.endswith("k_proj.bias")]
+    moved = [k for k in compared if fsdp["weights"][k] != pytest.approx(single["weights"][k], rel=1e-4)]
+    assert len(compared) > 50 and not moved, moved[:5]

@@ -1,0 +1,90 @@
+"""The GRPO job the FSDP2 test runs as a real program: 2 CPU processes (gloo) or 1 reference process.
+
+    python tests/train_grpo_fsdp_job.py --mode fsdp   --out DIR   # Lightning launches rank 1 itself
+    python tests/train_grpo_fsdp_job.py --mode single --out DIR
+
+Both train the tiny model (all weights, frame_select forced into every reply) on the same RL
+folder of 4 prompts, G = 2, for 2 steps: the single process takes the 4 prompts of a step
+itself, rank r of 2 takes prompts 2r and 2r + 1 (sample keys are global, so every episode is
+the same in both jobs). Prompt 3's question is too long for `max_context_tokens`: its episodes
+end before a turn, so rank 1 has 2 episodes to train on and rank 0 has 4; with one episode per
+micro-batch, rank 1 must run 2 filler micro-batches (FSDP2 would hang otherwise). The reward
+prefers sample 0 of each group. Rank 0 writes the per-step metrics and the final weights'
+checksum to DIR/result.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from eva_core.tiny_model import tiny_model_dir  # noqa: E402
+from eva_data import rewards  # noqa: E402
+from eva_data.rewards import RewardConfig  # noqa: E402
+from eva_train.grpo import GRPOLossSpec, GRPOModule, RolloutSpec  # noqa: E402
+from eva_train.modeling import ModelSpec  # noqa: E402
+from eva_train.optim import OptimSpec  # noqa: E402
+from eva_train.rl_data import RlPromptDataModule  # noqa: E402
+from eva_train.sharding import ShardingSpec, full_state_dict  # noqa: E402
+from grpo_forced import QUESTION, ForceToolCalls, write_rl_folder  # noqa: E402
+from lightning.pytorch.strategies import ModelParallelStrategy  # noqa: E402
+
+PROMPTS = 4
+MAX_CONTEXT = 160  # the short prompts (~60 tokens) fit, with the forced call's frames; the long one does not
+LONG_QUESTION = "Describe every shape you see, one by one, with its colour and position. " * 12 + QUESTION
+METRICS = ("train/loss", "train/reward_mean", "train/trained_tokens", "train/micro_batches", "train/ratio")
+
+
+class Record(L.Callback):
+    def __init__(self) -> None:
+        self.steps: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.steps.append({k: float(trainer.callback_metrics[k]) for k in METRICS})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=["fsdp", "single"], required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    fsdp = args.mode == "fsdp"
+    folder = out.parent / "rl"  # written by the test before the jobs start
+    rewards.REWARDS["first_sample"] = lambda x: float(x.episode.episode_id.endswith("g0"))
+
+    module = GRPOModule(ModelSpec(path=str(tiny_model_dir()), dtype="float32"),
+                        optim=OptimSpec(lr=1e-3, warmup_ratio=0.0, schedule="constant"),
+                        sharding=ShardingSpec(param_dtype=None),
+                        rollout=RolloutSpec(group_size=2, max_turns=2, max_new_tokens=8, seed=3,
+                                            max_context_tokens=MAX_CONTEXT),
+                        loss=GRPOLossSpec(micro_batch_size=1), reward=RewardConfig(name="first_sample"))
+    record = Record()
+    strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1) if fsdp else "auto"
+    trainer = L.Trainer(accelerator="cpu", devices=2 if fsdp else 1, strategy=strategy, max_steps=2,
+                        logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, default_root_dir=out, callbacks=[record, ForceToolCalls()])
+    data = RlPromptDataModule(str(folder), prompts_per_step=PROMPTS // 2 if fsdp else PROMPTS, shuffle_seed=5)
+    trainer.fit(module, data)
+    state = full_state_dict(module.policy)
+    if trainer.global_rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        checksum = {name: float(t.double().abs().sum()) for name, t in sorted(state.items())}
+        (out / "result.json").write_text(json.dumps({"world_size": trainer.world_size, "steps": record.steps,
+                                                     "weights": checksum}))
+
+
+def write_prompts(folder: Path) -> None:
+    write_rl_folder(folder, [QUESTION, QUESTION, QUESTION, LONG_QUESTION])
+
+
+if __name__ == "__main__":
+    main()
