@@ -4,6 +4,8 @@ shared group prefill, the context budget, and the key property: the training for
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from eva_core.agent import AgentConfig, Task, run_episodes
@@ -127,10 +129,11 @@ def test_group_prefill_is_shared(base, tiny_model_dir, processor):
         base.release(f"g{i}")
 
 
-@pytest.mark.parametrize("adapters", [False, True], ids=["plain", "lora"])
-def test_training_forward_gives_the_sampling_logprobs(adapters, tiny_model_dir, processor, base, video):
+@pytest.mark.parametrize(("adapters", "temperature"), [(False, 1.0), (True, 1.0), (False, 0.7)],
+                         ids=["plain", "lora", "tempered"])
+def test_training_forward_gives_the_sampling_logprobs(adapters, temperature, tiny_model_dir, processor, base, video):
     engine = TransformersPolicy(lora_model(tiny_model_dir, nonzero=True), processor) if adapters else base
-    episodes = rollout(engine, video)
+    episodes = rollout(engine, video, config=dataclasses.replace(SAMPLE, temperature=temperature))
     for episode in episodes:
         assert episode.rounds == 3 and sum(len(s.frames) for s in episode.steps) == 4
         encoded = encode_episode(episode, processor)
@@ -140,7 +143,7 @@ def test_training_forward_gives_the_sampling_logprobs(adapters, tiny_model_dir, 
         batch = collate([conversation], pad_id=processor.tokenizer.pad_token_id)
         engine.model.eval()
         with torch.no_grad():
-            logps = policy_logprobs(engine.model, batch, suppress=engine.suppress)[0]
+            logps = policy_logprobs(engine.model, batch, suppress=engine.suppress, temperature=temperature)[0]
         trained = conversation.trained
         gap = (logps[trained] - encoded.sampled_logprobs[trained]).abs().max().item()
         assert gap < 1e-4, gap

@@ -13,8 +13,8 @@ them, and raises the probability of the better episodes of each group. One train
 
 Manual optimisation: one Lightning batch (a list of prompts) makes `passes` optimizer steps;
 the schedule counts optimizer steps. `old` log-probs are the engine's sampling log-probs
-(`TurnTokens.completion_logprobs`), equal to the training forward's at temperature 1 (tested
-in issue 10), so the first pass has ratio 1. The "token-mean" normaliser is the step's count of
+(`TurnTokens.completion_logprobs`), equal to the training forward's at the same temperature
+(`policy_logprobs(temperature=)`; tested), so the first pass has ratio 1. The "token-mean" normaliser is the step's count of
 sampled tokens. The completeness reward ("csv") judges with the reference model.
 
 Held-out prompts (the data module's validation set) are played once each at `val_temperature`
@@ -62,7 +62,8 @@ class RolloutSpec:
         group_size: G, samples per prompt (paper: 8).
         max_turns: assistant turns per episode (protocol: 6).
         max_new_tokens: tokens per reply.
-        temperature: sampling temperature (1: the sampling log-probs are the policy's).
+        temperature: sampling temperature (> 0); training log-probs are taken at the same
+            temperature, so the first pass's ratio is 1 at any temperature.
         budget: visual tokens per tool call (protocol: 12000).
         max_context_tokens: longest context an episode may reach; None for no limit.
         seed: seeds every sample by (seed, step, prompt, sample).
@@ -162,6 +163,8 @@ class GRPOModule(PolicyModule):
             raise ValueError("GRPO scores fresh episodes: the reference cannot be precomputed")
         super().__init__(model=model, lora=lora, optim=optim, sharding=sharding,
                          reference=(reference or ReferenceSpec()) if needs_reference else None)
+        if self.rollout_spec.temperature <= 0:
+            raise ValueError("GRPO samples its episodes: rollout temperature must be > 0")
         if self.rollout_spec.group_size < 2:
             raise ValueError("GRPO compares samples within a group: group_size must be >= 2")
         if self.loss_spec.passes < 1 or self.loss_spec.micro_batch_size < 1:
@@ -236,10 +239,12 @@ class GRPOModule(PolicyModule):
         with torch.no_grad():
             if isinstance(self.reference, AdapterReference):
                 with self.policy.disable_adapter():
-                    return policy_logprobs(self.policy, batch, suppress=self.engine.suppress)
+                    return policy_logprobs(self.policy, batch, suppress=self.engine.suppress,
+                                           temperature=self.rollout_spec.temperature)
             if isinstance(self.reference, ModelReference):
                 self.reference.model.eval()
-                return policy_logprobs(self.reference.model, batch, suppress=self.engine.suppress)
+                return policy_logprobs(self.reference.model, batch, suppress=self.engine.suppress,
+                                       temperature=self.rollout_spec.temperature)
         raise ValueError(f"GRPO cannot use a {type(self.reference).__name__} reference")
 
     def optimise(self, rollout: StepRollout) -> dict[str, float]:
@@ -275,7 +280,8 @@ class GRPOModule(PolicyModule):
                 old = torch.zeros(batch.trained.shape, dtype=torch.float32, device=self.device)
                 for b, e in enumerate(rows):
                     old[b, :e.sampled_logprobs.numel()] = e.sampled_logprobs
-                logps = policy_logprobs(self.policy, batch, suppress=self.engine.suppress)
+                logps = policy_logprobs(self.policy, batch, suppress=self.engine.suppress,
+                                        temperature=self.rollout_spec.temperature)
                 loss, metrics = grpo_loss(
                     logps, old, rollout.advantages[start:start + len(rows)].to(self.device), batch.trained,
                     ref_logps=self._reference_logps(batch), epsilon=spec.epsilon, epsilon_high=spec.epsilon_high,

@@ -22,9 +22,11 @@ from torch import Tensor, nn
 from eva_train.collate import Batch
 
 
-def token_logprobs(logits: Tensor, targets: Tensor, *, suppress: Sequence[int] = ()) -> Tensor:
-    """log p(target) under softmax(logits), in float32.
+def token_logprobs(logits: Tensor, targets: Tensor, *, suppress: Sequence[int] = (),
+                   temperature: float = 1.0) -> Tensor:
+    """log p(target) under softmax(logits / temperature), in float32.
 
+        z = logits / temperature
         log p_i = z_{i, y_i} - log sum_{v not suppressed} exp(z_{i, v})
 
     Args:
@@ -33,13 +35,17 @@ def token_logprobs(logits: Tensor, targets: Tensor, *, suppress: Sequence[int] =
         suppress: ids a rollout engine never samples (`generation_config.suppress_tokens`):
             left out of the normalisation, so that the result is the log-probability of the
             distribution sampled from (at temperature 1), which rollouts record.
+        temperature: the sampling temperature the targets were drawn at (> 0): GRPO's ratio
+            compares the tempered distribution the rollout engine sampled from, as TRL and verl do.
 
     Returns:
         [N] float32 log-probabilities.
     """
     if logits.ndim != 2 or targets.shape != logits.shape[:1]:
         raise ValueError(f"logits must be [N, V] and targets [N], got {tuple(logits.shape)}, {tuple(targets.shape)}")
-    z = logits.float()
+    if temperature <= 0.0:
+        raise ValueError(f"temperature must be > 0 for log-probabilities, got {temperature}")
+    z = logits.float() / temperature if temperature != 1.0 else logits.float()
     if len(suppress):
         z = z.index_fill(1, torch.as_tensor(list(suppress), device=z.device), float("-inf"))
     return z.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(z, dim=-1)
@@ -52,13 +58,14 @@ def predicting_positions(trained: Tensor) -> Tensor:
     return keep
 
 
-def policy_logprobs(model: nn.Module, batch: Batch, *, suppress: Sequence[int] = ()) -> Tensor:
+def policy_logprobs(model: nn.Module, batch: Batch, *, suppress: Sequence[int] = (),
+                    temperature: float = 1.0) -> Tensor:
     """Log-probability of every trained token of `batch` under `model`.
 
     Args:
         model: a Qwen2.5-VL-class model (transformers, or peft around one), possibly sharded.
         batch: a collated batch on the model's device.
-        suppress: see `token_logprobs`.
+        suppress, temperature: see `token_logprobs`.
 
     Returns:
         [B, T] float32: log p(input_ids[b, t] | input_ids[b, :t], images) where batch.trained
@@ -68,6 +75,6 @@ def policy_logprobs(model: nn.Module, batch: Batch, *, suppress: Sequence[int] =
     out = model(**batch.model_inputs(), logits_to_keep=keep, use_cache=False)
     logits = out.logits  # [N, V], rows in (b, t) order of `keep`
     targets = batch.input_ids[batch.trained]  # same (b, t) order, one position later
-    logps = token_logprobs(logits.reshape(-1, logits.shape[-1]), targets, suppress=suppress)
+    logps = token_logprobs(logits.reshape(-1, logits.shape[-1]), targets, suppress=suppress, temperature=temperature)
     full = torch.zeros(batch.trained.shape, dtype=torch.float32, device=logps.device)
     return full.masked_scatter(batch.trained, logps)
