@@ -82,3 +82,39 @@ def test_csv_reward_judges_with_the_frozen_reference(rl_folder, tiny_model_dir, 
     with pytest.raises(ValueError, match="cannot be precomputed"):
         GRPOModule(ModelSpec(path=str(tiny_model_dir)), reward=RewardConfig(name="csv"),
                    reference=ReferenceSpec(kind="precomputed", path="x.json"))
+
+
+def test_a_rollout_trains_exactly_the_sampled_replies(rl_folder, tiny_model_dir, one_torch_thread):
+    """The GRPO path's mask on a rendered 2-turn episode: the trained tokens decode to the model's
+    own replies, turn after turn; the system and user turns, the tool turn with its frames and the
+    chat template's headers carry no loss."""
+    from eva_core.backends.forced import AppendToolCall, frame_select_call
+
+    module = GRPOModule(ModelSpec(path=str(tiny_model_dir), dtype="float32"),
+                        rollout=RolloutSpec(group_size=2, max_turns=2, max_new_tokens=6, seed=2))
+    module.configure_model()
+    engine = module.engine
+    call = "\n" + frame_select_call(0.0, 4.0, 2, 0.25)
+    module.engine = AppendToolCall(engine, call)
+    module.engine.suppress = engine.suppress
+    items = load_rl_items(rl_folder)[:1]
+    rollout = module.rollout(items)
+    tokenizer = module.processor.tokenizer
+    for scored, encoded in zip(rollout.scored, rollout.encoded, strict=True):
+        episode, conversation = scored.episode, encoded.conversation
+        assert episode.rounds == 2 and len(episode.steps[0].frames) == 2
+        ids, trained = conversation.input_ids, conversation.trained
+        runs, start = [], None  # the trained spans, in order
+        for t in range(len(ids) + 1):
+            on = t < len(ids) and bool(trained[t])
+            if on and start is None:
+                start = t
+            elif not on and start is not None:
+                runs.append(ids[start:t].tolist())
+                start = None
+        assert runs == [s.tokens.completion_ids for s in episode.steps]
+        untrained = tokenizer.decode(ids[~trained])
+        assert QUESTION in untrained and "<|vision_start|>" in untrained and "<|im_start|>user" in untrained
+        assert int((ids[trained] == tokenizer.convert_tokens_to_ids("<|image_pad|>")).sum()) == 0
+        # the appended call is text the wrapper added after sampling: neither sampled nor trained
+        assert all("frame_select" not in tokenizer.decode(r) for r in runs)
