@@ -38,10 +38,15 @@ def test_two_process_grpo_equals_one_process_with_uneven_micro_batches(tmp_path)
         assert a["train/reward_mean"] == pytest.approx(b["train/reward_mean"])
         # the loss is the mean over every sampled token of the step, whichever rank holds the token
         assert a["train/loss"] == pytest.approx(b["train/loss"], abs=1e-6)
-    assert abs(single["steps"][0]["train/loss"]) > 1e-3  # token counts differ: the step has a loss
     assert fsdp["weights"].keys() == single["weights"].keys()
     # The keys' bias gets a gradient that is 0 but for rounding (softmax ignores a shift shared by every
     # key), which AdamW normalises into full-size steps of random sign: it is not compared.
     compared = [k for k in fsdp["weights"] if not k.endswith("k_proj.bias")]
     moved = [k for k in compared if fsdp["weights"][k] != pytest.approx(single["weights"][k], rel=1e-4)]
     assert len(compared) > 50 and not moved, moved[:5]
+    from eva_core.tiny_model import tiny_model_dir
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    start = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model_dir()).state_dict()
+    changed = [k for k in compared if float(start[k].double().abs().sum()) != pytest.approx(single["weights"][k], rel=1e-6)]
+    assert len(changed) > len(compared) // 2  # the two steps trained

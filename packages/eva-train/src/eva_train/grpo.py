@@ -50,8 +50,10 @@ from eva_train.modeling import LoraSpec, ModelSpec
 from eva_train.optim import OptimSpec, build_optimizer
 from eva_train.reference import AdapterReference, ModelReference, ReferenceSpec
 from eva_train.rl_data import RlItem
-from eva_train.rollouts import collect_rollouts
+from eva_train.rollouts import collect_rollouts, prompt_key
 from eva_train.sharding import ShardingSpec, is_sharded
+
+VAL_STEP = -1  # the step of held-out sample keys: training steps count from 0
 
 
 @dataclass
@@ -200,8 +202,8 @@ class GRPOModule(PolicyModule):
             return judge
         return policy_judge(judge_engine)
 
-    def _play(self, items: list[RlItem], *, group_size: int, step: int, config: AgentConfig,
-              first_prompt: int = 0) -> tuple[list[ScoredEpisode], float, float]:
+    def _play(self, items: list[RlItem], *, group_size: int, step: int, config: AgentConfig
+              ) -> tuple[list[ScoredEpisode], float, float]:
         """Episodes of every prompt (G each) and their rewards; (scored, rollout s, reward s).
 
         Under FSDP2 the rollouts run with the weights gathered once (`gathered_for_rollouts`),
@@ -209,7 +211,8 @@ class GRPOModule(PolicyModule):
         t0 = time.perf_counter()
         tasks = [Task(video=item.video, prompt=item.prompt.prompt, video_id=item.prompt.video_key) for item in items]
         groups = collect_rollouts(self.engine, tasks, group_size=group_size, step=step, config=config,
-                                  model=self.policy if is_sharded(self.policy) else None, first_prompt=first_prompt)
+                                  model=self.policy if is_sharded(self.policy) else None,
+                                  prompt_keys=[prompt_key(item.prompt.id) for item in items])
         t1 = time.perf_counter()
         judge = self._judge()
         scored = [ScoredEpisode(item, ep, episode_reward(RewardInput(ep, item.prompt, video=item.video, judge=judge),
@@ -221,8 +224,7 @@ class GRPOModule(PolicyModule):
         """Sample G episodes per prompt, score them, encode the ones that have tokens."""
         g = self.rollout_spec.group_size
         scored, rollout_s, reward_s = self._play(items, group_size=g, step=self.global_step,
-                                                 config=self.rollout_spec.agent_config(),
-                                                 first_prompt=self.global_rank * len(items))
+                                                 config=self.rollout_spec.agent_config())
         rewards = torch.tensor([s.reward.total for s in scored])
         advantages = group_advantages(rewards, g, scale_by_std=self.loss_spec.scale_by_std)
         keep = [i for i, s in enumerate(scored) if s.episode.steps]
@@ -330,8 +332,10 @@ class GRPOModule(PolicyModule):
         self._val_scored: list[ScoredEpisode] = []
 
     def validation_step(self, batch: list[RlItem], batch_idx: int) -> None:
-        """One episode per held-out prompt at `val_temperature` (greedy: what evaluation runs)."""
-        scored, _, _ = self._play(batch, group_size=1, step=batch_idx,
+        """One episode per held-out prompt at `val_temperature` (greedy: what evaluation runs).
+        Sampled ones use the same random streams at every validation (step `VAL_STEP`), so
+        successive points of the curve differ by the policy, not by the draw."""
+        scored, _, _ = self._play(batch, group_size=1, step=VAL_STEP,
                                   config=self.rollout_spec.agent_config(temperature=self.rollout_spec.val_temperature))
         self._val_scored.extend(scored)
 

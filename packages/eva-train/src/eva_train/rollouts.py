@@ -12,6 +12,7 @@ turns it into a training sequence.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -40,10 +41,16 @@ class RolloutGroup:
             raise ValueError("a rollout group needs at least one episode")
 
 
+def prompt_key(prompt_id: str) -> int:
+    """A prompt's integer name in sample keys: CRC-32 of its id (ids are unique within a data set)."""
+    return zlib.crc32(prompt_id.encode("utf-8"))
+
+
 def collect_rollouts(engine: RolloutEngine, prompts: Sequence[Task], *, group_size: int, step: int,
-                     config: AgentConfig, model: nn.Module | None = None, first_prompt: int = 0
-                     ) -> list[RolloutGroup]:
-    """Sample `group_size` episodes of every prompt, all in one batch.
+                     config: AgentConfig, model: nn.Module | None = None,
+                     prompt_keys: Sequence[int] | None = None) -> list[RolloutGroup]:
+    """Sample `group_size` episodes of every prompt, all in one batch; sample g of a prompt with
+    key k runs under sample key (step, k, g).
 
     Args:
         engine: the rollout engine (weights synced with `engine.sync_weights` after each update).
@@ -53,17 +60,20 @@ def collect_rollouts(engine: RolloutEngine, prompts: Sequence[Task], *, group_si
         config: the agent loop's settings; sampling needs `generation.temperature > 0` and a seed
             for reproducible samples.
         model: the engine's module when it may be FSDP2-sharded (gathered for the rollouts).
-        first_prompt: the global index of `prompts[0]` in the step (data-parallel ranks hold
-            consecutive slices of the step's prompts): sample keys are global, so a prompt is
-            sampled alike whichever rank holds it.
+        prompt_keys: one integer per prompt naming it in sample keys (default: its index in
+            `prompts`); training passes `prompt_key(prompt id)`, so a prompt is sampled alike
+            whichever rank or position of the step holds it.
 
     Returns:
         One group per prompt, in order.
     """
     if group_size < 1:
         raise ValueError(f"group_size must be at least 1, got {group_size}")
-    tasks = [replace(task, episode_id=f"s{step}p{first_prompt + p}g{g}", sample_key=(step, first_prompt + p, g))
-             for p, task in enumerate(prompts) for g in range(group_size)]
+    keys = list(range(len(prompts))) if prompt_keys is None else [int(k) for k in prompt_keys]
+    if len(keys) != len(prompts):
+        raise ValueError(f"{len(keys)} prompt keys for {len(prompts)} prompts")
+    tasks = [replace(task, episode_id=f"s{step}p{key}g{g}", sample_key=(step, key, g))
+             for key, task in zip(keys, prompts, strict=True) for g in range(group_size)]
     if model is None:
         episodes = run_episodes(engine, tasks, config)
     else:
