@@ -118,3 +118,37 @@ def test_a_rollout_trains_exactly_the_sampled_replies(rl_folder, tiny_model_dir,
         assert int((ids[trained] == tokenizer.convert_tokens_to_ids("<|image_pad|>")).sum()) == 0
         # the appended call is text the wrapper added after sampling: neither sampled nor trained
         assert all("frame_select" not in tokenizer.decode(r) for r in runs)
+
+
+def test_a_blank_image_row_changes_nothing_for_the_other_rows(rl_folder, tiny_model_dir, one_torch_thread):
+    """The row FSDP2 ranks add to a micro-batch without frames: the vision tower runs, the other
+    rows' log-probabilities and the gradients of their loss are unchanged."""
+    from eva_train.collate import collate
+    from eva_train.episode_encoding import blank_image_row
+    from eva_train.logprobs import policy_logprobs
+
+    module = GRPOModule(ModelSpec(path=str(tiny_model_dir), dtype="float32"),
+                        rollout=RolloutSpec(group_size=2, max_turns=1, max_new_tokens=6, seed=2))
+    module.configure_model()
+    rollout = module.rollout(load_rl_items(rl_folder)[:1])  # one turn, no call: no frames
+    rows = [e.conversation for e in rollout.encoded]
+    assert all(r.pixel_values is None for r in rows)
+    pad = module.processor.tokenizer.pad_token_id
+    blank = blank_image_row(module.processor)
+    assert int(blank.image_grid_thw.prod()) // 4 == 1 and not blank.trained.any()
+
+    def run(conversations):
+        module.policy.zero_grad(set_to_none=True)
+        batch = collate(conversations, pad_id=pad)
+        logps = policy_logprobs(module.policy, batch)[:len(rows)]
+        logps.sum().backward()
+        grads = {n: p.grad.clone() for n, p in module.policy.named_parameters() if p.grad is not None}
+        return logps.detach(), grads
+
+    plain, plain_grads = run(rows)
+    padded, padded_grads = run([*rows, blank])
+    assert torch.allclose(plain, padded, atol=1e-6)
+    visual = [n for n in padded_grads if ".visual." in f".{n}"]
+    assert visual and not any(".visual." in f".{n}" for n in plain_grads)  # the tower ran, with zero gradient
+    assert all(padded_grads[n].abs().max() == 0 for n in visual)
+    assert all(torch.allclose(plain_grads[n], padded_grads[n], atol=1e-6) for n in plain_grads)

@@ -32,8 +32,9 @@ def test_two_process_grpo_equals_one_process_with_uneven_micro_batches(tmp_path)
     assert fsdp["world_size"] == 2 and single["world_size"] == 1
     assert len(fsdp["steps"]) == len(single["steps"]) == 2
     for a, b in zip(fsdp["steps"], single["steps"], strict=True):
-        # rank 1's long prompt ends before a turn: 2 of its 4 episodes train, rank 0's 4 do (4 micro-batches
-        # on each rank, 2 of rank 1's are fillers); the single process runs 6.
+        # the long prompt ends before a turn: 2 of its rank's 4 episodes train, the other rank's 4 do (4
+        # micro-batches on each rank, 2 of them fillers); the single process runs 6. The NOTOOL episodes show
+        # no frame: the vision tower idles on their rank (idle_vision_term), or the gathers would mismatch.
         assert a["train/micro_batches"] == 4 and b["train/micro_batches"] == 6
         assert a["train/reward_mean"] == pytest.approx(b["train/reward_mean"])
         # the loss is the mean over every sampled token of the step, whichever rank holds the token

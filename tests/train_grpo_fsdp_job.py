@@ -6,9 +6,11 @@
 Both train the tiny model (all weights, frame_select forced into every reply) on the same RL
 folder of 4 prompts, G = 2, for 2 steps: the single process takes the 4 prompts of a step
 itself, rank r of 2 takes prompts 2r and 2r + 1 (sample keys are global, so every episode is
-the same in both jobs). Prompt 3's question is too long for `max_context_tokens`: its episodes
-end before a turn, so rank 1 has 2 episodes to train on and rank 0 has 4; with one episode per
-micro-batch, rank 1 must run 2 filler micro-batches (FSDP2 would hang otherwise). The reward
+the same in both jobs). One question is too long for `max_context_tokens`: its episodes end
+before a turn, so one rank has 2 episodes to train on and the other 4; with one episode per
+micro-batch, the first must run 2 filler micro-batches (FSDP2 would hang otherwise). Another
+question gets no tool call appended: its episodes show no frame, so some micro-batch of one rank
+has no image while the other rank's has (the vision tower must still run: `idle_vision_term`). The reward
 prefers sample 0 of each group. Rank 0 writes the per-step metrics and the final weights'
 checksum to DIR/result.json.
 """
@@ -16,6 +18,7 @@ checksum to DIR/result.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -33,13 +36,30 @@ from eva_train.modeling import ModelSpec  # noqa: E402
 from eva_train.optim import OptimSpec  # noqa: E402
 from eva_train.rl_data import RlPromptDataModule  # noqa: E402
 from eva_train.sharding import ShardingSpec, full_state_dict  # noqa: E402
-from grpo_forced import QUESTION, ForceToolCalls, write_rl_folder  # noqa: E402
+from grpo_forced import QUESTION, ForcedEngine, write_rl_folder  # noqa: E402
 from lightning.pytorch.strategies import ModelParallelStrategy  # noqa: E402
 
 PROMPTS = 4
 MAX_CONTEXT = 160  # the short prompts (~60 tokens) fit, with the forced call's frames; the long one does not
+NO_TOOL = "Answer without looking (NOTOOL). " + QUESTION
 LONG_QUESTION = "Describe every shape you see, one by one, with its colour and position. " * 12 + QUESTION
 METRICS = ("train/loss", "train/reward_mean", "train/trained_tokens", "train/micro_batches", "train/ratio")
+
+
+class ForceSomeToolCalls(L.Callback):
+    """Every reply gets a frame_select call, except the replies to the NOTOOL question."""
+
+    def on_fit_start(self, trainer, module):
+        engine = ForcedEngine(module.engine)
+        generate = engine.generate
+
+        def selective(requests, config):
+            out = generate(requests, config)
+            return [dataclasses.replace(g, text=g.text.removesuffix(engine.suffix)) if "NOTOOL" in str(r.messages)
+                    else g for g, r in zip(out, requests, strict=True)]
+
+        engine.generate = selective
+        module.engine = engine
 
 
 class Record(L.Callback):
@@ -71,7 +91,7 @@ def main() -> None:
     strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1) if fsdp else "auto"
     trainer = L.Trainer(accelerator="cpu", devices=2 if fsdp else 1, strategy=strategy, max_steps=2,
                         logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, default_root_dir=out, callbacks=[record, ForceToolCalls()])
+                        enable_checkpointing=False, default_root_dir=out, callbacks=[record, ForceSomeToolCalls()])
     data = RlPromptDataModule(str(folder), prompts_per_step=PROMPTS // 2 if fsdp else PROMPTS, shuffle_seed=5)
     trainer.fit(module, data)
     state = full_state_dict(module.policy)
@@ -83,7 +103,7 @@ def main() -> None:
 
 
 def write_prompts(folder: Path) -> None:
-    write_rl_folder(folder, [QUESTION, QUESTION, QUESTION, LONG_QUESTION])
+    write_rl_folder(folder, [QUESTION, QUESTION, NO_TOOL, LONG_QUESTION])
 
 
 if __name__ == "__main__":

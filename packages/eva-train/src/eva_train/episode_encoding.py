@@ -111,3 +111,25 @@ def _image_inputs(image_processor, frames: Sequence[Tensor], runs: Sequence[tupl
     if tokens != [end - start for start, end in runs]:
         raise ValueError(f"the frames make {tokens} image tokens, the sampled ids hold {[e - s for s, e in runs]}")
     return pixel_values, grid
+
+
+def blank_image_row(processor) -> EncodedConversation:
+    """A row of one blank image and nothing trained: `<|vision_start|>`, one image token, `<|vision_end|>`.
+
+    Under FSDP2 the vision tower is a set of units of its own, gathered in the model's forward
+    (after the root unit, before the language blocks) and reduced in its backward. A GRPO
+    micro-batch whose episodes never showed a frame (every call derailed) skips the tower,
+    while another rank's micro-batch runs it, and the ranks' collectives no longer match ("Received
+    data size doesn't match expected size"). Appended to such a micro-batch, this row makes the
+    forward and backward run the tower in the same order as on every other rank; it trains
+    nothing and the other rows do not see it, so the loss and gradients are unchanged.
+    """
+    image_processor = processor.image_processor
+    side = image_processor.patch_size * image_processor.merge_size  # one merged patch: 1 token
+    pixel_values, grid = pixel_values_for(image_processor, [torch.zeros(3, side, side, dtype=torch.uint8)])
+    tokenizer = processor.tokenizer
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in ("<|vision_start|>", processor.image_token, "<|vision_end|>")]
+    input_ids = torch.tensor(ids, dtype=torch.long)
+    return EncodedConversation(input_ids=input_ids, trained=torch.zeros(3, dtype=torch.bool),
+                               mm_token_type_ids=torch.tensor([0, 1, 0], dtype=torch.int32), pixel_values=pixel_values,
+                               image_grid_thw=grid, image_spans=[(0, 3)], sample_id="blank-image")

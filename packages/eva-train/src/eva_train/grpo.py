@@ -43,7 +43,7 @@ from eva_train.advantages import group_advantages
 from eva_train.base import PolicyModule
 from eva_train.collate import collate
 from eva_train.distributed import all_gather_rows
-from eva_train.episode_encoding import EncodedEpisode, encode_episode
+from eva_train.episode_encoding import EncodedEpisode, blank_image_row, encode_episode
 from eva_train.logprobs import policy_logprobs
 from eva_train.losses import grpo_loss
 from eva_train.modeling import LoraSpec, ModelSpec
@@ -175,6 +175,7 @@ class GRPOModule(PolicyModule):
         self.processor = None
         self.engine: TransformersPolicy | None = None
         self.last_rollout: StepRollout | None = None  # the latest training step's, for callbacks
+        self._blank_row = None  # built on the first sharded step (`blank_image_row`)
 
     def configure_model(self) -> None:
         super().configure_model()
@@ -256,7 +257,9 @@ class GRPOModule(PolicyModule):
         world size, since data parallelism averages the ranks' gradients), so the step's loss is
         the mean over every sampled token whatever rank holds it. Every rank runs the same number
         of micro-batches (FSDP2 gathers and reduces in each forward and backward): a rank with
-        fewer episodes repeats its last micro-batch with weight 0.
+        fewer episodes repeats its last micro-batch with weight 0, and a micro-batch without
+        frames gets a blank-image row that trains nothing (`blank_image_row`), so that the vision
+        tower runs on every rank.
         """
         spec = self.loss_spec
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
@@ -272,21 +275,29 @@ class GRPOModule(PolicyModule):
                       "sequence-mean": sum(c[1] for c in counts) / world,
                       "constant": spec.constant}[spec.aggregation]
         pad_id = self.processor.tokenizer.pad_token_id
+        sharded = is_sharded(self.policy)
+        if sharded and self._blank_row is None:
+            self._blank_row = blank_image_row(self.processor)
         sums: dict[str, float] = {}
         for _ in range(spec.passes):
             for m in range(total_micro):
                 start = min(m, n_micro - 1) * spec.micro_batch_size
                 weight = 1.0 if m < n_micro else 0.0  # lockstep filler: same forward, no gradient
                 rows = rollout.encoded[start:start + spec.micro_batch_size]
-                batch = collate([e.conversation for e in rows], pad_id=pad_id).to(self.device)
-                old = torch.zeros(batch.trained.shape, dtype=torch.float32, device=self.device)
+                conversations = [e.conversation for e in rows]
+                if sharded and all(c.pixel_values is None and c.images is None for c in conversations):
+                    conversations.append(self._blank_row)
+                batch = collate(conversations, pad_id=pad_id).to(self.device)
+                n = len(rows)
+                old = torch.zeros((n, batch.trained.shape[1]), dtype=torch.float32, device=self.device)
                 for b, e in enumerate(rows):
                     old[b, :e.sampled_logprobs.numel()] = e.sampled_logprobs
                 logps = policy_logprobs(self.policy, batch, suppress=self.engine.suppress,
-                                        temperature=self.rollout_spec.temperature)
+                                        temperature=self.rollout_spec.temperature)[:n]
+                ref = self._reference_logps(batch)
                 loss, metrics = grpo_loss(
-                    logps, old, rollout.advantages[start:start + len(rows)].to(self.device), batch.trained,
-                    ref_logps=self._reference_logps(batch), epsilon=spec.epsilon, epsilon_high=spec.epsilon_high,
+                    logps, old, rollout.advantages[start:start + n].to(self.device), batch.trained[:n],
+                    ref_logps=None if ref is None else ref[:n], epsilon=spec.epsilon, epsilon_high=spec.epsilon_high,
                     kl_coef=spec.kl_coef, aggregation=spec.aggregation, normalizer=normalizer)
                 self.manual_backward(loss * weight)
                 if weight:

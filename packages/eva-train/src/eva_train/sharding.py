@@ -202,3 +202,4 @@ def gathered_for_rollouts(model: nn.Module) -> Iterator[nn.Module]:
             for group, info in zip(unit._get_fsdp_state()._fsdp_param_groups, infos, strict=True):
                 group.post_forward_mesh_info = info
             unit.reshard()
+
