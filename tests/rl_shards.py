@@ -29,6 +29,7 @@ def write_rl_shards(root: Path, *, videos: int = 4, per_video: int = 2, max_byte
     """`root/rl`: RL shards with `per_video` prompts on each of `videos` 4 s videos (about 42 kB
     each, so the smallest cap eva-data allows, 40960 bytes, gives each video a shard of its own).
     Returns the RL shard folder."""
+    root.mkdir(parents=True, exist_ok=True)
     samples = []
     for v in range(videos):
         path = write_sample_video(root / f"v{v}.mp4", duration=4.0, fps=10, width=224, height=224, gop=5)
