@@ -179,7 +179,7 @@ data:
 trainer:
   accelerator: cpu
   devices: 1
-  max_steps: 6
+  max_steps: 4
   enable_progress_bar: false
   logger:
     class_path: lightning.pytorch.loggers.CSVLogger
@@ -189,7 +189,7 @@ trainer:
     - class_path: grpo_helpers.PromptLog
       init_args: {{path: {prompts}}}
     - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {{dirpath: {ckpt}, every_n_train_steps: 1, save_last: true}}
+      init_args: {{dirpath: {ckpt}, filename: "{{step}}", every_n_train_steps: 1, save_top_k: -1, save_last: true}}
 """
 
 
@@ -227,9 +227,9 @@ def test_eva_train_fit_killed_with_sigkill_resumes_to_the_same_run(tmp_path, rl_
         lines = (tmp_path / f"{name}-prompts.jsonl").read_text().splitlines()
         return {e["step"]: e["prompts"] for e in map(json.loads, lines)}  # replayed steps overwrite
 
-    assert prompts("killed") == prompts("full") and sorted(prompts("full")) == list(range(6))
+    assert prompts("killed") == prompts("full") and sorted(prompts("full")) == list(range(4))
     full = _rows(tmp_path / "full" / "grpo" / "version_0")
-    assert _rows(tmp_path / "killed" / "grpo" / "version_0") == full and sorted(full) == list(range(6))
+    assert _rows(tmp_path / "killed" / "grpo" / "version_0") == full and sorted(full) == list(range(4))
     weights = [torch.load(tmp_path / n / "ckpt" / "last.ckpt", weights_only=False)["state_dict"]
                for n in ("full", "killed")]
     assert weights[0].keys() == weights[1].keys()

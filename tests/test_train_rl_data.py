@@ -137,6 +137,13 @@ def test_data_module_splits_by_the_trainers_rank_and_stores_its_position(rl_root
     fresh = module()
     fresh.trainer = _trainer(1, 2)
     assert [i.prompt.id for i in next(iter(fresh.train_dataloader()))] == first
+    # held-out prompts: every validation pass serves the same ones, even after a partial pass
+    held_out = RlPromptDataModule(source=RlShardSource(str(rl_root / "rl")), val=RlFolderSource(str(rl_folder)),
+                                  prompts_per_step=2)
+    held_out.trainer = _trainer(0, 1)
+    val = held_out.val_dataloader()
+    full_pass = [[i.prompt.id for i in b] for b in val]
+    assert len(full_pass) == 2 and next(iter(val)) and [[i.prompt.id for i in b] for b in val] == full_pass
     with pytest.raises(ValueError, match="exactly one"):
         RlPromptDataModule(str(rl_folder), source=RlFolderSource(str(rl_folder)))
     assert isinstance(RlPromptDataModule(str(rl_folder), prompts_per_step=2).source, RlFolderSource)

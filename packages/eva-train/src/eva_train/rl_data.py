@@ -163,18 +163,20 @@ class PromptLoader:
         prompts_per_step: prompts a step, on this rank.
         rank, world_size: this process's data-parallel rank and the number of ranks.
         epoch_fn: the trainer's current epoch; a stored position of another epoch is discarded.
-        epoch: the epoch to serve when there is no `epoch_fn` (validation: always 0).
+        resume: continue from `position`; False starts every iteration at epoch 0's first prompt
+            (validation: the same held-out prompts each time).
     """
 
     def __init__(self, source: RlSource, *, prompts_per_step: int, rank: int = 0, world_size: int = 1,
-                 epoch_fn: Callable[[], int] | None = None, epoch: int = 0) -> None:
+                 epoch_fn: Callable[[], int] | None = None, resume: bool = True) -> None:
         if prompts_per_step < 1:
             raise ValueError(f"prompts_per_step must be >= 1, got {prompts_per_step}")
         self.source = source
         self.prompts_per_step = prompts_per_step
         self.rank, self.world_size = rank, world_size
         self.epoch_fn = epoch_fn
-        self.position = PromptPosition(epoch=epoch)
+        self.resume = resume
+        self.position = PromptPosition()
 
     def __len__(self) -> int:
         count = self.source.num_examples(rank=self.rank, world_size=self.world_size)
@@ -183,7 +185,7 @@ class PromptLoader:
         return count // self.prompts_per_step
 
     def __iter__(self) -> Iterator[list[RlItem]]:
-        position = self.position
+        position = self.position if self.resume else PromptPosition()
         if self.epoch_fn is not None and position.epoch != (epoch := int(self.epoch_fn())):
             position = PromptPosition(epoch=epoch)
         total = len(self) * self.prompts_per_step
@@ -258,7 +260,8 @@ class RlPromptDataModule(L.LightningDataModule):
         if self.val_source is None:
             return []
         rank, world = data_parallel_rank(self.trainer)
-        return PromptLoader(self.val_source, prompts_per_step=self.prompts_per_step, rank=rank, world_size=world)
+        return PromptLoader(self.val_source, prompts_per_step=self.prompts_per_step, rank=rank, world_size=world,
+                            resume=False)
 
     def state_dict(self) -> dict[str, Any]:
         """The training loader's position after the last list handed out."""
