@@ -218,3 +218,28 @@ def test_grpo_tiny_recipe_builds_its_module(capsys):
     assert module.automatic_optimization is False and module.reference_spec is None  # kl_coef 0, no judge
     assert module.rollout_spec.group_size == 4 and module.reward_config.name == "choice"
     assert module.loss_spec.epsilon == 0.2 and config["trainer"]["accelerator"] == "cpu"
+
+
+@pytest.mark.parametrize("name", ["grpo-7b-lora.yaml", "grpo-7b-fsdp.yaml"])
+def test_grpo_7b_recipes(name, capsys, monkeypatch, qwen_7b_dir):
+    monkeypatch.setenv("EVA_GRPO_INIT", str(qwen_7b_dir))
+    config = _resolved(CONFIG_DIR / name, capsys)
+    assert config["model"]["init_args"]["model"]["path"] == str(qwen_7b_dir)
+    assert config["data"]["class_path"] == "eva_train.rl_data.RlPromptDataModule"
+    source = config["data"]["init_args"]["source"]
+    assert source["class_path"] == "eva_train.rl_shards.RlShardSource"
+    module = _module(config)
+    strategy = config["trainer"].get("strategy")
+    ranks = strategy["init_args"]["data_parallel_size"] if isinstance(strategy, dict) else 1
+    # EVA paper, RL: G 8, 64 episodes a step (8 prompts x G 8), lr 1e-6, one epoch
+    assert module.rollout_spec.group_size == 8 and module.optim_spec.lr == 1e-6
+    assert config["data"]["init_args"]["prompts_per_step"] * ranks * module.rollout_spec.group_size == 64
+    assert config["trainer"]["max_epochs"] == 1 and config["trainer"].get("gradient_clip_val") is None  # manual optimisation
+    assert module.loss_spec.epsilon == 0.2 and module.reward_config.format_reward == 0.05
+    if ranks > 1:
+        assert source["init_args"]["resample"]  # the same prompt count on every rank
+        assert strategy["init_args"]["data_parallel_size"] == config["trainer"]["devices"] * config["trainer"]["num_nodes"]
+        assert module.lora_spec is None and module.model_spec.dtype == "float32"
+    else:
+        assert module.lora_spec is not None and module.lora_spec.dropout == 0.0  # ratio 1 on the first pass
+        assert config["model"]["init_args"]["reference"]["kind"] == "adapters"

@@ -15,7 +15,7 @@ from eva_train.modeling import ModelSpec
 from eva_train.optim import OptimSpec
 from eva_train.reference import ModelReference, ReferenceSpec
 from eva_train.rl_data import RlPromptDataModule, load_rl_items
-from grpo_forced import QUESTION, ForceToolCalls, write_rl_folder
+from grpo_helpers import QUESTION, ForceToolCalls, write_rl_folder
 
 
 @pytest.fixture(scope="module")

@@ -29,14 +29,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from eva_core.tiny_model import tiny_model_dir  # noqa: E402
-from eva_data import rewards  # noqa: E402
 from eva_data.rewards import RewardConfig  # noqa: E402
 from eva_train.grpo import GRPOLossSpec, GRPOModule, RolloutSpec  # noqa: E402
 from eva_train.modeling import ModelSpec  # noqa: E402
 from eva_train.optim import OptimSpec  # noqa: E402
 from eva_train.rl_data import RlPromptDataModule  # noqa: E402
 from eva_train.sharding import ShardingSpec, full_state_dict  # noqa: E402
-from grpo_forced import QUESTION, ForcedEngine, write_rl_folder  # noqa: E402
+from grpo_helpers import QUESTION, ForcedEngine, write_rl_folder  # noqa: E402  (registers "first_sample")
 from lightning.pytorch.strategies import ModelParallelStrategy  # noqa: E402
 
 PROMPTS = 4
@@ -79,7 +78,6 @@ def main() -> None:
     out = Path(args.out)
     fsdp = args.mode == "fsdp"
     folder = out.parent / "rl"  # written by the test before the jobs start
-    rewards.REWARDS["first_sample"] = lambda x: float(x.episode.episode_id.endswith("g0"))
 
     module = GRPOModule(ModelSpec(path=str(tiny_model_dir()), dtype="float32"),
                         optim=OptimSpec(lr=1e-3, warmup_ratio=0.0, schedule="constant"),

@@ -21,6 +21,11 @@ Held-out prompts (the data module's validation set) are played once each at `val
 (greedy by default, as evaluation runs) and logged as `val/reward_mean`, `val/accuracy`, ...:
 the learning curve. Under FSDP2 every rank plays its own prompts with the weights gathered,
 the micro-batch counts are made equal across ranks, and metrics are the ranks' means.
+
+Around the module: prompts from folders or eva-data shards with a resumable position
+(`eva_train.rl_data`, `eva_train.rl_shards`), episode dumps in eva-eval's run format
+(`eva_train.episode_dump`), and data-enhanced multi-stage training (`eva_train.stages`,
+`eva_train.failures`).
 """
 
 from __future__ import annotations

@@ -33,9 +33,12 @@ import tarfile
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eva_train.sources import ChatSample
+
+if TYPE_CHECKING:
+    from eva_data.shards.sample import ShardSample
 
 SFT_KIND = "sft"
 KINDS = ("sft", "kto")  # trajectory records; "rl" prompts are not conversations
@@ -68,15 +71,85 @@ def count_labels(urls: Sequence[str]) -> tuple[int, int]:
     return sum(labels), len(labels) - sum(labels)
 
 
-class ShardSource:
-    """The trajectory records of one kind in eva-data shards, as conversations.
+class ShardRecords:
+    """The records of one kind in eva-data shards, streamed for one rank with a resumable state.
+
+    What `ShardSource` (training conversations) and `eva_train.rl_shards.RlShardSource` (RL
+    prompts) share: the epoch length per rank (module doc) and the walk over each video's records
+    with the state after every record.
 
     Args:
         shards: a shard folder (with eva-data's `index.json`), a brace pattern or a list of URLs.
+        kind: the records' `kind` ("sft", "kto", "rl").
         seed: seeds shard order, resampling and the shuffle buffer.
         buffer_size: eva-data's shuffle buffer, in videos (0: read order).
         resample: draw shards with replacement (needed with several ranks); see the module doc.
-        examples_per_rank: conversations per rank per epoch; default from the record count.
+        examples_per_rank: records per rank per epoch; default from the record count.
+    """
+
+    def __init__(self, shards: str | list[str], *, kind: str, seed: int = 0, buffer_size: int = 0,
+                 resample: bool = False, examples_per_rank: int | None = None) -> None:
+        self.kind = kind
+        self.shards = shards
+        self.seed = seed
+        self.buffer_size = buffer_size
+        self.resample = resample
+        self.examples_per_rank = examples_per_rank
+
+    @cached_property
+    def urls(self) -> list[str]:
+        from eva_data.shards.stream import list_shards
+
+        return list_shards(self.shards)
+
+    @cached_property
+    def total_records(self) -> int:
+        return count_records(self.urls, self.kind)
+
+    def num_examples(self, *, rank: int, world_size: int) -> int:
+        if self.examples_per_rank is not None:
+            return self.examples_per_rank
+        if not self.resample and world_size > 1:
+            raise ShardSourceError("exact epochs give ranks unequal counts: set resample: true with several ranks")
+        if self.total_records == 0:
+            raise ShardSourceError(f"no {self.kind} records in {self.shards}")
+        return math.ceil(self.total_records / world_size) if self.resample else self.total_records
+
+    def _stream(self, epoch: int, rank: int, world_size: int):
+        from eva_data.shards.stream import ShardStream
+
+        stream = ShardStream(self.urls, rank=rank, world_size=world_size, seed=self.seed,
+                             buffer_size=self.buffer_size, resample=self.resample,
+                             samples_per_rank=2**62 if self.resample else None,  # the caller counts records
+                             worker=0, num_workers=1)
+        stream.set_epoch(epoch)
+        return stream
+
+    def records(self, *, epoch: int, rank: int, world_size: int, state: dict[str, Any] | None = None
+                ) -> Iterator[tuple[ShardSample, dict[str, Any], dict[str, Any]]]:
+        """(sample, record, state after it) for this rank's records of `kind` in `epoch`, from `state` on.
+
+        A state is eva-data's stream position before a video plus how many of its records were
+        already used (after a video's last record: the position after that video)."""
+        stream = self._stream(epoch, rank, world_size)
+        before = None if state is None else state["stream"]
+        skip = 0 if state is None else int(state["skip"])
+        if before is not None:
+            stream.load_state_dict(before)
+        for sample in stream:
+            records = [r for r in sample.trajectories if r.get("kind", SFT_KIND) == self.kind]
+            after = {"epoch": epoch, "positions": {"0": sample.position.to_dict()}}
+            for j in range(skip, len(records)):
+                last = j + 1 == len(records)
+                yield sample, records[j], ({"stream": after, "skip": 0} if last else {"stream": before, "skip": j + 1})
+            before, skip = after, 0
+
+
+class ShardSource(ShardRecords):
+    """The trajectory records of one kind in eva-data shards, as conversations.
+
+    Args:
+        shards, seed, buffer_size, resample, examples_per_rank: as `ShardRecords`.
         synthesize: when `shards` is a folder that does not exist yet, build it first with
             `eva-data synth` using these arguments (for example `["--n", "12", "--seed", "0",
             "--difficulty", "easy"]`); the data is eva-data's oracle trajectories (and, for
@@ -89,12 +162,8 @@ class ShardSource:
                  kind: str = SFT_KIND) -> None:
         if kind not in KINDS:
             raise ShardSourceError(f"kind must be one of {KINDS}, got {kind!r}")
-        self.kind = kind
-        self.shards = shards
-        self.seed = seed
-        self.buffer_size = buffer_size
-        self.resample = resample
-        self.examples_per_rank = examples_per_rank
+        super().__init__(shards, kind=kind, seed=seed, buffer_size=buffer_size, resample=resample,
+                         examples_per_rank=examples_per_rank)
         self.synthesize = synthesize
 
     def prepare(self) -> None:
@@ -112,58 +181,18 @@ class ShardSource:
         if code != 0 or not any(folder.glob("*.tar")):
             raise ShardSourceError(f"eva-data synth {' '.join(self.synthesize)} failed (exit {code})")
 
-    @cached_property
-    def urls(self) -> list[str]:
-        from eva_data.shards.stream import list_shards
-
-        return list_shards(self.shards)
-
-    @cached_property
-    def total_records(self) -> int:
-        return count_records(self.urls, self.kind)
-
     def label_counts(self) -> tuple[int, int]:
         """(desirable, undesirable) records, for kind "kto" (`count_labels`)."""
         if self.kind != "kto":
             raise ShardSourceError(f"a {self.kind!r} source has no labels")
         return count_labels(self.urls)
 
-    def num_examples(self, *, rank: int, world_size: int) -> int:
-        if self.examples_per_rank is not None:
-            return self.examples_per_rank
-        if not self.resample and world_size > 1:
-            raise ShardSourceError("exact epochs give ranks unequal counts: set resample: true with several ranks")
-        if self.total_records == 0:
-            raise ShardSourceError(f"no {self.kind} records in {self.shards}")
-        return math.ceil(self.total_records / world_size) if self.resample else self.total_records
-
-    def _stream(self, epoch: int, rank: int, world_size: int):
-        from eva_data.shards.stream import ShardStream
-
-        stream = ShardStream(self.urls, rank=rank, world_size=world_size, seed=self.seed,
-                             buffer_size=self.buffer_size, resample=self.resample,
-                             samples_per_rank=2**62 if self.resample else None,  # the caller counts conversations
-                             worker=0, num_workers=1)
-        stream.set_epoch(epoch)
-        return stream
-
     def examples(self, *, epoch: int, rank: int, world_size: int,
                  state: dict[str, Any] | None = None) -> Iterator[tuple[ChatSample, dict[str, Any]]]:
         from eva_data.records.convert import training_conversation
         from eva_data.records.records import record_from_dict
 
-        stream = self._stream(epoch, rank, world_size)
-        before = None if state is None else state["stream"]
-        skip = 0 if state is None else int(state["skip"])
-        if before is not None:
-            stream.load_state_dict(before)
-        for sample in stream:
-            records = [r for r in sample.trajectories if r.get("kind", SFT_KIND) == self.kind]
-            after = {"epoch": epoch, "positions": {"0": sample.position.to_dict()}}
-            for j in range(skip, len(records)):
-                conversation = training_conversation(record_from_dict({"kind": SFT_KIND} | records[j]), sample.video)
-                chat = ChatSample(messages=conversation.messages, trained_turns=conversation.trained_turns,
-                                  sample_id=conversation.sample_id, meta=conversation.meta)
-                last = j + 1 == len(records)
-                yield chat, ({"stream": after, "skip": 0} if last else {"stream": before, "skip": j + 1})
-            before, skip = after, 0
+        for sample, record, after in self.records(epoch=epoch, rank=rank, world_size=world_size, state=state):
+            conversation = training_conversation(record_from_dict({"kind": SFT_KIND} | record), sample.video)
+            yield ChatSample(messages=conversation.messages, trained_turns=conversation.trained_turns,
+                             sample_id=conversation.sample_id, meta=conversation.meta), after
