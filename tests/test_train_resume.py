@@ -48,7 +48,7 @@ def shards(tmp_path_factory):
 
 
 def _config(tmp_path: Path, name: str, shards: Path, tiny_model_dir: Path, *, val: bool = False,
-            max_steps: int = -1, every: int = 1) -> Path:
+            max_steps: int = -1, every: int = 1, buffer_size: int = 0) -> Path:
     path = tmp_path / f"{name}.yaml"
     val_source = f"""
     val:
@@ -67,7 +67,7 @@ data:
     processor_path: ${{model.init_args.model.path}}
     train:
       class_path: eva_train.shard_source.ShardSource
-      init_args: {{shards: {shards}}}{val_source}
+      init_args: {{shards: {shards}, buffer_size: {buffer_size}}}{val_source}
     batch_size: 1
     window_batches: 2
     num_workers: 1
@@ -184,6 +184,18 @@ def test_resume_equals_uninterrupted(tmp_path, shards, tiny_model_dir, uninterru
     cli = fit_cli(["fit", "--config", str(_config(tmp_path, "resumed", shards, tiny_model_dir)),
                    "--ckpt_path", str(ckpt)])
     _check_resumed(cli, tmp_path / "resumed" / "last.ckpt", full_dir, full_losses, _losses(cli), step)
+
+
+def test_resume_through_a_shuffle_buffer_equals_uninterrupted(tmp_path, shards, tiny_model_dir):
+    """The shipped recipe shuffles through eva-data's buffer (`buffer_size: 64`): a resume restores
+    the buffered videos from the position and reads the same batches (here 3 of the 2 videos'
+    samples are buffered; the step-3 checkpoint is mid-window, in the first epoch)."""
+    full = fit_cli(["fit", "--config", str(_config(tmp_path, "full", shards, tiny_model_dir, buffer_size=3))])
+    full_losses = _losses(full)
+    ckpt = tmp_path / "full" / "step=3.ckpt"
+    cli = fit_cli(["fit", "--config", str(_config(tmp_path, "resumed", shards, tiny_model_dir, buffer_size=3)),
+                   "--ckpt_path", str(ckpt)])
+    _check_resumed(cli, tmp_path / "resumed" / "last.ckpt", tmp_path / "full", full_losses, _losses(cli), 3)
 
 
 def test_validate_and_export_from_the_command_line(tmp_path, shards, tiny_model_dir, uninterrupted):
