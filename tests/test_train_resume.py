@@ -188,8 +188,8 @@ def test_resume_equals_uninterrupted(tmp_path, shards, tiny_model_dir, uninterru
 
 def test_resume_through_a_shuffle_buffer_equals_uninterrupted(tmp_path, shards, tiny_model_dir):
     """The shipped recipe shuffles through eva-data's buffer (`buffer_size: 64`): a resume restores
-    the buffered videos from the position and reads the same batches (here 3 of the 2 videos'
-    samples are buffered; the step-3 checkpoint is mid-window, in the first epoch)."""
+    the buffered videos from the position and reads the same batches (a buffer of 3 holds both
+    videos here; the step-3 checkpoint is mid-window, in the first epoch)."""
     full = fit_cli(["fit", "--config", str(_config(tmp_path, "full", shards, tiny_model_dir, buffer_size=3))])
     full_losses = _losses(full)
     ckpt = tmp_path / "full" / "step=3.ckpt"
