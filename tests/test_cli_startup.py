@@ -30,8 +30,22 @@ def _help(module: str, function: str, argv: list[str]) -> tuple[str, list[str]]:
     ("eva_train.cli", "main", ["export", "--help"], "--adapter-only"),
     ("eva_core.cli", "frames_main", ["--help"], "--budget"),
     ("eva_data.cli", "main", ["synth", "--help"], "--difficulty"),
+    ("eva_core.cli", "agent_main", ["--help"], "--max-new-tokens"),
 ])
 def test_help_imports_no_heavy_library(module, function, argv, expect):
     text, heavy = _help(module, function, argv)
     assert expect in text
     assert heavy == []
+
+
+def test_agent_help_states_the_agent_config_defaults():
+    """`eva-agent --help` writes AgentConfig's defaults out (it cannot import them without torch)."""
+    from eva_core.agent import AgentConfig
+
+    text, _ = _help("eva_core.cli", "agent_main", ["--help"])
+    text = " ".join(text.split())
+    config = AgentConfig()
+    for option, value in [("--max-turns", config.max_turns), ("--budget", config.budget), ("--maxp", config.maxp),
+                          ("--max-new-tokens", config.generation.max_new_tokens)]:
+        assert f"the protocol's, {value})" in text.split(option, 2)[-1].split("--", 1)[0], option
+    assert config.generation.temperature == 0.0 and "default 0: greedy" in text
