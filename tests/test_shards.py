@@ -280,6 +280,30 @@ def test_an_overwritten_member_header_costs_its_sample_only_and_is_counted(tmp_p
     assert "unreadable bytes" in caplog.text and "s05" in caplog.text
 
 
+def test_garbage_inside_a_video_is_a_counted_skip(tmp_path, caplog):
+    """Overwritten frame data leaves the MP4 container readable: opening alone passed it (issue 17).
+    The default check decodes the first frame; "all_frames" decodes every frame."""
+    video = write_sample_video(None, duration=4.0, fps=8, width=64, height=48, gop=8)  # 32 frames, mdat first
+    mdat = video.find(b"mdat") + 4
+    middle, first = bytearray(video), bytearray(video)
+    middle[len(video) // 2:len(video) // 2 + 400] = b"\xa5" * 400  # inside the frames of the second second
+    first[mdat:mdat + 400] = b"\xa5" * 400  # inside the first frame
+    meta = json.dumps({"items": []}).encode()
+    (tmp_path / "a.tar").write_bytes(_tar({"first": {"mp4": bytes(first), "json": meta},
+                                           "middle": {"mp4": bytes(middle), "json": meta}, "ok": {"mp4": video, "json": meta}}))
+    seen = {}
+    for check in (True, "all_frames"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            stream = ShardStream(tmp_path, shuffle_shards=False, validate_video=check)
+            seen[check] = [s.key for s in stream]
+        assert len(seen[check]) + stream.last_position.skipped_samples == 3  # every sample accounted for
+        assert "skipped corrupt sample" in caplog.text and "corrupt_video" in caplog.text and "(first)" in caplog.text
+    assert seen == {True: ["middle", "ok"], "all_frames": ["ok"]}
+    with pytest.raises(ValueError, match="validate_video must be one of"):
+        ShardStream(tmp_path, validate_video="some")
+
+
 def test_resampling_over_only_broken_shards_fails_clearly(tmp_path):
     (tmp_path / "x.tar").write_bytes(b"garbage" * 100)
     stream = ShardStream(tmp_path, resample=True, samples_per_rank=3, max_failures=5)

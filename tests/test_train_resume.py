@@ -14,6 +14,7 @@ step's loss, each equal to the uninterrupted run's. Other resumes start at the e
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import signal
 import subprocess
@@ -48,7 +49,7 @@ def shards(tmp_path_factory):
 
 
 def _config(tmp_path: Path, name: str, shards: Path, tiny_model_dir: Path, *, val: bool = False,
-            max_steps: int = -1, every: int = 1) -> Path:
+            max_steps: int = -1, every: int = 1, buffer_size: int = 0) -> Path:
     path = tmp_path / f"{name}.yaml"
     val_source = f"""
     val:
@@ -67,7 +68,7 @@ data:
     processor_path: ${{model.init_args.model.path}}
     train:
       class_path: eva_train.shard_source.ShardSource
-      init_args: {{shards: {shards}}}{val_source}
+      init_args: {{shards: {shards}, buffer_size: {buffer_size}}}{val_source}
     batch_size: 1
     window_batches: 2
     num_workers: 1
@@ -186,6 +187,18 @@ def test_resume_equals_uninterrupted(tmp_path, shards, tiny_model_dir, uninterru
     _check_resumed(cli, tmp_path / "resumed" / "last.ckpt", full_dir, full_losses, _losses(cli), step)
 
 
+def test_resume_through_a_shuffle_buffer_equals_uninterrupted(tmp_path, shards, tiny_model_dir):
+    """The shipped recipe shuffles through eva-data's buffer (`buffer_size: 64`): a resume restores
+    the buffered videos from the position and reads the same batches (a buffer of 3 holds both
+    videos here; the step-3 checkpoint is mid-window, in the first epoch)."""
+    full = fit_cli(["fit", "--config", str(_config(tmp_path, "full", shards, tiny_model_dir, buffer_size=3))])
+    full_losses = _losses(full)
+    ckpt = tmp_path / "full" / "step=3.ckpt"
+    cli = fit_cli(["fit", "--config", str(_config(tmp_path, "resumed", shards, tiny_model_dir, buffer_size=3)),
+                   "--ckpt_path", str(ckpt)])
+    _check_resumed(cli, tmp_path / "resumed" / "last.ckpt", tmp_path / "full", full_losses, _losses(cli), 3)
+
+
 def test_validate_and_export_from_the_command_line(tmp_path, shards, tiny_model_dir, uninterrupted):
     from eva_train.cli import main
     from transformers import AutoModelForImageTextToText
@@ -219,12 +232,21 @@ def test_last_checkpoint_holds_the_final_step(tmp_path, shards, tiny_model_dir):
     assert sorted(p.name for p in (tmp_path / "final").glob("step=*.ckpt")) == ["step=3.ckpt"]
 
 
+def _source_digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(root.glob("packages/*/src/**/*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 @pytest.mark.slow
 def test_the_shipped_tiny_recipe_resumes_exactly_after_sigkill(tmp_path):
     """README's command, data workers and validation included: `eva-train fit --config
     configs/sft-tiny.yaml`, killed with SIGKILL after its first checkpoint, resumed with
     `--ckpt_path .../last.ckpt`; one log folder, every loss and the final weights as uninterrupted."""
-    recipe = str(Path(__file__).resolve().parents[1] / "configs" / "sft-tiny.yaml")
+    root = Path(__file__).resolve().parents[1]
+    recipe = str(root / "configs" / "sft-tiny.yaml")
+    source = _source_digest(root)  # the runs import the tree as it is when each starts
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE")} | {"OMP_NUM_THREADS": "1"}
     fit = [sys.executable, "-m", "eva_train.cli", "fit", "--config", recipe]
     full, cut = tmp_path / "full", tmp_path / "cut"
@@ -249,6 +271,10 @@ def test_the_shipped_tiny_recipe_resumes_exactly_after_sigkill(tmp_path):
         ckpt = torch.load(versions[0] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         return losses, ckpt["state_dict"], ckpt["global_step"]
 
+    # One failure of this test (issue 17: step 12, before the kill, 4.704357 vs 4.704790) did not
+    # recur: three fresh runs of the recipe agree to the bit through step 16, 4.704357 at step 12.
+    # Source edited during the 14 minutes is one way to get it, so that is ruled out first.
+    assert _source_digest(root) == source, "the packages' source changed while the runs ran: run the test again"
     full_losses, full_weights, full_steps = run_log(full)
     cut_losses, cut_weights, cut_steps = run_log(cut)
     assert 0 < step < full_steps == cut_steps

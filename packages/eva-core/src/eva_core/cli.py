@@ -131,30 +131,33 @@ def _print_step(turn: int, step) -> None:
 
 
 def agent_main(argv: list[str] | None = None) -> int:
-    from eva_core.agent import AgentConfig, run_episode
-    from eva_core.policy import GenerationConfig
-    from eva_core.protocol import PromptError
-
     parser = argparse.ArgumentParser(prog="eva-agent", description="Answer a question about a video with the EVA agent.")
     parser.add_argument("--video", required=True, help="video file")
     parser.add_argument("--question", required=True, help="the question (options included)")
     parser.add_argument("--model", required=True, help="checkpoint folder, or the URL of an OpenAI-compatible server")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the episode record here")
-    defaults = AgentConfig()
-    parser.add_argument("--max-turns", type=int, default=defaults.max_turns)
-    parser.add_argument("--budget", type=int, default=defaults.budget, help="visual tokens per tool call")
-    parser.add_argument("--maxp", type=int, default=defaults.maxp)
-    parser.add_argument("--max-new-tokens", type=int, default=defaults.generation.max_new_tokens)
-    parser.add_argument("--temperature", type=float, default=defaults.generation.temperature,
-                        help="0: greedy (the protocol's)")
-    parser.add_argument("--backend", choices=["auto", "torchcodec", "pyav"], default=defaults.decode_backend,
-                        help="video decoding")
+    # Unset options take `AgentConfig`'s defaults (the protocol's), read after parsing: its module
+    # imports torch, and `--help` answers without it.
+    parser.add_argument("--max-turns", type=int, help="assistant turns (default: the protocol's, 6)")
+    parser.add_argument("--budget", type=int, help="visual tokens per tool call (default: the protocol's, 12000)")
+    parser.add_argument("--maxp", type=int, help="short-side cap when over budget (default: the protocol's, 720)")
+    parser.add_argument("--max-new-tokens", type=int, help="per turn (default: the protocol's, 2048)")
+    parser.add_argument("--temperature", type=float, help="default 0: greedy (the protocol's)")
+    parser.add_argument("--backend", choices=["auto", "torchcodec", "pyav"], default="auto", help="video decoding")
     args = parser.parse_args(argv)
 
+    from eva_core.agent import AgentConfig, run_episode
+    from eva_core.policy import GenerationConfig
+    from eva_core.protocol import PromptError
+
+    def given(**options):
+        return {k: v for k, v in options.items() if v is not None}
+
     try:
-        config = AgentConfig(max_turns=args.max_turns, budget=args.budget, maxp=args.maxp, decode_backend=args.backend,
-                             generation=GenerationConfig(max_new_tokens=args.max_new_tokens,
-                                                         temperature=args.temperature))
+        config = AgentConfig(**given(max_turns=args.max_turns, budget=args.budget, maxp=args.maxp),
+                             decode_backend=args.backend,
+                             generation=GenerationConfig(**given(max_new_tokens=args.max_new_tokens,
+                                                                 temperature=args.temperature)))
     except ValueError as error:
         parser.error(str(error))
     from eva_core.reader import probe

@@ -99,6 +99,16 @@ def resolve_backend(backend: Backend) -> Literal["torchcodec", "pyav"]:
     return "pyav"
 
 
+def preload(backend: Backend = "auto") -> Literal["torchcodec", "pyav"]:
+    """Import the decoding library now and return the backend it resolves to.
+
+    The first video a process opens otherwise pays torchcodec's import (its FFmpeg ops pull in
+    `torch._dynamo`: 7-10 s measured, issue 17) inside whatever is being timed; evaluation runs
+    call this before their first item. Safe from several threads (the import lock serialises them).
+    """
+    return resolve_backend(backend)
+
+
 def open_decoder(source: LoadedSource, backend: Backend = "auto") -> Decoder:
     """Open one decoder on a loaded source.
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from pathlib import Path
 
 from eva_core.agent import AgentConfig
@@ -40,6 +41,10 @@ from eva_eval.uniform import UniformConfig
 
 def load_model(model: str, *, concurrency: int | None = None) -> Policy:
     """A policy for `--model`: `scripted:FILE`, or whatever `eva_core.backends.load_policy` takes."""
+    from eva_core.decoders import preload
+
+    # The decoder's import (7-10 s for torchcodec) overlaps the model's load; `run_items` waits for it.
+    threading.Thread(target=preload, name="eva-preload-decoder", daemon=True).start()
     if model.startswith("scripted:"):
         from eva_core.scripted import ScriptedPolicy
 

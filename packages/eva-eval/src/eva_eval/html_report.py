@@ -133,13 +133,17 @@ def _run_section(k: int, run: Run, summary) -> str:
 def render_report(runs: Sequence[Run], *, max_items: int = 200, thumb_items: int = 40) -> str:
     """The whole page as a string."""
     rows = summary_rows(runs)
-    head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS) + "<th>headline</th>"
+    # A benchmark scored by another metric than accuracy (ELV-Halluc's SAH) has it in `headline`;
+    # the column exists only when a run has one (it was always there, and empty otherwise).
+    own_metric = any(row.headline for row, _ in rows)
+    head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS) + ("<th>benchmark metric</th>" if own_metric else "")
     body_rows = []
     for row, _ in rows:
         cells = row_cells(row)
         tds = "".join(f'<td class="{"paper" if COLUMNS[i] == "paper" or COLUMNS[i] == "paper %" else ""}">'
                       f"{escape(c)}</td>" for i, c in enumerate(cells))
-        body_rows.append(f"<tr>{tds}<td>{escape(row.headline)}</td></tr>")
+        metric = f"<td>{escape(row.headline)}</td>" if own_metric else ""
+        body_rows.append(f"<tr>{tds}{metric}</tr>")
     points = [PlotPoint(label=run.path.name, mode=row.mode, visual_tokens=row.visual_tokens, accuracy=row.accuracy)
               for run, (row, _) in zip(runs, rows, strict=True)]
     sections = "".join(_run_section(k, run, s) for k, (run, (_, s)) in enumerate(zip(runs, rows, strict=True)))

@@ -27,11 +27,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from eva_core.agent import AgentConfig, Task, run_episodes
+from eva_core.decoders import preload
 from eva_core.policy import Generation, GenerationConfig, GenerationRequest, Policy
-from tqdm import tqdm
 
 from eva_eval.items import BenchmarkItem
 from eva_eval.outcomes import agent_views, error_record, record_from_episode, uniform_views
+from eva_eval.progress import ItemProgress
 from eva_eval.results import ResultRecord, ResultStore
 from eva_eval.uniform import UniformConfig, run_uniform
 
@@ -56,7 +57,7 @@ class RunSettings:
         workers: batches in flight at once.
         agent: the loop's settings (protocol defaults).
         uniform: the baseline's settings.
-        progress: show a progress bar (stderr).
+        progress: show progress on stderr (a bar on a terminal, plain lines otherwise: `progress`).
         max_failed_batches: consecutive backend failures before the run stops.
     """
 
@@ -170,25 +171,22 @@ def run_items(policy: Policy, items: Sequence[BenchmarkItem], store: ResultStore
     Raises:
         RunAborted: `max_failed_batches` batches in a row failed in the backend.
     """
+    # The decoder's import (7-10 s for torchcodec) happens here, not in the first item's tool time.
+    preload(settings.agent.decode_backend if settings.mode == "agent" else "auto")
     started = time.perf_counter()
     stats = RunStats(skipped=sum(item.id in store for item in items))
     todo = [item for item in items if item.id not in store]
     in_scope = {item.id for item in items}
     if not concurrent_safe(policy):
         policy = _SerialPolicy(policy)
-    correct = sum(r.correct for i, r in store.records.items() if i in in_scope)
-    bar = tqdm(total=len(items), initial=stats.skipped, desc=f"{settings.mode}", unit="item",
-               disable=not settings.progress, dynamic_ncols=True)
+    progress = ItemProgress(mode=settings.mode, total=len(items), done=stats.skipped, enabled=settings.progress,
+                            correct=sum(r.correct for i, r in store.records.items() if i in in_scope))
 
     def write(record: ResultRecord) -> None:
-        nonlocal correct
         store.append(record)
         stats.ran += 1
         stats.errors += record.status == "error"
-        correct += record.correct
-        bar.update(1)
-        done = stats.ran + stats.skipped
-        bar.set_postfix(acc=f"{100.0 * correct / done:.1f}%", errors=stats.errors, refresh=False)
+        progress.update(correct=record.correct, error=record.status == "error")
         if on_record is not None:
             on_record(record)
 
@@ -226,6 +224,6 @@ def run_items(policy: Policy, items: Sequence[BenchmarkItem], store: ResultStore
         for future in pending:
             future.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
-        bar.close()
+        progress.close()
         stats.seconds = time.perf_counter() - started
     return stats

@@ -84,34 +84,61 @@ def _mmss(seconds: float) -> str:
     return f"{s // 60:02d}:{s % 60:02d}"
 
 
+THUMB_WIDTH = 112  # px on the page: readable, and 6 side by side fill the 760 px timeline
+THUMB_GAP = 4
+
+
+def spread(wanted: Sequence[float], *, size: float, gap: float, low: float, high: float) -> list[float]:
+    """Left edges for boxes of `size` as near their `wanted` left edges as they can be, in the
+    same order, never overlapping (at least `gap` apart) and inside [low, high].
+
+    One sweep pushes each box right past its left neighbour, a second pushes it left of its
+    right neighbour and of `high`; the caller guarantees the boxes fit:
+    len(wanted) * (size + gap) - gap <= high - low.
+    """
+    out: list[float] = []
+    for w in wanted:
+        out.append(max(w, low, out[-1] + size + gap) if out else max(w, low))
+    right = high
+    for i in range(len(out) - 1, -1, -1):
+        out[i] = min(out[i], right - size)
+        right = out[i] - gap
+    return out
+
+
 def timeline(duration: float, views: Sequence[dict], thumbnails: Sequence[Sequence[str] | None], *,
-             width: int = 760, thumb_height: int = 40) -> str:
+             width: int = 760, thumb_width: int = THUMB_WIDTH) -> str:
     """The video's timeline with, per view (tool call), its window, a tick per frame at its sample
-    time, and the frames' thumbnails placed at their times (one row per view, coloured by turn).
+    time, and the frames' thumbnails below, each joined to its tick (one block per view,
+    coloured by turn).
+
+    Thumbnails are `thumb_width` px wide and never overlap: in time order, as close under their
+    ticks as the row allows, wrapping onto further rows when a view has more frames than fit
+    side by side (issue 17: they were drawn at their times, down to 8 px, the first and last
+    clamped onto their neighbours).
 
     Args:
         duration: the video's length in seconds.
-        views: `ResultRecord.views` entries (turn, effective window, sample_times, labels).
+        views: `ResultRecord.views` entries (turn, effective window, sample_times, labels,
+            frame_size as [height, width]).
         thumbnails: data URLs per view, or None for a view without thumbnails.
     """
     duration = max(duration, 1e-6)
-    left, right, axis_h, row_h = 18, 18, 24, thumb_height + 26
+    left, right, axis_h = 18, 18, 24
     pw = width - left - right
-    height = axis_h + row_h * max(1, len(views)) + 4
+    per_row = max(1, int((pw + THUMB_GAP) // (thumb_width + THUMB_GAP)))
 
     def x(t: float) -> float:
         return left + pw * min(max(t / duration, 0.0), 1.0)
 
-    parts = [f'<svg class="timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}">',
-             f'<line x1="{left}" y1="12" x2="{left + pw}" y2="12" stroke="#333" stroke-width="2"/>']
+    parts = [f'<line x1="{left}" y1="12" x2="{left + pw}" y2="12" stroke="#333" stroke-width="2"/>']
     for t in nice_ticks(duration, 8):
         if t <= duration:
             parts.append(f'<line x1="{x(t):.1f}" y1="8" x2="{x(t):.1f}" y2="16" stroke="#333"/>'
                          f'<text x="{x(t):.1f}" y="23" font-size="9" text-anchor="middle">{_mmss(t)}</text>')
-    for k, (view, thumbs) in enumerate(zip(views, thumbnails, strict=True)):
+    y0 = axis_h
+    for view, thumbs in zip(views, thumbnails, strict=True):
         colour = TURN_COLOURS[int(view.get("turn", 0)) % len(TURN_COLOURS)]
-        y0 = axis_h + k * row_h
         eff = view.get("effective") or {}
         start, end = float(eff.get("start_time", 0.0)), float(eff.get("end_time", duration))
         parts.append(f'<rect class="window" x="{x(start):.1f}" y="{y0 + 2}" width="{max(1.0, x(end) - x(start)):.1f}" '
@@ -119,19 +146,29 @@ def timeline(duration: float, views: Sequence[dict], thumbnails: Sequence[Sequen
                      f'{start:.1f}-{end:.1f} s</title></rect>')
         times = view.get("sample_times", [])
         labels = view.get("labels", [])
-        slot = pw / max(1, len(times))
-        frame_size = view.get("frame_size") or [thumb_height, thumb_height]
-        tw = min(thumb_height * frame_size[1] / max(1, frame_size[0]), max(8.0, slot - 2))
         for i, t in enumerate(times):
-            tx = x(t)
-            parts.append(f'<line class="tick" x1="{tx:.1f}" y1="{y0}" x2="{tx:.1f}" y2="{y0 + 10}" stroke="{colour}" '
-                         f'stroke-width="2"><title>{escape(str(labels[i]) if i < len(labels) else "")} '
+            parts.append(f'<line class="tick" x1="{x(t):.1f}" y1="{y0}" x2="{x(t):.1f}" y2="{y0 + 10}" '
+                         f'stroke="{colour}" stroke-width="2"><title>{escape(str(labels[i]) if i < len(labels) else "")} '
                          f'({t:.2f} s)</title></line>')
-            if thumbs:
-                cx = min(max(tx - tw / 2, left), left + pw - tw)
-                parts.append(f'<line x1="{tx:.1f}" y1="{y0 + 10}" x2="{cx + tw / 2:.1f}" y2="{y0 + 14}" '
-                             f'stroke="{colour}" opacity="0.5"/>'
-                             f'<image class="thumb" href="{thumbs[i]}" x="{cx:.1f}" y="{y0 + 14}" width="{tw:.1f}" '
-                             f'height="{thumb_height}" preserveAspectRatio="xMidYMid meet"/>')
-    parts.append("</svg>")
-    return "".join(parts)
+        block = 14
+        if thumbs:
+            frame_size = view.get("frame_size") or [3, 4]
+            th = round(thumb_width * frame_size[0] / max(1, frame_size[1]))
+            row_h = th + 16
+            for r in range(0, len(times), per_row):
+                row = list(range(r, min(r + per_row, len(times))))
+                top = y0 + block + 8 + (r // per_row) * row_h
+                edges = spread([x(times[i]) - thumb_width / 2 for i in row], size=thumb_width, gap=THUMB_GAP,
+                               low=left, high=left + pw)
+                for i, cx in zip(row, edges, strict=True):
+                    if r == 0:  # a line from the tick; later rows would cross the first (their labels say when)
+                        parts.append(f'<line x1="{x(times[i]):.1f}" y1="{y0 + 10}" x2="{cx + thumb_width / 2:.1f}" '
+                                     f'y2="{top}" stroke="{colour}" opacity="0.35"/>')
+                    parts.append(f'<image class="thumb" href="{thumbs[i]}" x="{cx:.1f}" y="{top}" '
+                                 f'width="{thumb_width}" height="{th}" preserveAspectRatio="xMidYMid meet"/>'
+                                 f'<text x="{cx + thumb_width / 2:.1f}" y="{top + th + 11}" font-size="10" '
+                                 f'text-anchor="middle">{escape(str(labels[i]) if i < len(labels) else "")}</text>')
+            block += 8 + -(-len(times) // per_row) * row_h
+        y0 += block + 6
+    return (f'<svg class="timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{y0 + 4}" '
+            f'viewBox="0 0 {width} {y0 + 4}">' + "".join(parts) + "</svg>")

@@ -19,7 +19,7 @@ from eva_core.frame_select import frame_select
 from eva_core.reader import open_video
 from PIL import Image
 
-THUMB_HEIGHT = 56  # pixels; a strip of 8 fits a 600 px timeline
+THUMB_HEIGHT = 72  # pixels: the timeline shows them 112 px wide (`svg.THUMB_WIDTH`), about this high
 JPEG_QUALITY = 70
 
 

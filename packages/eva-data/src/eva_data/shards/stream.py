@@ -36,6 +36,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from eva_core.decoders import Backend
 from eva_core.errors import FrameToolError
 from eva_core.reader import VideoReader
 from webdataset.shardlists import expand_urls
@@ -43,6 +44,7 @@ from webdataset.shardlists import expand_urls
 from eva_data.shards.position import Location, StreamPosition, StreamResumeError
 from eva_data.shards.sample import SampleError, ShardSample
 from eva_data.shards.tario import read_shard
+from eva_data.shards.validate import CHECKS, VideoCheck, check_video
 from eva_data.shards.writer import INDEX, read_index
 
 log = logging.getLogger(__name__)
@@ -114,7 +116,11 @@ class ShardStream(torch.utils.data.IterableDataset):
         samples_per_rank: epoch length per rank when resampling; default: the index's total
             samples divided by world_size, rounded up.
         transform: applied to each sample after the shuffle (decoding, for instance).
-        validate_video: open each video (eva-core's reader, from bytes) and skip those that fail.
+        validate_video: open each video (eva-core's reader, from bytes) and decode its first
+            frame (True, "first_frame") or every frame ("all_frames"), skipping and counting
+            those that fail (`eva_data.shards.validate`); False: no check.
+        video_backend: the decoder validation opens videos with ("auto": torchcodec, else PyAV;
+            `eva_core.decoders`).
         worker, num_workers: play this worker role outside a DataLoader (tests, simple loops).
         max_failures: consecutive failed shards or samples after which a resampling stream gives up.
     """
@@ -122,7 +128,7 @@ class ShardStream(torch.utils.data.IterableDataset):
     def __init__(self, shards: str | os.PathLike | Sequence[str], *, rank: int = 0, world_size: int = 1,
                  seed: int = 0, shuffle_shards: bool = True, buffer_size: int = 0, resample: bool = False,
                  samples_per_rank: int | None = None, transform: Transform | None = None,
-                 validate_video: bool = True, worker: int | None = None, num_workers: int | None = None,
+                 validate_video: VideoCheck = True, video_backend: Backend = "auto", worker: int | None = None, num_workers: int | None = None,
                  max_failures: int = 1000):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
@@ -131,9 +137,12 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.urls = list_shards(shards)
         if not self.urls:
             raise ValueError(f"no shards in {shards!r}")
+        if validate_video not in CHECKS:
+            raise ValueError(f"validate_video must be one of {CHECKS}, got {validate_video!r}")
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.shuffle_shards, self.buffer_size, self.resample = shuffle_shards, buffer_size, resample
         self.transform, self.validate_video, self.max_failures = transform, validate_video, max_failures
+        self.video_backend = video_backend
         self.worker, self.num_workers = worker, num_workers
         if resample and samples_per_rank is None:
             samples_per_rank = self._index_total(shards)
@@ -284,10 +293,11 @@ class _RoleIterator:
         return [(loc, found[loc]) for loc in self.pos.buffer]
 
     def _prepare(self, sample: ShardSample) -> ShardSample:
-        if self.s.validate_video:
-            sample.reader = VideoReader(sample.video)
-            sample.info = sample.reader.info
         try:
+            if self.s.validate_video:
+                sample.reader = VideoReader(sample.video, backend=self.s.video_backend)
+                sample.info = sample.reader.info
+                check_video(sample.reader, self.s.validate_video)
             return self.s.transform(sample) if self.s.transform is not None else sample
         finally:
             sample.reader = None  # not picklable across DataLoader workers, and holds decoders

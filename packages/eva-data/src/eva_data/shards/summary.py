@@ -1,7 +1,10 @@
 """What a set of shards holds: counts, sizes, video durations, question types, a few samples.
 
 Reads the shards with the same stream the trainer uses (`ShardStream`, in order, every video
-opened from its bytes), so what it reports as skipped is what training would skip.
+opened from its bytes and its first frame decoded), so what it reports as skipped is what
+training would skip. It opens them with PyAV, not torchcodec: torchcodec's import (its FFmpeg
+ops pull in `torch._dynamo`) cost more than reading four small shards (issue 17: `eva-data
+inspect` took about a minute; figures in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ def summarize(shards: str | os.PathLike | Sequence[str], *, examples: int = 3) -
     """Read every sample of `shards` once, in order, and summarise."""
     urls = list_shards(shards)
     summary = ShardSummary(shards=len(urls), bytes=sum(Path(u).stat().st_size for u in urls if Path(u).is_file()))
-    stream = ShardStream(urls, shuffle_shards=False, validate_video=True)
+    stream = ShardStream(urls, shuffle_shards=False, validate_video=True, video_backend="pyav")
     for sample in stream:
         info = sample.info
         summary.samples += 1
