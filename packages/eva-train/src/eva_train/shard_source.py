@@ -46,7 +46,13 @@ class ShardSourceError(ValueError):
     """Shards that cannot serve the requested epochs."""
 
 
-def _shard_records(urls: Sequence[str], kind: str) -> Iterator[dict[str, Any]]:
+def _wanted(record: dict[str, Any], kind: str, views: Sequence[str] | None) -> bool:
+    from eva_data.records.counterpart import view_matches
+
+    return record.get("kind", SFT_KIND) == kind and (views is None or view_matches(record, views))
+
+
+def _shard_records(urls: Sequence[str], kind: str, views: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
     for url in urls:
         if "://" in url or url.startswith("pipe:"):
             raise ShardSourceError(f"cannot count records in remote shard {url}: give examples_per_rank")
@@ -54,12 +60,13 @@ def _shard_records(urls: Sequence[str], kind: str) -> Iterator[dict[str, Any]]:
             for member in tar:
                 if member.isfile() and member.name.endswith(TRAJECTORIES_MEMBER):
                     records = json.loads(tar.extractfile(member).read())
-                    yield from (r for r in records if r.get("kind", SFT_KIND) == kind)
+                    yield from (r for r in records if _wanted(r, kind, views))
 
 
-def count_records(urls: Sequence[str], kind: str = SFT_KIND) -> int:
-    """Records of `kind` in local tar shards, reading only the `.trajectories.json` members."""
-    return sum(1 for _ in _shard_records(urls, kind))
+def count_records(urls: Sequence[str], kind: str = SFT_KIND, views: Sequence[str] | None = None) -> int:
+    """Records of `kind` (and of one of `views`, when given) in local tar shards, reading only the
+    `.trajectories.json` members."""
+    return sum(1 for _ in _shard_records(urls, kind, views))
 
 
 def count_labels(urls: Sequence[str]) -> tuple[int, int]:
@@ -82,11 +89,15 @@ class ShardSource:
             "--difficulty", "easy"]`); the data is eva-data's oracle trajectories (and, for
             kind "kto", its rule-labelled ones: `eva_data.records.shortcut`).
         kind: which records to serve: "sft" or "kto".
+        views: serve only records seen through one of these views (`eva_data.records.counterpart.
+            record_view`): "agent" (oracle or teacher trajectories), "uniform" (uniform
+            counterparts of any frame count) or "uniform-N" (of N frames); None serves all. One
+            shard folder then trains the agent and the uniform baselines on the same items.
     """
 
     def __init__(self, shards: str | list[str], *, seed: int = 0, buffer_size: int = 0, resample: bool = False,
                  examples_per_rank: int | None = None, synthesize: list[str] | None = None,
-                 kind: str = SFT_KIND) -> None:
+                 kind: str = SFT_KIND, views: list[str] | None = None) -> None:
         if kind not in KINDS:
             raise ShardSourceError(f"kind must be one of {KINDS}, got {kind!r}")
         self.kind = kind
@@ -96,6 +107,7 @@ class ShardSource:
         self.resample = resample
         self.examples_per_rank = examples_per_rank
         self.synthesize = synthesize
+        self.views = None if views is None else list(views)
 
     def prepare(self) -> None:
         """Generate the synthetic shards when asked to and missing (run once, before training)."""
@@ -120,7 +132,7 @@ class ShardSource:
 
     @cached_property
     def total_records(self) -> int:
-        return count_records(self.urls, self.kind)
+        return count_records(self.urls, self.kind, self.views)
 
     def label_counts(self) -> tuple[int, int]:
         """(desirable, undesirable) records, for kind "kto" (`count_labels`)."""
@@ -134,7 +146,8 @@ class ShardSource:
         if not self.resample and world_size > 1:
             raise ShardSourceError("exact epochs give ranks unequal counts: set resample: true with several ranks")
         if self.total_records == 0:
-            raise ShardSourceError(f"no {self.kind} records in {self.shards}")
+            views = "" if self.views is None else f" of views {self.views}"
+            raise ShardSourceError(f"no {self.kind} records{views} in {self.shards}")
         return math.ceil(self.total_records / world_size) if self.resample else self.total_records
 
     def _stream(self, epoch: int, rank: int, world_size: int):
@@ -158,7 +171,7 @@ class ShardSource:
         if before is not None:
             stream.load_state_dict(before)
         for sample in stream:
-            records = [r for r in sample.trajectories if r.get("kind", SFT_KIND) == self.kind]
+            records = [r for r in sample.trajectories if _wanted(r, self.kind, self.views)]
             after = {"epoch": epoch, "positions": {"0": sample.position.to_dict()}}
             for j in range(skip, len(records)):
                 conversation = training_conversation(record_from_dict({"kind": SFT_KIND} | records[j]), sample.video)
