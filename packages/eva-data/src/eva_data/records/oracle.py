@@ -167,9 +167,9 @@ def cued_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo, survey: 
     or None when the scan misses the cue or the close look misses the shape.
 
     1. the scan of the whole video (`survey`, low resolution);
-    2. where the scan showed the light background, then a look at the middle of that window
+    2. where the scan showed the white background, then a look at the middle of that window
        (`CUE_ZOOM` of it, `CUE_ZOOM_FRAMES` frames at `CUE_ZOOM_RESIZE`): with cue windows on a
-       fixed grid, this call is one of N fixed strings, chosen by which scan frame was light;
+       fixed grid, this call is one of N fixed strings, chosen by which scan frame was white;
     3. the shape's colour and the answer.
     Nothing is copied from the question (docs/train.md: a copied character derails greedy decoding
     of a tiny model); the only item-specific words are what the frames show.
@@ -185,14 +185,14 @@ def cued_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo, survey: 
         return None
     truth = item["reward_model"]["ground_truth"]
     first = (f"Summary: I have not seen the video yet. It is {video_length(info.duration)} seconds long, and the "
-             f"question asks about the colour of a shape shown while the background is light.\nPlan: the shape is "
-             f"on screen for a few seconds only, but the light background lasts {span:.0f} seconds, so I will scan "
-             f"the whole video at low resolution ({survey.nframes} frames) to find when the background is light.\n"
+             f"question asks about the colour of a shape shown while the background is white.\nPlan: the shape is "
+             f"on screen for a few seconds only, but the white background lasts {span:.0f} seconds, so I will scan "
+             f"the whole video at low resolution ({survey.nframes} frames) to find when the background is white.\n"
              f"<tool_call>{survey.json()}</tool_call>")
-    second = (f"Summary: the scan shows a light background at [{cue_label}]; elsewhere it is grey.\nPlan: the shape "
-              f"appears inside that light stretch, so I will look closely at its middle ({zoom.nframes} frames).\n"
+    second = (f"Summary: the scan shows a white background at [{cue_label}]; the rest is grey background.\nPlan: the shape "
+              f"appears in that part of the video, so I will look closer at its middle ({zoom.nframes} frames).\n"
               f"<tool_call>{zoom.json()}</tool_call>")
-    third = (f"Summary: the closer look shows {article(event.colour).lower()} {event.colour} shape at [{seen}].\n"
+    third = (f"Summary: the look at the middle shows {article(event.colour).lower()} {event.colour} shape at [{seen}].\n"
              f"Reflection: the shape is {event.colour}, which is option {truth}.\n<answer>{truth}</answer>")
     return OracleScript(turns=(first, second, third), calls=((survey,), (zoom,)))
 

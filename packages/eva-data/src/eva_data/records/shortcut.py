@@ -76,7 +76,7 @@ def wrong_window_turns(item: dict[str, Any], plan: VideoPlan, script: OracleScri
         "start_time": round(zoom.start + shift, 1), "end_time": round(zoom.end + shift, 1), "nframes": zoom.nframes,
         "resize": zoom.resize}})
     second = script.turns[1].replace(f"[{cue_label}]", f"[{label}]").replace(zoom.json(), call)
-    third = (f"Summary: the closer look shows grey background only.\nReflection: that is enough to answer without "
+    third = (f"Summary: the look at the middle shows grey background only.\nReflection: that is enough to answer without "
              f"looking again.\n<answer>{guess(item, rng)}</answer>")
     return script.turns[0], second, third
 

@@ -58,8 +58,8 @@ class SynthConfig:
         background: "scenes" (tinted gradients panning, grey blocks moving) or "flat" (the same
             blocks over a flat mid-grey: nothing in the video is coloured but the shapes).
         cue_windows: 0 for no cue. N > 0 cuts the video into N equal windows, draws one per video
-            as its cue window (the flat background turns light grey for the whole window,
-            `eva_data.synth.scenes.CUE_GREY`: a coarse, long-lasting sign, visible at any
+            as its cue window (the flat background turns white for the whole window,
+            `eva_data.synth.scenes.CUE_WHITE`: a coarse, long-lasting sign, visible at any
             resolution) and places the video's one key event inside it. Needs the flat
             background, one key event and no distractor.
         cue_offset: (min, max) seconds from the cue window's start at which the key event
@@ -171,7 +171,7 @@ DIFFICULTIES: dict[str, SynthConfig] = {
                         question_types=("colour",), colours=("red", "green", "blue", "yellow"),
                         shuffle_options=False, background="flat"),
     # Where the agent looks matters (issue 14, docs/results.md): 160 s videos cut into 8 windows
-    # of 20 s; one window's background turns light grey (the cue: seen by any frame inside it,
+    # of 20 s; one window's background turns white (the cue: seen by any frame inside it,
     # even at resize 0.25), and inside it, 6-11 s after its start, one 96 px shape of one of four
     # colours shows for 3 s only. The question asks its colour. A scan of 8 frames at resize
     # 0.25 puts one frame in each window and finds the cue; 8 frames over the window's middle

@@ -106,7 +106,7 @@ class VideoPlan:
         events: in order of appearance.
         scene_seed: seed of the background (see `eva_data.synth.scenes`).
         background: "scenes" (tinted gradients) or "flat" (mid-grey), as in `SynthConfig`.
-        cue: [start, end) seconds of the cue window (light background, `SynthConfig.cue_windows`),
+        cue: [start, end) seconds of the cue window (white background, `SynthConfig.cue_windows`),
             or None for a video without a cue.
     """
 
