@@ -7,6 +7,9 @@ script's wall times, "train NAME" and "eval NAME seed-S" lines) and prints a mar
 accuracy over all held-out items of the seeds with its 95 % Wilson interval, the accuracy per
 seed, mean rounds and visual tokens per item, and wall time (training plus evaluation over the
 seeds), then the paired comparisons' files. Rows missing a summary are listed as not run.
+Two reference rows need no model: an ideal reader of uniform-8 and uniform-32 frames (right
+whenever one of its frames shows the shape, a guess among the 4 options otherwise), computed
+from the held-out benchmarks' plans: what any uniform model of that frame count can reach.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ import argparse
 import json
 from pathlib import Path
 
+from eva_core.frame_select import frame_indices, sample_times
+from eva_data.synth.benchmark import ANNOTATIONS, load_plans
+from eva_data.synth.questions import evidence_seen
 from eva_eval.metrics import wilson_interval
 
 ROWS = (  # (run name, what it is)
@@ -56,18 +62,44 @@ def row(name: str, label: str, out: Path, seeds: list[str], times: dict[str, flo
             f"{tokens:.1f} | {wall} |")
 
 
+def ideal_uniform(bench: Path, nframes: int) -> tuple[float, int]:
+    """(expected accuracy %, items) of an ideal reader of `nframes` uniform frames on a benchmark
+    folder: 1 when a frame the tool shows lies in every evidence window, else 1 / options."""
+    plans = load_plans(bench)
+    expected, items = 0.0, 0
+    for line in (bench / ANNOTATIONS).read_text().splitlines():
+        item = json.loads(line)
+        plan = plans[item["video_id"]]
+        times = [i / plan.fps for i in frame_indices(sample_times(0.0, plan.duration, nframes), plan.fps,
+                                                      plan.n_frames)]
+        expected += 1.0 if evidence_seen(times, item["evidence"]) else 1.0 / len(item["options"])
+        items += 1
+    return 100.0 * expected / items, items
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("out", type=Path, help="the script's output folder")
     p.add_argument("--seeds", nargs="+", required=True, help="held-out seeds to pool")
+    p.add_argument("--row", nargs=2, action="append", metavar=("NAME", "LABEL"),
+                   help="rows to show instead of the script's five (OUT/eval/seed-S/NAME), in order")
     args = p.parse_args(argv)
     times = wall_times(args.out / "times.tsv")
     print(f"Held-out seeds {', '.join(args.seeds)} of the `seek` preset; accuracy pooled over their items "
           "(95 % Wilson interval); chance 25 %.\n")
     print("| model | accuracy [95 % CI] | items | accuracy per seed (%) | mean rounds | visual tokens / item | wall |")
     print("| --- | ---: | ---: | --- | ---: | ---: | --- |")
-    for name, label in ROWS:
+    for name, label in args.row or ROWS:
         print(row(name, label, args.out, args.seeds, times))
+    for n in (8, 32):
+        benches = [args.out / "bench" / f"seed-{s}" for s in args.seeds]
+        found = [ideal_uniform(b, n) for b in benches if (b / ANNOTATIONS).is_file()]
+        if found:
+            items = sum(k for _, k in found)
+            acc = sum(a * k for a, k in found) / items
+            print(f"| ideal reader of uniform-{n} frames (bound, no model) | {acc:.1f} % (expected) | {items} | "
+                  f"{', '.join(f'{s}: {a:.1f}' for s, (a, _) in zip(args.seeds, found, strict=False))} | 1.00 | "
+                  f"{n}.0 | - |")
     compares = [str(args.out / "eval" / f"seed-{s}" / "compare.md") for s in args.seeds]
     print(f"\nPaired comparisons (eva-eval compare): {', '.join(compares)}")
     return 0
