@@ -174,3 +174,18 @@ def test_answered_after_a_valid_tool_call():
     assert answered_after_tool_call(records) == pytest.approx(25.0)
     assert summarize(records).answered_after_tool_call == pytest.approx(25.0)
     assert answered_after_tool_call([looked(rec(0, True), mode="uniform")]) is None
+
+
+def test_wilson_interval():
+    from eva_eval.metrics import wilson_interval
+
+    # 50 of 100, z = 1.96: centre (0.5 + 0.019208) / 1.038415 = 0.5; half = 1.96 / 1.038415 *
+    # sqrt(0.0025 + 0.00009604) = 1.887493 * 0.050951 = 0.096170 -> 40.38 %, 59.62 %
+    lo, hi = wilson_interval(50, 100)
+    assert lo == pytest.approx(40.383, abs=1e-2) and hi == pytest.approx(59.617, abs=1e-2)
+    # 10 of 10: centre (1 + 0.192073) / 1.384146 = 0.861227, half = 1.416038 * sqrt(0.009604) = 0.138773
+    lo, hi = wilson_interval(10, 10)
+    assert lo == pytest.approx(72.245, abs=1e-2) and hi == pytest.approx(100.0)
+    assert wilson_interval(0, 4)[0] == 0.0 and wilson_interval(0, 4)[1] > 0
+    with pytest.raises(ValueError, match="correct <= n"):
+        wilson_interval(5, 4)

@@ -63,6 +63,11 @@ def test_identical_runs_compare_clean(tiny_runs, capsys):
     assert main(["compare", str(tiny_runs), str(tiny_runs)]) == 0
     out = capsys.readouterr().out
     assert "synthetic        agent" in out and "synthetic        uniform" in out and "REGRESSION" not in out
+    # an agent run against a uniform run of the same items: paired only across modes
+    assert main(["compare", str(tiny_runs / "uniform"), str(tiny_runs / "agent")]) == 2
+    assert main(["compare", str(tiny_runs / "uniform"), str(tiny_runs / "agent"), "--across-modes"]) in (0, 1)
+    out = capsys.readouterr().out
+    assert "uniform>agent" in out and "    12 " in out  # the 12 shared items
 
 
 def test_report_renders_in_headless_chromium(tiny_runs, tmp_path):

@@ -190,7 +190,7 @@ def test_3b_shape_on_the_meta_device(tmp_path):
         qwen2_5_vl_config("72b")
 
 
-@pytest.mark.parametrize("name", ["kto-tiny.yaml", "kto-7b-lora.yaml", "kto-7b-fsdp.yaml"])
+@pytest.mark.parametrize("name", ["kto-tiny.yaml", "kto-seek.yaml", "kto-7b-lora.yaml", "kto-7b-fsdp.yaml"])
 def test_kto_recipes(name, capsys, monkeypatch, qwen_7b_dir):
     monkeypatch.setenv("EVA_QWEN_7B", str(qwen_7b_dir))
     monkeypatch.setenv("EVA_KTO_INIT", str(qwen_7b_dir))
@@ -201,7 +201,7 @@ def test_kto_recipes(name, capsys, monkeypatch, qwen_7b_dir):
     assert config["data"]["init_args"]["processor_path"] == config["model"]["init_args"]["model"]["path"]
     module = _module(config)
     assert module.beta == 0.1  # EVA paper, KTO
-    if name == "kto-tiny.yaml":
+    if name in ("kto-tiny.yaml", "kto-seek.yaml"):
         assert config["trainer"]["accelerator"] == "cpu"
         assert config["data"]["init_args"]["batch_size"] >= 2
         return
@@ -243,3 +243,24 @@ def test_grpo_7b_recipes(name, capsys, monkeypatch, qwen_7b_dir):
     else:
         assert module.lora_spec is not None and module.lora_spec.dropout == 0.0  # ratio 1 on the first pass
         assert config["model"]["init_args"]["reference"]["kind"] == "adapters"
+
+
+def test_grpo_seek_recipe_builds_its_module(capsys):
+    config = _resolved(CONFIG_DIR / "grpo-seek.yaml", capsys)
+    module = _module(config)
+    assert module.rollout_spec.max_turns >= 3 and module.reward_config.name == "choice"  # scan, look, answer
+    assert config["data"]["init_args"]["synthesize"] == "seek"
+
+
+def test_seek_uniform_baselines_differ_from_the_agent_only_in_their_view(capsys):
+    """Same architecture, items, batch, steps and optimizer (issue 14's fair comparison)."""
+    agent = _resolved(CONFIG_DIR / "sft-seek.yaml", capsys)
+    for n in (8, 32):
+        uniform = _resolved(CONFIG_DIR / f"sft-seek-uniform{n}.yaml", capsys)
+        for split in ("train", "val"):
+            views = uniform["data"]["init_args"][split]["init_args"].pop("views")
+            assert views == [f"uniform-{n}"] and agent["data"]["init_args"][split]["init_args"]["views"] == ["agent"]
+            uniform["data"]["init_args"][split]["init_args"]["views"] = ["agent"]
+        assert uniform["trainer"]["logger"]["init_args"]["name"] == f"sft-seek-uniform{n}"
+        uniform["trainer"]["logger"]["init_args"]["name"] = "sft-seek"
+        assert uniform == agent

@@ -56,8 +56,9 @@ def _synth_args(sub) -> None:
     p.add_argument("--survey-frames", nargs="+", type=int, metavar="N",
                    help="with --records: the oracle scan's frame counts to try, smallest first "
                         "(one count: the same scan for every video; default eva_data.records.oracle.SURVEY_FRAMES)")
-    p.add_argument("--uniform-frames", type=int, metavar="N",
-                   help="with --records: also write each item's uniform counterpart with N frames")
+    p.add_argument("--uniform-frames", type=int, nargs="+", default=(), metavar="N",
+                   help="with --records: also write each item's uniform counterpart with N frames "
+                        "(several counts: one counterpart per count)")
     p.add_argument("--uniform-resize", type=float, default=0.25, metavar="R",
                    help="resize of the uniform counterparts' frames")
     p.add_argument("--shards", type=Path, help="also pack the benchmark into shards here")
@@ -103,7 +104,7 @@ def run_synth(args) -> int:
               f"at most {max(survey)} frames sees their evidence){uniform} and {records.rl_prompts} "
               f"RL prompts in {time.perf_counter() - start:.1f} s")
         if args.records == "kto":
-            kto = write_kto_records(args.out)
+            kto = write_kto_records(args.out, survey_frames=survey)
             print(f"wrote {kto.desirable} desirable (oracle) and {kto.undesirable} undesirable (survey-then-guess, "
                   f"{kto.lucky_guesses} right by chance) rule-labelled KTO trajectories")
     if args.shards:

@@ -3,7 +3,7 @@
     eva-eval run --benchmark NAME --annotations FILE --video-root DIR --model PATH_OR_URL \\
                  --mode agent|uniform --out DIR [--limit N] [--items ID,ID] [--retry-errors] ...
     eva-eval report DIR [--html FILE]        table beside the paper's figures + HTML report
-    eva-eval compare RUN_A RUN_B [--tolerance POINTS] [--alpha P]   exit 1 on a regression
+    eva-eval compare RUN_A RUN_B [--tolerance POINTS] [--alpha P] [--across-modes]   exit 1 on a regression
     eva-eval inspect --benchmark NAME --annotations FILE [--video-root DIR]   load and count quirks
     eva-eval list                            benchmarks and their published figures
 
@@ -149,7 +149,7 @@ def cmd_report(args) -> int:
 
 def cmd_compare(args) -> int:
     comparison = compare_runs(find_runs(args.run_a), find_runs(args.run_b), tolerance=args.tolerance,
-                              alpha=args.alpha)
+                              alpha=args.alpha, across_modes=args.across_modes)
     print("\n".join(comparison.lines()))
     if not comparison.pairs:
         print("nothing to compare: no benchmark and mode in common", file=sys.stderr)
@@ -185,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("run_b", type=Path)
     c.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="accuracy points B may lose")
     c.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="significance level (1 = ignore)")
+    c.add_argument("--across-modes", action="store_true",
+                   help="pair runs by benchmark alone (an agent run against a uniform run of the same items)")
     i = sub.add_parser("inspect", help="load an annotation file and count its quirks")
     i.add_argument("--benchmark", required=True)
     i.add_argument("--annotations", required=True, type=Path)

@@ -1,6 +1,8 @@
 """Comparing two runs item by item: per-benchmark deltas, a paired test, a CI verdict.
 
 Runs are paired by (benchmark, mode): each side may be one run directory or a folder of them.
+`across_modes` pairs by benchmark alone, so that an agent run meets a uniform run of the same
+items (a uniform baseline against the agent, docs/results.md).
 Within a pair only the items both runs recorded count (an error record counts as wrong, as in
 accuracy). On those shared items, with b = items A got right and B got wrong, c = the reverse,
 
@@ -46,7 +48,7 @@ class PairComparison:
     """A against B on one benchmark and mode.
 
     Attributes:
-        benchmark, mode: what was compared.
+        benchmark, mode: what was compared ("A>B" modes when the runs' modes differ).
         shared: items both runs recorded.
         only_a, only_b: items one run recorded and the other did not (not compared).
         acc_a, acc_b: accuracy (%) of each run on the shared items.
@@ -89,7 +91,8 @@ def compare_pair(a: Run, b: Run, *, tolerance: float = DEFAULT_TOLERANCE,
     p = mcnemar_exact(only_a_right, only_b_right)
     delta = acc_b - acc_a
     return PairComparison(
-        benchmark=a.info["benchmark"], mode=a.info["mode"], shared=n, only_a=len(set(ra) - set(rb)),
+        benchmark=a.info["benchmark"],
+        mode=a.info["mode"] if a.info["mode"] == b.info["mode"] else f"{a.info['mode']}>{b.info['mode']}", shared=n, only_a=len(set(ra) - set(rb)),
         only_b=len(set(rb) - set(ra)), acc_a=acc_a, acc_b=acc_b, delta=delta, a_only_right=only_a_right,
         b_only_right=only_b_right, p_value=p,
         tokens_a=mean([ra[i].total_tokens for i in shared if ra[i].status == "ok"]),
@@ -129,23 +132,25 @@ class Comparison:
         return out
 
 
-def _key(run: Run) -> tuple[str, str]:
-    return run.info["benchmark"], run.info["mode"]
+def _key(run: Run, across_modes: bool = False) -> tuple[str, str]:
+    return run.info["benchmark"], "any mode" if across_modes else run.info["mode"]
 
 
 def compare_runs(a: Sequence[Run], b: Sequence[Run], *, tolerance: float = DEFAULT_TOLERANCE,
-                 alpha: float = DEFAULT_ALPHA) -> Comparison:
-    """Pair the runs of A and B by (benchmark, mode) and compare each pair.
+                 alpha: float = DEFAULT_ALPHA, across_modes: bool = False) -> Comparison:
+    """Pair the runs of A and B by (benchmark, mode), or by benchmark alone with `across_modes`,
+    and compare each pair.
 
     Raises:
-        ValueError: one side holds two runs of the same benchmark and mode (ambiguous pairing).
+        ValueError: one side holds two runs of the same key (ambiguous pairing).
     """
     def index(runs: Sequence[Run], side: str) -> dict[tuple[str, str], Run]:
         out: dict[tuple[str, str], Run] = {}
         for run in runs:
-            if _key(run) in out:
-                raise ValueError(f"{side} holds two runs of {_key(run)}: {out[_key(run)].path} and {run.path}")
-            out[_key(run)] = run
+            key = _key(run, across_modes)
+            if key in out:
+                raise ValueError(f"{side} holds two runs of {key}: {out[key].path} and {run.path}")
+            out[key] = run
         return out
 
     ia, ib = index(a, "A"), index(b, "B")

@@ -23,6 +23,24 @@ def accuracy(records: Sequence[ResultRecord]) -> float:
     return 100.0 * sum(r.correct for r in records) / len(records)
 
 
+def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval of a proportion, in percent (95 % by default).
+
+    With p = correct / n:  centre = (p + z^2 / 2n) / (1 + z^2 / n),
+    half-width = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / 4n^2)  (Wilson 1927). Unlike
+    p +- z sqrt(p (1 - p) / n) it stays inside [0, 100] and is not empty at 0 % or 100 %.
+
+    Raises:
+        ValueError: n < 1 or correct outside [0, n].
+    """
+    if n < 1 or not 0 <= correct <= n:
+        raise ValueError(f"need 0 <= correct <= n and n >= 1, got {correct} of {n}")
+    p, z2 = correct / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * (p * (1 - p) / n + z2 / (4 * n * n)) ** 0.5
+    return 100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half)
+
+
 def accuracy_by_category(records: Sequence[ResultRecord]) -> dict[str, tuple[float, int]]:
     """{category: (accuracy %, items)}; an item with several categories counts in each."""
     groups: dict[str, list[ResultRecord]] = defaultdict(list)

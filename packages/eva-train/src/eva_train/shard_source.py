@@ -49,7 +49,13 @@ class ShardSourceError(ValueError):
     """Shards that cannot serve the requested epochs."""
 
 
-def _shard_records(urls: Sequence[str], kind: str) -> Iterator[dict[str, Any]]:
+def _wanted(record: dict[str, Any], kind: str, views: Sequence[str] | None) -> bool:
+    from eva_data.records.counterpart import view_matches
+
+    return record.get("kind", SFT_KIND) == kind and (views is None or view_matches(record, views))
+
+
+def _shard_records(urls: Sequence[str], kind: str, views: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
     for url in urls:
         if "://" in url or url.startswith("pipe:"):
             raise ShardSourceError(f"cannot count records in remote shard {url}: give examples_per_rank")
@@ -57,12 +63,13 @@ def _shard_records(urls: Sequence[str], kind: str) -> Iterator[dict[str, Any]]:
             for member in tar:
                 if member.isfile() and member.name.endswith(TRAJECTORIES_MEMBER):
                     records = json.loads(tar.extractfile(member).read())
-                    yield from (r for r in records if r.get("kind", SFT_KIND) == kind)
+                    yield from (r for r in records if _wanted(r, kind, views))
 
 
-def count_records(urls: Sequence[str], kind: str = SFT_KIND) -> int:
-    """Records of `kind` in local tar shards, reading only the `.trajectories.json` members."""
-    return sum(1 for _ in _shard_records(urls, kind))
+def count_records(urls: Sequence[str], kind: str = SFT_KIND, views: Sequence[str] | None = None) -> int:
+    """Records of `kind` (and of one of `views`, when given) in local tar shards, reading only the
+    `.trajectories.json` members."""
+    return sum(1 for _ in _shard_records(urls, kind, views))
 
 
 def count_labels(urls: Sequence[str]) -> tuple[int, int]:
@@ -85,11 +92,14 @@ class ShardRecords:
         buffer_size: eva-data's shuffle buffer, in videos (0: read order).
         resample: draw shards with replacement (needed with several ranks); see the module doc.
         examples_per_rank: records per rank per epoch; default from the record count.
+        views: only records seen through one of these views (`ShardSource`); None: all.
     """
 
     def __init__(self, shards: str | list[str], *, kind: str, seed: int = 0, buffer_size: int = 0,
-                 resample: bool = False, examples_per_rank: int | None = None) -> None:
+                 resample: bool = False, examples_per_rank: int | None = None,
+                 views: list[str] | None = None) -> None:
         self.kind = kind
+        self.views = None if views is None else list(views)
         self.shards = shards
         self.seed = seed
         self.buffer_size = buffer_size
@@ -104,7 +114,7 @@ class ShardRecords:
 
     @cached_property
     def total_records(self) -> int:
-        return count_records(self.urls, self.kind)
+        return count_records(self.urls, self.kind, self.views)
 
     def num_examples(self, *, rank: int, world_size: int) -> int:
         if self.examples_per_rank is not None:
@@ -112,7 +122,8 @@ class ShardRecords:
         if not self.resample and world_size > 1:
             raise ShardSourceError("exact epochs give ranks unequal counts: set resample: true with several ranks")
         if self.total_records == 0:
-            raise ShardSourceError(f"no {self.kind} records in {self.shards}")
+            views = "" if self.views is None else f" of views {self.views}"
+            raise ShardSourceError(f"no {self.kind} records{views} in {self.shards}")
         return math.ceil(self.total_records / world_size) if self.resample else self.total_records
 
     def _stream(self, epoch: int, rank: int, world_size: int):
@@ -137,7 +148,7 @@ class ShardRecords:
         if before is not None:
             stream.load_state_dict(before)
         for sample in stream:
-            records = [r for r in sample.trajectories if r.get("kind", SFT_KIND) == self.kind]
+            records = [r for r in sample.trajectories if _wanted(r, self.kind, self.views)]
             after = {"epoch": epoch, "positions": {"0": sample.position.to_dict()}}
             for j in range(skip, len(records)):
                 last = j + 1 == len(records)
@@ -155,15 +166,19 @@ class ShardSource(ShardRecords):
             "--difficulty", "easy"]`); the data is eva-data's oracle trajectories (and, for
             kind "kto", its rule-labelled ones: `eva_data.records.shortcut`).
         kind: which records to serve: "sft" or "kto".
+        views: serve only records seen through one of these views (`eva_data.records.counterpart.
+            record_view`): "agent" (oracle or teacher trajectories), "uniform" (uniform
+            counterparts of any frame count) or "uniform-N" (of N frames); None serves all. One
+            shard folder then trains the agent and the uniform baselines on the same items.
     """
 
     def __init__(self, shards: str | list[str], *, seed: int = 0, buffer_size: int = 0, resample: bool = False,
                  examples_per_rank: int | None = None, synthesize: list[str] | None = None,
-                 kind: str = SFT_KIND) -> None:
+                 kind: str = SFT_KIND, views: list[str] | None = None) -> None:
         if kind not in KINDS:
             raise ShardSourceError(f"kind must be one of {KINDS}, got {kind!r}")
         super().__init__(shards, kind=kind, seed=seed, buffer_size=buffer_size, resample=resample,
-                         examples_per_rank=examples_per_rank)
+                         examples_per_rank=examples_per_rank, views=views)
         self.synthesize = synthesize
 
     def prepare(self) -> None:

@@ -9,11 +9,13 @@ is one user turn holding `nframes` frames sampled evenly over the whole video at
 The reply claims nothing about the frames: when the evenly spaced frames miss the event, the
 answer is still the ground truth, which is what fine-tuning a model on question-answer pairs
 does (the baseline learns to guess where it cannot see). Records carry `meta["view"] ==
-"uniform"` beside the oracle's `"agent"`, so a trainer can take either or both.
+"uniform"` and `meta["frames"]` (N) beside the oracle's `"agent"`, so a trainer can take either
+or both (`record_view`: "agent", "uniform-8", ...; eva-train's `ShardSource(views=...)`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from eva_core.episode import Episode, Step, StopReason, VideoRef
@@ -59,5 +61,20 @@ def uniform_trajectory(item: dict[str, Any], reader: VideoReader, *, nframes: in
         stop_reason=StopReason.ANSWER_FOUND, answer=truth,
         config={"mode": MODE, "nframes": nframes, "resize": selection.effective.resize})
     return trajectory_from_episode(episode, item, source=Source.ORACLE, video_key=video_key,
-                                   record_id=f"sft-uniform-{item['index']}",
-                                   meta={"writer": "eva_data.records.counterpart", "view": VIEW_UNIFORM})
+                                   record_id=f"sft-uniform{nframes}-{item['index']}",
+                                   meta={"writer": "eva_data.records.counterpart", "view": VIEW_UNIFORM,
+                                         "frames": nframes})
+
+
+def record_view(record: dict[str, Any]) -> str:
+    """How a stored record (its dict) sees the video: "agent" (the tool, over rounds; also
+    records without a view), or "uniform-N" for a uniform counterpart of N frames."""
+    meta = record.get("meta") or {}
+    view = meta.get("view", VIEW_AGENT)
+    return f"{view}-{meta['frames']}" if view == VIEW_UNIFORM and "frames" in meta else view
+
+
+def view_matches(record: dict[str, Any], views: Sequence[str]) -> bool:
+    """True when the record's view is one of `views`; "uniform" matches a counterpart of any N."""
+    view = record_view(record)
+    return view in views or view.split("-")[0] in views

@@ -14,6 +14,9 @@ opening turns, tool turns and labels are the protocol's exactly and the episode 
    per candidate shape at full resolution around the moment it was seen.
 3. What the close looks showed (each shape's colour, form and character), the reasoning, and
    `<answer>...</answer>`.
+Two variants for the small presets: a colour question about a video's only shape is answered
+from the scan (two turns, the `tiny` preset), and on videos with a cue window (the `seek`
+preset) the scan finds the cue and the second call looks inside it (`cued_script`).
 
 The texts only claim what the frames the episode receives show: the scan's frame count is the
 smallest of 32, 48, ..., 256 whose sample times land on every evidence window, and every close
@@ -153,6 +156,47 @@ def _alone(item: dict[str, Any], plan: VideoPlan) -> bool:
     return item["question_type"] == "colour" and len(plan.events) == 1
 
 
+CUE_ZOOM = (0.3, 0.7)  # the part of a cue window the second call looks at: the seek preset's 6-14 s of 20 s
+CUE_ZOOM_FRAMES = 8
+CUE_ZOOM_RESIZE = 0.25  # the seek preset's shapes fill the frame: colour shows at one token a frame
+
+
+def cued_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo, survey: Call,
+                config: AgentConfig = PROTOCOL) -> OracleScript | None:
+    """The three turns for a colour question about a video with a cue window (`SynthConfig.cue_windows`),
+    or None when the scan misses the cue or the close look misses the shape.
+
+    1. the scan of the whole video (`survey`, low resolution);
+    2. where the scan showed the white background, then a look at the middle of that window
+       (`CUE_ZOOM` of it, `CUE_ZOOM_FRAMES` frames at `CUE_ZOOM_RESIZE`): with cue windows on a
+       fixed grid, this call is one of N fixed strings, chosen by which scan frame was white;
+    3. the shape's colour and the answer.
+    Nothing is copied from the question (docs/train.md: a copied character derails greedy decoding
+    of a tiny model); the only item-specific words are what the frames show.
+    """
+    lo, hi = plan.cue
+    cue_label = survey.first_inside((lo, hi))
+    event = plan.events[item["event_ids"][0]]
+    span = hi - lo
+    zoom = plan_call(info, round(lo + CUE_ZOOM[0] * span, 1), round(lo + CUE_ZOOM[1] * span, 1), CUE_ZOOM_FRAMES,
+                     CUE_ZOOM_RESIZE, config)
+    seen = zoom.first_inside(event.window)
+    if cue_label is None or seen is None:
+        return None
+    truth = item["reward_model"]["ground_truth"]
+    first = (f"Summary: I have not seen the video yet. It is {video_length(info.duration)} seconds long, and the "
+             f"question asks about the colour of a shape shown while the background is white.\nPlan: the shape is "
+             f"on screen for a few seconds only, but the white background lasts {span:.0f} seconds, so I will scan "
+             f"the whole video at low resolution ({survey.nframes} frames) to find when the background is white.\n"
+             f"<tool_call>{survey.json()}</tool_call>")
+    second = (f"Summary: the scan shows a white background at [{cue_label}]; the rest is grey background.\nPlan: the shape "
+              f"appears in that part of the video, so I will look closer at its middle ({zoom.nframes} frames).\n"
+              f"<tool_call>{zoom.json()}</tool_call>")
+    third = (f"Summary: the look at the middle shows {article(event.colour).lower()} {event.colour} shape at [{seen}].\n"
+             f"Reflection: the shape is {event.colour}, which is option {truth}.\n<answer>{truth}</answer>")
+    return OracleScript(turns=(first, second, third), calls=((survey,), (zoom,)))
+
+
 def oracle_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo, config: AgentConfig = PROTOCOL,
                   survey_frames: Sequence[int] = SURVEY_FRAMES) -> OracleScript | None:
     """The assistant turns for a synthetic item, or None when no scan sees its evidence.
@@ -164,6 +208,11 @@ def oracle_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo, config
     """
     evidence = [tuple(w) for w in item["evidence"]]
     duration = math.floor(info.duration * 10) / 10
+    if plan.cue is not None:  # the scan looks for the cue, not the evidence: its first frame count
+        if item["question_type"] != "colour":
+            raise ValueError(f"the oracle scripts only colour questions on videos with a cue, got {item['question_type']!r}")
+        return cued_script(item, plan, info, plan_call(info, 0.0, duration, survey_frames[0], SURVEY_RESIZE, config),
+                           config)
     survey = next((c for n in survey_frames
                    if _sees_all(c := plan_call(info, 0.0, duration, n, SURVEY_RESIZE, config), evidence)), None)
     if survey is None:
@@ -263,17 +312,19 @@ class OracleSummary:
 
 
 def write_records(root: str | os.PathLike, *, config: AgentConfig = PROTOCOL,
-                  survey_frames: Sequence[int] = SURVEY_FRAMES, uniform_frames: int | None = None,
+                  survey_frames: Sequence[int] = SURVEY_FRAMES, uniform_frames: int | Sequence[int] = (),
                   uniform_resize: float = SURVEY_RESIZE) -> OracleSummary:
     """Write `trajectories.jsonl` (oracle SFT records) and `rl_prompts.jsonl` into a benchmark
     folder made by `eva_data.synth.benchmark.write_benchmark`.
 
     Args:
         survey_frames: the scan's frame counts to try (see `oracle_script`).
-        uniform_frames: when given, also write each item's uniform counterpart
-            (`eva_data.records.counterpart`) with this many frames at `uniform_resize`, after
-            its oracle trajectory, into the same file (for every item, also those the oracle skips).
+        uniform_frames: frame counts (one or several): also write each item's uniform
+            counterpart (`eva_data.records.counterpart`) with each count at `uniform_resize`,
+            after its oracle trajectory, into the same file (for every item, also those the
+            oracle skips).
     """
+    uniform_counts = (uniform_frames,) if isinstance(uniform_frames, int) else tuple(uniform_frames)
     root = Path(root)
     plans = load_plans(root)
     items = [json.loads(line) for line in (root / ANNOTATIONS).read_text(encoding="utf-8").splitlines() if line]
@@ -292,8 +343,8 @@ def write_records(root: str | os.PathLike, *, config: AgentConfig = PROTOCOL,
             else:
                 out.write(json.dumps(trajectory.to_dict()) + "\n")
                 written += 1
-            if uniform_frames is not None:
-                counterpart = uniform_trajectory(item, readers[path], nframes=uniform_frames, resize=uniform_resize,
+            for nframes in uniform_counts:
+                counterpart = uniform_trajectory(item, readers[path], nframes=nframes, resize=uniform_resize,
                                                  video_key=item["video_id"])
                 out.write(json.dumps(counterpart.to_dict()) + "\n")
                 uniform += 1

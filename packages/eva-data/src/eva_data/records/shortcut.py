@@ -8,7 +8,9 @@ labelled by a rule on the synthetic benchmark, and every figure trained on them 
   looks at each candidate shape, then the answer), copied as a KTO record;
 - undesirable: the same opening scan, then an answer at once, without retrieving the evidence
   window at a resolution where it can be read: the "guessing without visual evidence" failure
-  the EVA paper's KTO stage corrects. The guess is an option, a time or a description drawn
+  the EVA paper's KTO stage corrects. On a video with a cue window (the `seek` preset) the
+  undesirable trajectory is the scan, a close look at a window the cue is not in (the failure a
+  tiny SFT agent makes), then a guess. The guess is an option, a time or a description drawn
   with a seed from the item's index; it can be right by chance (its `score` says so), and the
   label is still undesirable: the rule judges how the answer was reached, not the answer.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,14 @@ from eva_core.reader import VideoReader
 from eva_core.scripted import ScriptedPolicy
 
 from eva_data.records.convert import trajectory_from_episode
-from eva_data.records.oracle import PROTOCOL, TRAJECTORIES, oracle_script
+from eva_data.records.counterpart import VIEW_UNIFORM
+from eva_data.records.oracle import (
+    PROTOCOL,
+    SURVEY_FRAMES,
+    TRAJECTORIES,
+    OracleScript,
+    oracle_script,
+)
 from eva_data.records.records import KtoTrajectory, SftTrajectory, Source, record_from_dict
 from eva_data.synth.benchmark import ANNOTATIONS, load_plans
 from eva_data.synth.events import VideoPlan
@@ -52,12 +62,35 @@ def guess(item: dict[str, Any], rng: random.Random) -> str:
     return "a coloured shape with a character on it"
 
 
+def wrong_window_turns(item: dict[str, Any], plan: VideoPlan, script: OracleScript) -> tuple[str, ...]:
+    """On a video with a cue window: the oracle's scan, then the oracle's close look shifted to
+    another window (the one of another scan frame, drawn with a seed from the item's index),
+    then a guess."""
+    survey, zoom = script.calls[0][0], script.calls[1][0]
+    rng = random.Random(f"shortcut-{item['index']}")
+    span = plan.cue[1] - plan.cue[0]
+    cue_label = survey.first_inside(plan.cue)
+    label, t = rng.choice([(x, t) for x, t in zip(survey.labels, survey.times, strict=True) if x != cue_label])
+    shift = span * (t // span) - plan.cue[0]  # the other window's start minus the cue's
+    call = json.dumps({"tool": "frame_select", "arguments": {
+        "start_time": round(zoom.start + shift, 1), "end_time": round(zoom.end + shift, 1), "nframes": zoom.nframes,
+        "resize": zoom.resize}})
+    second = script.turns[1].replace(f"[{cue_label}]", f"[{label}]").replace(zoom.json(), call)
+    third = (f"Summary: the look at the middle shows grey background only.\nReflection: that is enough to answer without "
+             f"looking again.\n<answer>{guess(item, rng)}</answer>")
+    return script.turns[0], second, third
+
+
 def shortcut_turns(item: dict[str, Any], plan: VideoPlan, reader: VideoReader, *,
-                   config: AgentConfig = PROTOCOL) -> tuple[str, str] | None:
-    """The survey-then-guess assistant turns, or None when the oracle has no scan for the item."""
-    script = oracle_script(item, plan, reader.info, config)
+                   config: AgentConfig = PROTOCOL, survey_frames: Sequence[int] = SURVEY_FRAMES,
+                   ) -> tuple[str, ...] | None:
+    """The survey-then-guess assistant turns (on a video with a cue window: scan, wrong window,
+    guess), or None when the oracle has no script for the item."""
+    script = oracle_script(item, plan, reader.info, config, survey_frames)
     if script is None:
         return None
+    if plan.cue is not None:
+        return wrong_window_turns(item, plan, script)
     survey = script.calls[0][0]
     caught = [(e, label) for e in plan.events if (label := survey.first_inside(e.window)) is not None]
     spotted = "; ".join(f"{article(e.colour).lower()} {e.colour} shape at [{label}]" for e, label in caught)
@@ -68,14 +101,15 @@ def shortcut_turns(item: dict[str, Any], plan: VideoPlan, reader: VideoReader, *
 
 
 def shortcut_trajectory(item: dict[str, Any], plan: VideoPlan, reader: VideoReader, *,
-                        config: AgentConfig = PROTOCOL) -> KtoTrajectory | None:
+                        config: AgentConfig = PROTOCOL, survey_frames: Sequence[int] = SURVEY_FRAMES,
+                        ) -> KtoTrajectory | None:
     """The undesirable survey-then-guess trajectory of an item (None when the oracle skips it)."""
-    turns = shortcut_turns(item, plan, reader, config=config)
+    turns = shortcut_turns(item, plan, reader, config=config, survey_frames=survey_frames)
     if turns is None:
         return None
     episode = run_episode(ScriptedPolicy(list(turns)), reader, item["prompt"], config,
                           video_id=item["videos"][0], episode_id=f"shortcut-{item['index']}")
-    if episode.rounds != 2 or not episode.answer:
+    if episode.rounds != len(turns) or not episode.answer:
         raise RuntimeError(f"shortcut item {item['index']}: the episode did not go as scripted "
                            f"(stop: {episode.stop_reason}, {episode.rounds} rounds)")
     return trajectory_from_episode(episode, item, source=Source.ORACLE, video_key=plan.video_id, kind="kto",
@@ -101,7 +135,8 @@ class KtoSummary:
     lucky_guesses: int
 
 
-def write_kto_records(root: str | os.PathLike, *, config: AgentConfig = PROTOCOL) -> KtoSummary:
+def write_kto_records(root: str | os.PathLike, *, config: AgentConfig = PROTOCOL,
+                      survey_frames: Sequence[int] = SURVEY_FRAMES) -> KtoSummary:
     """Append rule-labelled KTO records to the `trajectories.jsonl` of a benchmark folder whose
     oracle SFT records are written (`eva_data.records.oracle.write_records`): one desirable copy
     of each oracle trajectory and one undesirable survey-then-guess trajectory of its item."""
@@ -110,7 +145,8 @@ def write_kto_records(root: str | os.PathLike, *, config: AgentConfig = PROTOCOL
     items = {item["index"]: item for line in (root / ANNOTATIONS).read_text(encoding="utf-8").splitlines()
              if line and (item := json.loads(line))}
     lines = (root / TRAJECTORIES).read_text(encoding="utf-8").splitlines()
-    oracles = [r for line in lines if line and isinstance(r := record_from_dict(json.loads(line)), SftTrajectory)]
+    oracles = [r for line in lines if line and isinstance(r := record_from_dict(json.loads(line)), SftTrajectory)
+               and r.meta.get("view") != VIEW_UNIFORM]  # uniform counterparts have no agent trajectory
     readers: dict[str, VideoReader] = {}
     added: list[KtoTrajectory] = []
     for oracle in oracles:
@@ -119,7 +155,8 @@ def write_kto_records(root: str | os.PathLike, *, config: AgentConfig = PROTOCOL
         if path not in readers:
             readers.clear()  # records come grouped by video: keep one open
             readers[path] = VideoReader(root / path)
-        bad = shortcut_trajectory(item, plans[item["video_id"]], readers[path], config=config)
+        bad = shortcut_trajectory(item, plans[item["video_id"]], readers[path], config=config,
+                                  survey_frames=survey_frames)
         if bad is None:
             raise RuntimeError(f"item {item['index']} has an oracle trajectory but no oracle scan")
         added += [desirable_copy(oracle), bad]

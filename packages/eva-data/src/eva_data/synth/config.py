@@ -57,6 +57,13 @@ class SynthConfig:
             the same colour in every item.
         background: "scenes" (tinted gradients panning, grey blocks moving) or "flat" (the same
             blocks over a flat mid-grey: nothing in the video is coloured but the shapes).
+        cue_windows: 0 for no cue. N > 0 cuts the video into N equal windows, draws one per video
+            as its cue window (the flat background turns white for the whole window,
+            `eva_data.synth.scenes.CUE_WHITE`: a coarse, long-lasting sign, visible at any
+            resolution) and places the video's one key event inside it. Needs the flat
+            background, one key event and no distractor.
+        cue_offset: (min, max) seconds from the cue window's start at which the key event
+            starts, drawn per video (the event must end inside the window).
     """
 
     duration: tuple[float, float] = (120.0, 600.0)
@@ -77,6 +84,8 @@ class SynthConfig:
     colours: tuple[str, ...] = PALETTE
     shuffle_options: bool = True
     background: str = "scenes"
+    cue_windows: int = 0
+    cue_offset: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self):
         for name in ("duration", "event_length", "key_events", "distractor_events"):
@@ -107,6 +116,8 @@ class SynthConfig:
             raise SynthConfigError(f"a colour question offers 4 options: give at least 4 colours, got {self.colours}")
         if self.background not in ("scenes", "flat"):
             raise SynthConfigError(f"background must be 'scenes' or 'flat', got {self.background!r}")
+        if self.cue_windows:
+            self._check_cue()
         unknown = set(self.question_types) - set(QUESTION_TYPES)
         if unknown or not self.question_types:
             raise SynthConfigError(f"unknown question types {sorted(unknown)}; known: {QUESTION_TYPES}")
@@ -119,6 +130,17 @@ class SynthConfig:
             raise SynthConfigError(
                 f"{most} events of up to {self.event_length[1]} s with {self.min_gap} s gaps need {needed:.0f} s, "
                 f"but videos may be as short as {self.duration[0]} s")
+
+    def _check_cue(self) -> None:
+        if self.cue_windows < 0:
+            raise SynthConfigError(f"cue_windows must be 0 (no cue) or positive, got {self.cue_windows}")
+        if self.background != "flat" or self.key_events != (1, 1) or self.distractor_events != (0, 0):
+            raise SynthConfigError("a cue needs background 'flat', key_events (1, 1) and distractor_events (0, 0)")
+        lo, hi = self.cue_offset
+        window = self.duration[0] / self.cue_windows
+        if not 0 <= lo <= hi or hi + self.event_length[1] > window:
+            raise SynthConfigError(f"cue_offset {self.cue_offset} with events of up to {self.event_length[1]} s "
+                                   f"does not fit cue windows of {window:.1f} s")
 
     @property
     def shape_side(self) -> int:
@@ -148,6 +170,17 @@ DIFFICULTIES: dict[str, SynthConfig] = {
                         distractor_events=(0, 0), width=112, height=112, shape_px=96, questions_per_video=1,
                         question_types=("colour",), colours=("red", "green", "blue", "yellow"),
                         shuffle_options=False, background="flat"),
+    # Where the agent looks matters (issue 14, docs/results.md): 160 s videos cut into 8 windows
+    # of 20 s; one window's background turns white (the cue: seen by any frame inside it,
+    # even at resize 0.25), and inside it, 6-11 s after its start, one 96 px shape of one of four
+    # colours shows for 3 s only. The question asks its colour. A scan of 8 frames at resize
+    # 0.25 puts one frame in each window and finds the cue; 8 frames over the window's middle
+    # (6-14 s) then show the shape: 16 visual tokens. Uniform sampling sees the shape by luck:
+    # 32 frames (32 tokens) catch it in about 60 % of videos, 8 frames in about 15 %.
+    "seek": SynthConfig(duration=(160.0, 160.0), event_length=(3.0, 3.0), key_events=(1, 1),
+                        distractor_events=(0, 0), width=112, height=112, shape_px=96, questions_per_video=1,
+                        question_types=("colour",), colours=("red", "green", "blue", "yellow"),
+                        shuffle_options=False, background="flat", cue_windows=8, cue_offset=(6.0, 11.0)),
 }
 """Named presets. `default` is what the done-when tests measure (see docs/benchmarks.md)."""
 

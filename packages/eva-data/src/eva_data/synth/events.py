@@ -106,6 +106,8 @@ class VideoPlan:
         events: in order of appearance.
         scene_seed: seed of the background (see `eva_data.synth.scenes`).
         background: "scenes" (tinted gradients) or "flat" (mid-grey), as in `SynthConfig`.
+        cue: [start, end) seconds of the cue window (white background, `SynthConfig.cue_windows`),
+            or None for a video without a cue.
     """
 
     video_id: str
@@ -121,6 +123,7 @@ class VideoPlan:
     events: tuple[Event, ...]
     scene_seed: int
     background: str = "scenes"
+    cue: tuple[float, float] | None = None
 
     @property
     def duration(self) -> float:
@@ -131,12 +134,16 @@ class VideoPlan:
         return tuple(e for e in self.events if e.is_key)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if data["cue"] is None:  # plans of presets without a cue keep their bytes
+            del data["cue"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> VideoPlan:
         events = tuple(Event(**e) for e in data["events"])
-        return cls(**{**data, "events": events})
+        cue = data.get("cue")
+        return cls(**{**data, "events": events, "cue": None if cue is None else tuple(cue)})
 
 
 def _split(rng: random.Random, total: int, parts: int) -> list[int]:
@@ -155,6 +162,8 @@ def plan_video(config: SynthConfig, seed: int, video_id: str) -> VideoPlan:
     rng = random.Random(seed)
     fps = config.fps
     n_frames = round(rng.uniform(*config.duration) * fps)
+    if config.cue_windows:
+        return _plan_cued(config, rng, seed, video_id, n_frames)
     n_key = rng.randint(*config.key_events)
     n_distractor = rng.randint(*config.distractor_events)
     n_events = n_key + n_distractor
@@ -187,3 +196,28 @@ def plan_video(config: SynthConfig, seed: int, video_id: str) -> VideoPlan:
                      height=config.height, gop_seconds=config.gop_seconds, crf=config.crf, grain=config.grain,
                      glyph_px=config.glyph_px, events=tuple(events), scene_seed=derive_seed(seed, "scene"),
                      background=config.background)
+
+
+def _plan_cued(config: SynthConfig, rng: random.Random, seed: int, video_id: str, n_frames: int) -> VideoPlan:
+    """A video with a cue window (`SynthConfig.cue_windows`) and its one key event inside it.
+
+    Window k covers frames [k * n_frames // N, (k + 1) * n_frames // N); the event starts
+    `cue_offset` seconds after the window's first frame, rounded to a frame.
+    """
+    fps, windows = config.fps, config.cue_windows
+    k = rng.randrange(windows)
+    first, stop = k * n_frames // windows, (k + 1) * n_frames // windows
+    start = first + round(rng.uniform(*config.cue_offset) * fps)
+    length = max(1, round(rng.uniform(*config.event_length) * fps))
+    if start + length > stop:  # config validation leaves room; only frame rounding could get here
+        raise ValueError(f"the event [{start}, {start + length}) leaves its cue window [{first}, {stop})")
+    colour, shape = rng.choice(list(config.colours)), rng.choice(SHAPES)
+    size = config.shape_side
+    x = rng.randint(EDGE_MARGIN, config.width - size - EDGE_MARGIN)
+    y = rng.randint(EDGE_MARGIN, config.height - size - EDGE_MARGIN)
+    event = Event(index=0, start=start / fps, end=(start + length) / fps, colour=colour, shape=shape,
+                  char=rng.choice(CHARACTERS), x=x, y=y, size=size)
+    return VideoPlan(video_id=video_id, seed=seed, n_frames=n_frames, fps=fps, width=config.width,
+                     height=config.height, gop_seconds=config.gop_seconds, crf=config.crf, grain=config.grain,
+                     glyph_px=config.glyph_px, events=(event,), scene_seed=derive_seed(seed, "scene"),
+                     background=config.background, cue=(first / fps, stop / fps))

@@ -124,6 +124,9 @@ def colour_question(plan: VideoPlan, rng: random.Random, style: OptionStyle = PL
     event = rng.choice(plan.key_events)
     others = rng.sample([c for c in style.colours if c != event.colour], 3)
     stem = f"A shape carrying the character '{event.char}' appears briefly in the video. What colour is it?"
+    if plan.cue is not None:  # the cue is part of the task: the question says where to look
+        stem = (f"A shape carrying the character '{event.char}' appears briefly in the video, while the background "
+                "is white. What colour is it?")
     return _choice("colour", stem, _ordered(rng, [event.colour, *others], style, PALETTE), event.colour, [event])
 
 

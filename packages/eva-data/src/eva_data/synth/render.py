@@ -70,8 +70,9 @@ def event_sprite(event: Event, glyph_px: int) -> tuple[np.ndarray, np.ndarray]:
 
 def render_frames(plan: VideoPlan) -> Iterator[np.ndarray]:
     """uint8 [H, W, 3] RGB frames of the video, in order."""
+    cue = None if plan.cue is None else (round(plan.cue[0] * plan.fps), round(plan.cue[1] * plan.fps))
     scene = SceneRenderer(plan.scene_seed, plan.n_frames, plan.fps, plan.width, plan.height, plan.grain,
-                          flat=plan.background == "flat")
+                          flat=plan.background == "flat", cue_frames=cue)
     sprites = [event_sprite(e, plan.glyph_px) for e in plan.events]
     spans = [(round(e.start * plan.fps), round(e.end * plan.fps)) for e in plan.events]
     for index in range(plan.n_frames):

@@ -20,6 +20,7 @@ import numpy as np
 
 SCENE_SECONDS = (15.0, 60.0)
 FLAT_GREY = 128  # the flat background's level
+CUE_WHITE = 255  # the flat background's level inside a cue window (`SynthConfig.cue_windows`)
 PAN_PIXELS = 160  # the gradient is this much wider than the frame; a scene pans across it
 
 
@@ -112,14 +113,19 @@ class SceneRenderer:
         scene_seed, n_frames, fps, width, height: as in the video's plan.
         grain: amplitude of per-frame uniform noise added to every pixel (0 for none).
         flat: a flat mid-grey instead of the tinted gradients (the moving grey blocks stay).
+        cue_frames: [first, stop) frame indices whose flat background is `CUE_WHITE` (needs `flat`).
     """
 
     def __init__(self, scene_seed: int, n_frames: int, fps: float, width: int, height: int, grain: int = 0,
-                 flat: bool = False):
+                 flat: bool = False, cue_frames: tuple[int, int] | None = None):
+        if cue_frames is not None and not flat:
+            raise ValueError("a cue is drawn on the flat background only")
         self.scenes = plan_scenes(scene_seed, n_frames, fps, width, height)
         self.width, self.height, self.grain, self.flat = width, height, grain, flat
+        self.cue_frames = cue_frames
         self._noise = np.random.Generator(np.random.PCG64(scene_seed))
         self._current: int | None = None
+        self._cued = False
         self._gradient: np.ndarray | None = None
 
     def frame(self, index: int) -> np.ndarray:
@@ -130,10 +136,11 @@ class SceneRenderer:
         """
         which = self._scene_index(index)
         scene = self.scenes[which]
-        if which != self._current:
-            self._current = which
-            self._gradient = (np.full((self.height, self.width + PAN_PIXELS, 3), FLAT_GREY, np.uint8) if self.flat
-                              else _gradient(scene, self.width, self.height))
+        cued = self.cue_frames is not None and self.cue_frames[0] <= index < self.cue_frames[1]
+        if (which, cued) != (self._current, self._cued):
+            self._current, self._cued = which, cued
+            self._gradient = (np.full((self.height, self.width + PAN_PIXELS, 3), CUE_WHITE if cued else FLAT_GREY,
+                                      np.uint8) if self.flat else _gradient(scene, self.width, self.height))
         local = index - scene.first_frame
         offset = _bounce(local * scene.pan_speed, PAN_PIXELS)
         img = self._gradient[:, offset:offset + self.width].copy()

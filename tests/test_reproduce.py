@@ -1,0 +1,73 @@
+"""scripts/reproduce_synthetic.sh and its results table (issue 14): the seed rules, the table from
+eva-eval summaries, and (slow) the whole pipeline in smoke mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+SCRIPT = ROOT / "scripts" / "reproduce_synthetic.sh"
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import results_table  # noqa: E402
+
+
+@pytest.mark.parametrize("seed", ["0", "1", "2", "10", "100", "101"])
+def test_training_validation_and_tuning_seeds_are_refused_as_held_out(seed, tmp_path):
+    done = subprocess.run(["bash", str(SCRIPT), "--seed", "11", "--seed", seed, "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and f"seed {seed} is a training, validation or tuning seed" in done.stderr
+    assert not any(tmp_path.iterdir())  # refused before anything ran
+
+
+def test_usage_without_a_seed():
+    done = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "usage" in done.stderr
+
+
+def _summary(path: Path, items: int, accuracy: float, rounds: float, tokens: float) -> None:
+    path.mkdir(parents=True)
+    path.joinpath("summary.json").write_text(json.dumps(
+        {"items": items, "accuracy": accuracy, "mean_rounds": rounds, "mean_visual_tokens": tokens}))
+
+
+def test_results_table_pools_seeds_with_a_wilson_interval(tmp_path, capsys):
+    _summary(tmp_path / "eval" / "seed-11" / "sft", 100, 80.0, 3.0, 16.0)
+    _summary(tmp_path / "eval" / "seed-12" / "sft", 100, 70.0, 2.9, 15.0)
+    _summary(tmp_path / "eval" / "seed-11" / "uniform32", 100, 60.0, 1.0, 32.0)
+    (tmp_path / "times.tsv").write_text("train sft\t600\neval sft seed-11\t60\neval sft seed-12\t120\n"
+                                        "train sft\t540\n")  # a rerun's line wins
+    assert results_table.main([str(tmp_path), "--seeds", "11", "12"]) == 0
+    out = capsys.readouterr().out
+    # sft: 150 of 200 = 75.0 %; Wilson 95 %: centre (0.75 + 0.0096) / 1.0192 = 0.74529, half =
+    # 1.92303 * sqrt(0.0009375 + 0.000024) = 0.059631 -> [68.6, 80.5]; rounds (300 + 290) / 200
+    sft = next(line for line in out.splitlines() if line.startswith("| agent after SFT |"))
+    assert "| 75.0 % [68.6, 80.5] | 200 | 11: 80.0, 12: 70.0 | 2.95 | 15.5 | 9.0 min train + 3.0 min eval |" in sft
+    uniform = next(line for line in out.splitlines() if line.startswith("| uniform-32"))
+    assert "| 60.0 % [" in uniform and "| 100 | 11: 60.0 |" in uniform and "32.0" in uniform
+    assert "| agent after SFT -> KTO | not run |" in out
+
+
+@pytest.mark.slow
+def test_smoke_mode_runs_every_step(tmp_path):
+    """Every stage of the script with tiny sizes (minutes on 2 cores): the models, the runs, the
+    comparisons and the table exist. Not a result: 2 training steps a model."""
+    env = {**os.environ, "EVA_REPRODUCE_SMOKE": "1"}
+    done = subprocess.run(["bash", str(SCRIPT), "--seed", "11", "--out", str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=3600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for name in ("sft", "uniform8", "uniform32", "kto", "grpo"):
+        assert (tmp_path / name / "model" / "config.json").is_file()
+        summary = json.loads((tmp_path / "eval" / "seed-11" / name / "summary.json").read_text())
+        assert summary["items"] == 4
+    table = (tmp_path / "results.md").read_text()
+    assert table.count("min eval |") == 5 and "not run" not in table
+    compare = (tmp_path / "eval" / "seed-11" / "compare.md").read_text()
+    assert compare.count("### ") == 5 and "uniform>agent" in compare
+    assert (tmp_path / "eval" / "seed-11" / "report.html").is_file()
