@@ -9,7 +9,7 @@
 #    SFT and the uniform baselines: 640 videos, seed 0 (oracle trajectories and their uniform
 #    counterparts of 8 and 32 frames, one shard folder; `views` picks each model's); KTO: 320
 #    videos, seed 1, rule-labelled (oracle = desirable; scan, a look at another window, a guess =
-#    undesirable); GRPO: 64 prompts, seed 2. The trajectories are ORACLE records (written from
+#    undesirable); GRPO: 128 prompts, seed 2, then the ones it failed (the data refresh). The trajectories are ORACLE records (written from
 #    the known events, not by the scripted teacher: see docs/results.md for why), labelled
 #    source "oracle".
 # 2. SFT of the agent (configs/sft-seek.yaml) and of the uniform-8 and uniform-32 baselines
@@ -65,7 +65,8 @@ if [ -n "${EVA_REPRODUCE_SMOKE:-}" ]; then
   kto=("${common[@]}" --data.init_args.train.init_args.shards "$d/kto-seek/shards"
        --data.init_args.train.init_args.synthesize "[\"--n\", \"4\", \"--seed\", \"1\", $seek]"
        --data.init_args.val.init_args.shards "$d/kto-seek/shards")
-  grpo=(--trainer.max_steps 1 --data.init_args.root "$d/grpo-seek" --data.init_args.n 4
+  grpo=(--data.init_args.source.init_args.shards "$d/grpo-seek/shards"
+        --data.init_args.source.init_args.synthesize "[\"--n\", \"4\", \"--seed\", \"2\", $seek]"
         --model.init_args.rollout.max_new_tokens 16)
 fi
 
@@ -92,11 +93,9 @@ fit sft configs/sft-seek.yaml "${sft[@]}"
 fit uniform8 configs/sft-seek-uniform8.yaml "${uni8[@]}"
 fit uniform32 configs/sft-seek-uniform32.yaml "${uni32[@]}"
 EVA_KTO_INIT="$out/sft/model" fit kto configs/kto-seek.yaml "${kto[@]}"
-# GRPO with a data refresh: a first GRPO stage on seed-2 prompts, then a second one from its
-# weights on prompts rebuilt from it. HOOK (issue 13's multi-stage refresh, not merged here):
-# when eva-train's multi-stage GRPO lands, run its refresh between the stages instead of this
-# single stage; until then the refresh is not run and docs/results.md says so.
-EVA_GRPO_INIT="$out/kto/model" fit grpo configs/grpo-seek.yaml "${grpo[@]}"
+# GRPO in two stages (eva_train.stages): the 128 seed-2 prompts, then the data refresh: the prompts
+# whose group stage 0 failed (at most 1 of 4 right), rebuilt into OUT/grpo/stages/stage-1.
+EVA_GRPO_INIT="$out/kto/model" fit grpo configs/grpo-seek.yaml --data.init_args.stages.dir "$out/grpo/stages" "${grpo[@]}"
 
 evaluate() {  # evaluate SEED NAME MODE [uniform frames]
   local seed=$1 name=$2 mode=$3 frames=${4:-}

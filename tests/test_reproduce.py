@@ -66,6 +66,9 @@ def test_smoke_mode_runs_every_step(tmp_path):
         assert (tmp_path / name / "model" / "config.json").is_file()
         summary = json.loads((tmp_path / "eval" / "seed-11" / name / "summary.json").read_text())
         assert summary["items"] == 4
+    # GRPO's data refresh ran: stage 1 trained on the prompts stage 0 failed
+    refreshed = json.loads((tmp_path / "grpo" / "stages" / "stage-1" / "shards" / "stats.json").read_text())
+    assert refreshed["kind"] == "rl" and refreshed["records"] >= 1
     table = (tmp_path / "results.md").read_text()
     assert table.count("min eval |") == 5 and "not run" not in table
     compare = (tmp_path / "eval" / "seed-11" / "compare.md").read_text()

@@ -147,3 +147,18 @@ def test_data_module_splits_by_the_trainers_rank_and_stores_its_position(rl_root
     with pytest.raises(ValueError, match="exactly one"):
         RlPromptDataModule(str(rl_folder), source=RlFolderSource(str(rl_folder)))
     assert isinstance(RlPromptDataModule(str(rl_folder), prompts_per_step=2).source, RlFolderSource)
+
+
+def test_synth_records_shards_stream_as_rl_prompts(tmp_path):
+    """`eva-data synth --records --shards` packs each video's RL prompts beside its trajectories:
+    the GRPO stream serves exactly the folder's rl_prompts.jsonl, each with its own video."""
+    from eva_data.cli import main as eva_data_main
+
+    code = eva_data_main(["synth", "--out", str(tmp_path / "bench"), "--n", "3", "--seed", "5", "--difficulty", "tiny",
+                          "--records", "--shards", str(tmp_path / "shards")])
+    assert code == 0
+    written = [json.loads(line) for line in (tmp_path / "bench" / "rl_prompts.jsonl").read_text().splitlines()]
+    served = list(RlShardSource(str(tmp_path / "shards")).examples(epoch=0, rank=0, world_size=1))
+    assert sorted(item.prompt.id for item, _ in served) == sorted(r["id"] for r in written) and len(written) == 3
+    for item, _ in served:
+        assert item.video == (tmp_path / "bench" / "videos" / f"{item.prompt.video_key}.mp4").read_bytes()

@@ -9,7 +9,7 @@
 `eva_data.synth.benchmark`); `--records` adds oracle SFT trajectories (`trajectories.jsonl`,
 labelled source "oracle") and RL prompts (`rl_prompts.jsonl`); `--records kto` also adds
 rule-labelled KTO trajectories (`eva_data.records.shortcut`); `--shards` also packs it, each
-video with its questions and trajectories. `pack` takes such a folder or any
+video with its questions, trajectories and RL prompts (what `eva_train.rl_shards` streams). `pack` takes such a folder or any
 unified-format jsonl (videos relative to `--video-root`, default the jsonl's folder) and writes
 one sample per video into size-capped shards. `inspect` reads shards as training would.
 `build` runs the data-construction pipeline (`eva_data.construct`): teacher episodes judged into
@@ -115,7 +115,7 @@ def run_synth(args) -> int:
 
 def _pack_folder(source: Path, out: Path, *, video_root: Path | None = None, max_bytes: int | None = None,
                  max_count: int | None = None):
-    from eva_data.records.oracle import TRAJECTORIES
+    from eva_data.records.oracle import RL_PROMPTS, TRAJECTORIES
     from eva_data.shards.writer import DEFAULT_MAX_BYTES, benchmark_samples, pack
     from eva_data.synth.benchmark import ANNOTATIONS, PLANS, VIDEO_DIR, load_plans
 
@@ -128,6 +128,10 @@ def _pack_folder(source: Path, out: Path, *, video_root: Path | None = None, max
         for line in (source / TRAJECTORIES).read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
             trajectories.setdefault(record["episode"]["video"]["video_id"], []).append(record)
+    if source.is_dir() and (source / RL_PROMPTS).is_file():  # kind "rl": what eva_train.rl_shards streams
+        for line in (source / RL_PROMPTS).read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            trajectories.setdefault(f"{VIDEO_DIR}/{record['video_key']}.mp4", []).append(record)
     samples = benchmark_samples(annotations, video_root, meta_by_video=meta, trajectories_by_video=trajectories)
     return pack(samples, out, max_bytes=max_bytes, max_count=max_count)
 

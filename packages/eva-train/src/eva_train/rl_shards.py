@@ -36,12 +36,13 @@ class RlShardSource(ShardRecords):
         buffer_size: eva-data's shuffle buffer, in videos (0: read order).
         resample: draw shards with replacement (needed with several ranks).
         examples_per_rank: prompts per rank per epoch; default from the record count.
+        synthesize: `eva-data synth` arguments to build a missing shard folder first (`ShardRecords`).
     """
 
     def __init__(self, shards: str | list[str], *, seed: int = 0, buffer_size: int = 0, resample: bool = False,
-                 examples_per_rank: int | None = None) -> None:
+                 examples_per_rank: int | None = None, synthesize: list[str] | None = None) -> None:
         super().__init__(shards, kind=RL_KIND, seed=seed, buffer_size=buffer_size, resample=resample,
-                         examples_per_rank=examples_per_rank)
+                         examples_per_rank=examples_per_rank, synthesize=synthesize)
 
     def examples(self, *, epoch: int, rank: int, world_size: int,
                  state: dict[str, Any] | None = None) -> Iterator[tuple[RlItem, dict[str, Any]]]:

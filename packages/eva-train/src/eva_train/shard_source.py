@@ -93,18 +93,39 @@ class ShardRecords:
         resample: draw shards with replacement (needed with several ranks); see the module doc.
         examples_per_rank: records per rank per epoch; default from the record count.
         views: only records seen through one of these views (`ShardSource`); None: all.
+        synthesize: when `shards` is a folder that does not exist yet, build it first with
+            `eva-data synth` using these arguments (for example `["--n", "12", "--seed", "0",
+            "--difficulty", "easy"]`): eva-data's oracle trajectories and RL prompts (and, for
+            kind "kto", its rule-labelled trajectories: `eva_data.records.shortcut`).
     """
 
     def __init__(self, shards: str | list[str], *, kind: str, seed: int = 0, buffer_size: int = 0,
                  resample: bool = False, examples_per_rank: int | None = None,
-                 views: list[str] | None = None) -> None:
+                 views: list[str] | None = None, synthesize: list[str] | None = None) -> None:
         self.kind = kind
+        self.synthesize = synthesize
         self.views = None if views is None else list(views)
         self.shards = shards
         self.seed = seed
         self.buffer_size = buffer_size
         self.resample = resample
         self.examples_per_rank = examples_per_rank
+
+    def prepare(self) -> None:
+        """Generate the synthetic shards when asked to and missing (run once, before training)."""
+        if self.synthesize is None or not isinstance(self.shards, str | os.PathLike):
+            return
+        folder = Path(self.shards)
+        if folder.is_dir() and any(folder.glob("*.tar")):
+            return
+        from eva_data.cli import main as eva_data_main
+
+        bench = folder.parent / (folder.name + "-benchmark")
+        records = "kto" if self.kind == "kto" else "sft"  # "sft" also writes the RL prompts
+        code = eva_data_main(["synth", "--out", str(bench), *self.synthesize, "--records", records,
+                              "--shards", str(folder)])
+        if code != 0 or not any(folder.glob("*.tar")):
+            raise ShardSourceError(f"eva-data synth {' '.join(self.synthesize)} failed (exit {code})")
 
     @cached_property
     def urls(self) -> list[str]:
@@ -161,10 +182,7 @@ class ShardSource(ShardRecords):
 
     Args:
         shards, seed, buffer_size, resample, examples_per_rank: as `ShardRecords`.
-        synthesize: when `shards` is a folder that does not exist yet, build it first with
-            `eva-data synth` using these arguments (for example `["--n", "12", "--seed", "0",
-            "--difficulty", "easy"]`); the data is eva-data's oracle trajectories (and, for
-            kind "kto", its rule-labelled ones: `eva_data.records.shortcut`).
+        synthesize: as `ShardRecords`.
         kind: which records to serve: "sft" or "kto".
         views: serve only records seen through one of these views (`eva_data.records.counterpart.
             record_view`): "agent" (oracle or teacher trajectories), "uniform" (uniform
@@ -178,23 +196,7 @@ class ShardSource(ShardRecords):
         if kind not in KINDS:
             raise ShardSourceError(f"kind must be one of {KINDS}, got {kind!r}")
         super().__init__(shards, kind=kind, seed=seed, buffer_size=buffer_size, resample=resample,
-                         examples_per_rank=examples_per_rank, views=views)
-        self.synthesize = synthesize
-
-    def prepare(self) -> None:
-        """Generate the synthetic shards when asked to and missing (run once, before training)."""
-        if self.synthesize is None or not isinstance(self.shards, str | os.PathLike):
-            return
-        folder = Path(self.shards)
-        if folder.is_dir() and any(folder.glob("*.tar")):
-            return
-        from eva_data.cli import main as eva_data_main
-
-        bench = folder.parent / (folder.name + "-benchmark")
-        code = eva_data_main(["synth", "--out", str(bench), *self.synthesize, "--records", self.kind,
-                              "--shards", str(folder)])
-        if code != 0 or not any(folder.glob("*.tar")):
-            raise ShardSourceError(f"eva-data synth {' '.join(self.synthesize)} failed (exit {code})")
+                         examples_per_rank=examples_per_rank, views=views, synthesize=synthesize)
 
     def label_counts(self) -> tuple[int, int]:
         """(desirable, undesirable) records, for kind "kto" (`count_labels`)."""
