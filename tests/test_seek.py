@@ -217,3 +217,71 @@ def test_shard_source_serves_one_view_of_the_same_items(seek_bench, tmp_path):
     assert counts == {"['agent']": 4, "['uniform-8']": 4, "['uniform-32']": 4, "['uniform']": 8, "None": 12}
     with pytest.raises(ShardSourceError, match="of views"):
         ShardSource(str(tmp_path / "shards"), views=["uniform-16"]).num_examples(rank=0, world_size=1)
+
+
+# --- seek-hint: the question names the white window ----------------------------------------------
+
+HINT = DIFFICULTIES["seek-hint"]
+
+
+def test_seek_hint_question_names_the_white_window_and_one_planned_look_sees_the_shape():
+    plans = video_plans(HINT, 6, 400)
+    assert {p.cue[0] for p in plans} == {20.0 * k for k in range(8)}
+    for plan in plans:
+        (event,) = plan.events
+        assert plan.cue_hint and (event.start, event.end) == (plan.cue[0] + 8.0, plan.cue[0] + 11.0)
+    # uniform sampling is as blind as on `seek`; the look planned from the question sees the
+    # shape in 7 of its 8 frames (the last, at the look's end, shows the frame after the shape)
+    seen = lambda sampler: sum(evidence_seen(_played(sampler(p), p), [p.events[0].window]) for p in plans) / len(plans)  # noqa: E731
+    assert 0.05 < seen(lambda p: sample_times(0.0, p.duration, 8)) < 0.2
+    assert 0.5 < seen(lambda p: sample_times(0.0, p.duration, 32)) < 0.7
+    for plan in plans[:50]:
+        played = _played(sample_times(plan.cue[0] + 8.0, plan.cue[0] + 11.0, 8), plan)
+        assert sum(plan.events[0].start <= t < plan.events[0].end for t in played) == 7
+    # a plan with a hint keeps it through its jsonl round trip; plans without one keep their bytes
+    assert VideoPlan.from_dict(json.loads(json.dumps(plans[0].to_dict()))) == plans[0]
+    assert "cue_hint" not in video_plans(SEEK, 6, 1)[0].to_dict()
+    with pytest.raises(SynthConfigError, match="needs cue_windows"):
+        SynthConfig(cue_hint=True)
+
+
+@pytest.fixture(scope="module")
+def hint_bench(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("seek-hint")
+    write_benchmark(root, n=4, seed=2, config=HINT, difficulty="seek-hint")
+    summary = write_records(root, uniform_frames=(32,), uniform_resize=0.25)
+    assert (summary.trajectories, summary.uniform, summary.skipped) == (4, 4, 0)
+    kto = write_kto_records(root)
+    assert (kto.desirable, kto.undesirable) == (4, 4)
+    return root
+
+
+def test_seek_hint_oracle_plans_one_look_from_the_question_with_8_visual_tokens(hint_bench):
+    plans = load_plans(hint_bench)
+    items = [json.loads(line) for line in (hint_bench / ANNOTATIONS).read_text().splitlines()]
+    records = _records(hint_bench)
+    agent = [r for r in records if r.kind == "sft" and r.meta["view"] == "agent"]
+    for r, item in zip(agent, items, strict=True):
+        plan = plans[item["video_id"]]
+        lo, hi = plan.cue
+        question = item["prompt"][0]["content"]
+        assert f"between {int(lo) // 60:02d}:{int(lo) % 60:02d} and {int(hi) // 60:02d}:{int(hi) % 60:02d}." in question
+        look, last = r.episode.steps
+        assert r.score == 1.0 and r.episode.rounds == 2
+        assert "'" not in look.reply + last.reply and "between" not in look.reply  # nothing copied from the question
+        call = look.calls[0]
+        assert (call.effective["start_time"], call.effective["end_time"]) == (lo + 8.0, lo + 11.0)
+        assert call.visual_tokens == 8 and call.effective["resize"] == 0.25
+        assert last.reply.endswith(f"<answer>{item['reward_model']['ground_truth']}</answer>")
+        assert plan.events[0].colour in last.reply
+    # the opening differs between items only in the call: the plan is the question's
+    openings = {r.episode.steps[0].reply.split("<tool_call>")[0] for r in agent}
+    assert len(openings) == 1
+    # the KTO undesirable: the same plan, a look at another window (same place in it), a guess
+    kto = [r for r in records if isinstance(r, KtoTrajectory) and not r.desirable]
+    for bad in kto:
+        plan = plans[bad.episode.video.video_id.removeprefix("videos/").removesuffix(".mp4")]
+        look = bad.episode.steps[0].calls[0]
+        assert bad.episode.rounds == 2 and look.error is None and look.effective["start_time"] % 20.0 == 8.0
+        assert not any(plan.cue[0] <= t < plan.cue[1] for t in look.sample_times)
+        assert "grey background only" in bad.episode.steps[1].reply

@@ -251,7 +251,7 @@ def test_grpo_seek_recipe_builds_its_module(capsys):
     assert module.rollout_spec.max_turns >= 3 and module.reward_config.name == "choice"  # scan, look, answer
     data = config["data"]["init_args"]
     assert data["source"]["class_path"] == "eva_train.rl_shards.RlShardSource"  # stages copy failed prompts' videos
-    assert "seek" in data["source"]["init_args"]["synthesize"] and "2" in data["source"]["init_args"]["synthesize"]
+    assert "seek-hint" in data["source"]["init_args"]["synthesize"] and "2" in data["source"]["init_args"]["synthesize"]
     assert data["stages"]["dir"] and config["trainer"]["max_epochs"] >= 2  # at least one data refresh
     assert config["trainer"]["reload_dataloaders_every_n_epochs"] == 1
     assert any(c["class_path"] == "eva_train.failures.FailureLog" for c in config["trainer"]["callbacks"])

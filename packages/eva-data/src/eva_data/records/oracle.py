@@ -197,6 +197,39 @@ def cued_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo, survey: 
     return OracleScript(turns=(first, second, third), calls=((survey,), (zoom,)))
 
 
+HINT_LOOK = (0.4, 0.55)  # the part of a named cue window the one call looks at: seek-hint's 8-11 s of 20 s
+
+
+def hinted_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo,
+                  config: AgentConfig = PROTOCOL) -> OracleScript | None:
+    """The two turns for a colour question that names its cue window (`SynthConfig.cue_hint`), or
+    None when the look misses the shape.
+
+    1. the plan, made from the question alone (the span it names), and one look inside that
+       window (`HINT_LOOK` of it, `CUE_ZOOM_FRAMES` frames at `CUE_ZOOM_RESIZE`): one of N fixed
+       calls, chosen by the span the question names;
+    2. the shape's colour and the answer.
+    Nothing is copied from the question: the window's times appear only as the call's arguments.
+    """
+    lo, hi = plan.cue
+    event = plan.events[item["event_ids"][0]]
+    span = hi - lo
+    look = plan_call(info, round(lo + HINT_LOOK[0] * span, 1), round(lo + HINT_LOOK[1] * span, 1), CUE_ZOOM_FRAMES,
+                     CUE_ZOOM_RESIZE, config)
+    seen = look.first_inside(event.window)
+    if seen is None:
+        return None
+    truth = item["reward_model"]["ground_truth"]
+    first = (f"Summary: I have not seen the video yet. It is {video_length(info.duration)} seconds long, and the "
+             f"question asks about the colour of a shape shown while the background is white, and says when.\n"
+             f"Plan: the shape is on screen for a few seconds only, so I will look closely at the part of the video "
+             f"the question names ({look.nframes} frames at low resolution: colour shows).\n"
+             f"<tool_call>{look.json()}</tool_call>")
+    second = (f"Summary: the look shows {article(event.colour).lower()} {event.colour} shape at [{seen}] on a white "
+              f"background.\nReflection: the shape is {event.colour}, which is option {truth}.\n<answer>{truth}</answer>")
+    return OracleScript(turns=(first, second), calls=((look,),))
+
+
 def oracle_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo, config: AgentConfig = PROTOCOL,
                   survey_frames: Sequence[int] = SURVEY_FRAMES) -> OracleScript | None:
     """The assistant turns for a synthetic item, or None when no scan sees its evidence.
@@ -208,6 +241,10 @@ def oracle_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo, config
     """
     evidence = [tuple(w) for w in item["evidence"]]
     duration = math.floor(info.duration * 10) / 10
+    if plan.cue is not None and plan.cue_hint:  # the question names the window: one planned look
+        if item["question_type"] != "colour":
+            raise ValueError(f"the oracle scripts only colour questions on videos with a cue, got {item['question_type']!r}")
+        return hinted_script(item, plan, info, config)
     if plan.cue is not None:  # the scan looks for the cue, not the evidence: its first frame count
         if item["question_type"] != "colour":
             raise ValueError(f"the oracle scripts only colour questions on videos with a cue, got {item['question_type']!r}")

@@ -81,6 +81,22 @@ def wrong_window_turns(item: dict[str, Any], plan: VideoPlan, script: OracleScri
     return script.turns[0], second, third
 
 
+def wrong_hint_turns(item: dict[str, Any], plan: VideoPlan, script: OracleScript) -> tuple[str, ...]:
+    """On a video whose question names its cue window: the oracle's plan with its look shifted to
+    another window (drawn with a seed from the item's index), then a guess."""
+    look = script.calls[0][0]
+    rng = random.Random(f"shortcut-{item['index']}")
+    span = plan.cue[1] - plan.cue[0]
+    windows = round(plan.duration / span)
+    shift = span * rng.choice([k for k in range(windows) if k * span != plan.cue[0]]) - plan.cue[0]
+    call = json.dumps({"tool": "frame_select", "arguments": {
+        "start_time": round(look.start + shift, 1), "end_time": round(look.end + shift, 1), "nframes": look.nframes,
+        "resize": look.resize}})
+    second = (f"Summary: the look shows grey background only.\nReflection: that is enough to answer without looking "
+              f"again.\n<answer>{guess(item, rng)}</answer>")
+    return script.turns[0].replace(look.json(), call), second
+
+
 def shortcut_turns(item: dict[str, Any], plan: VideoPlan, reader: VideoReader, *,
                    config: AgentConfig = PROTOCOL, survey_frames: Sequence[int] = SURVEY_FRAMES,
                    ) -> tuple[str, ...] | None:
@@ -90,7 +106,7 @@ def shortcut_turns(item: dict[str, Any], plan: VideoPlan, reader: VideoReader, *
     if script is None:
         return None
     if plan.cue is not None:
-        return wrong_window_turns(item, plan, script)
+        return (wrong_hint_turns if plan.cue_hint else wrong_window_turns)(item, plan, script)
     survey = script.calls[0][0]
     caught = [(e, label) for e in plan.events if (label := survey.first_inside(e.window)) is not None]
     spotted = "; ".join(f"{article(e.colour).lower()} {e.colour} shape at [{label}]" for e, label in caught)

@@ -108,6 +108,7 @@ class VideoPlan:
         background: "scenes" (tinted gradients) or "flat" (mid-grey), as in `SynthConfig`.
         cue: [start, end) seconds of the cue window (white background, `SynthConfig.cue_windows`),
             or None for a video without a cue.
+        cue_hint: its question names the cue window's span (`SynthConfig.cue_hint`).
     """
 
     video_id: str
@@ -124,6 +125,7 @@ class VideoPlan:
     scene_seed: int
     background: str = "scenes"
     cue: tuple[float, float] | None = None
+    cue_hint: bool = False
 
     @property
     def duration(self) -> float:
@@ -137,6 +139,8 @@ class VideoPlan:
         data = asdict(self)
         if data["cue"] is None:  # plans of presets without a cue keep their bytes
             del data["cue"]
+        if not data["cue_hint"]:  # nor do plans without a hint
+            del data["cue_hint"]
         return data
 
     @classmethod
@@ -220,4 +224,4 @@ def _plan_cued(config: SynthConfig, rng: random.Random, seed: int, video_id: str
     return VideoPlan(video_id=video_id, seed=seed, n_frames=n_frames, fps=fps, width=config.width,
                      height=config.height, gop_seconds=config.gop_seconds, crf=config.crf, grain=config.grain,
                      glyph_px=config.glyph_px, events=(event,), scene_seed=derive_seed(seed, "scene"),
-                     background=config.background, cue=(first / fps, stop / fps))
+                     background=config.background, cue=(first / fps, stop / fps), cue_hint=config.cue_hint)

@@ -127,6 +127,9 @@ def colour_question(plan: VideoPlan, rng: random.Random, style: OptionStyle = PL
     if plan.cue is not None:  # the cue is part of the task: the question says where to look
         stem = (f"A shape carrying the character '{event.char}' appears briefly in the video, while the background "
                 "is white. What colour is it?")
+        if plan.cue_hint:
+            stem = (f"A shape carrying the character '{event.char}' appears briefly in the video, while the background "
+                    f"is white, between {timestamp(plan.cue[0])} and {timestamp(plan.cue[1])}. What colour is it?")
     return _choice("colour", stem, _ordered(rng, [event.colour, *others], style, PALETTE), event.colour, [event])
 
 
