@@ -55,7 +55,7 @@ if [ -n "${EVA_REPRODUCE_SMOKE:-}" ]; then
   items=4
   d="$out/data"
   seek='"--difficulty", "seek-hint"'
-  sft_data="[\"--n\", \"8\", \"--seed\", \"0\", $seek, \"--uniform-frames\", \"8\", \"32\"]"
+  sft_data="[\"--n\", \"8\", \"--seed\", \"0\", $seek, \"--uniform-frames\", \"8\", \"32\", \"--look-counterparts\"]"
   common=(--trainer.max_steps 2 --trainer.limit_val_batches 0)
   for v in sft uni8 uni32; do
     declare -n a=$v

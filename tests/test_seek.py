@@ -249,8 +249,8 @@ def test_seek_hint_question_names_the_white_window_and_one_planned_look_sees_the
 def hint_bench(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("seek-hint")
     write_benchmark(root, n=4, seed=2, config=HINT, difficulty="seek-hint")
-    summary = write_records(root, uniform_frames=(32,), uniform_resize=0.25)
-    assert (summary.trajectories, summary.uniform, summary.skipped) == (4, 4, 0)
+    summary = write_records(root, uniform_frames=(32,), uniform_resize=0.25, look_counterparts=True)
+    assert (summary.trajectories, summary.uniform, summary.looks, summary.skipped) == (4, 4, 4, 0)
     kto = write_kto_records(root)
     assert (kto.desirable, kto.undesirable) == (4, 4)
     return root
@@ -285,3 +285,19 @@ def test_seek_hint_oracle_plans_one_look_from_the_question_with_8_visual_tokens(
         assert bad.episode.rounds == 2 and look.error is None and look.effective["start_time"] % 20.0 == 8.0
         assert not any(plan.cue[0] <= t < plan.cue[1] for t in look.sample_times)
         assert "grey background only" in bad.episode.steps[1].reply
+
+
+def test_seek_hint_look_counterpart_shows_the_agent_looks_frames_then_the_answer(hint_bench):
+    records = _records(hint_bench)
+    agent = {r.item_index: r for r in records if r.kind == "sft" and r.meta["view"] == "agent"}
+    looks = [r for r in records if r.kind == "sft" and r.meta["view"] == "look"]
+    assert len(looks) == 4 and all(record_view(r.to_dict()) == "look" for r in looks)
+    for look in looks:
+        call = agent[look.item_index].episode.steps[0].calls[0]
+        (step,) = look.episode.steps
+        assert step.reply == f"<answer>{agent[look.item_index].episode.answer}</answer>" and step.visual_tokens == 8
+        assert look.episode.config["start_time"] == call.effective["start_time"]
+        assert look.episode.config["end_time"] == call.effective["end_time"]
+        # the user turn shows the same frames the agent's look was shown, with their labels
+        text = look.episode.prompt[-1]["text"]
+        assert [f"Frame {i} at [{label}]: <image>" in text for i, label in enumerate(call.labels)] == [True] * 8

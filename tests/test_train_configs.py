@@ -258,14 +258,21 @@ def test_grpo_seek_recipe_builds_its_module(capsys):
 
 
 def test_seek_uniform_baselines_differ_from_the_agent_only_in_their_view(capsys):
-    """Same architecture, items, batch, steps and optimizer (issue 14's fair comparison)."""
+    """Same architecture, items, batch, optimizer steps and optimizer (issue 14's fair comparison):
+    the agent trains on two views of each item (trajectory and look counterpart) for 4 epochs,
+    each baseline on one view for 8: 640 steps each."""
     agent = _resolved(CONFIG_DIR / "sft-seek.yaml", capsys)
+    assert agent["data"]["init_args"]["train"]["init_args"]["views"] == ["agent", "look"]
+    assert agent["data"]["init_args"]["val"]["init_args"]["views"] == ["agent"]
+    assert agent["trainer"]["max_epochs"] * 2 == 8  # 2 views x 4 epochs = 1 view x 8 epochs
     for n in (8, 32):
         uniform = _resolved(CONFIG_DIR / f"sft-seek-uniform{n}.yaml", capsys)
         for split in ("train", "val"):
             views = uniform["data"]["init_args"][split]["init_args"].pop("views")
-            assert views == [f"uniform-{n}"] and agent["data"]["init_args"][split]["init_args"]["views"] == ["agent"]
-            uniform["data"]["init_args"][split]["init_args"]["views"] = ["agent"]
+            assert views == [f"uniform-{n}"]
+            uniform["data"]["init_args"][split]["init_args"]["views"] = agent["data"]["init_args"][split]["init_args"]["views"]
         assert uniform["trainer"]["logger"]["init_args"]["name"] == f"sft-seek-uniform{n}"
         uniform["trainer"]["logger"]["init_args"]["name"] = "sft-seek"
+        assert uniform["trainer"].pop("max_epochs") == 8
+        uniform["trainer"]["max_epochs"] = agent["trainer"]["max_epochs"]
         assert uniform == agent

@@ -59,6 +59,9 @@ def _synth_args(sub) -> None:
     p.add_argument("--uniform-frames", type=int, nargs="+", default=(), metavar="N",
                    help="with --records: also write each item's uniform counterpart with N frames "
                         "(several counts: one counterpart per count)")
+    p.add_argument("--look-counterparts", action="store_true",
+                   help="with --records: also write each oracle trajectory's look counterpart (the frames "
+                        "of its last call, then the answer: view 'look')")
     p.add_argument("--uniform-resize", type=float, default=0.25, metavar="R",
                    help="resize of the uniform counterparts' frames")
     p.add_argument("--shards", type=Path, help="also pack the benchmark into shards here")
@@ -98,8 +101,9 @@ def run_synth(args) -> int:
         start = time.perf_counter()
         survey = sorted(args.survey_frames or SURVEY_FRAMES)
         records = write_records(args.out, survey_frames=survey, uniform_frames=args.uniform_frames,
-                                uniform_resize=args.uniform_resize)
+                                uniform_resize=args.uniform_resize, look_counterparts=args.look_counterparts)
         uniform = f", {records.uniform} uniform counterparts" if args.uniform_frames else ""
+        uniform += f", {records.looks} look counterparts" if args.look_counterparts else ""
         print(f"wrote {records.trajectories} oracle SFT trajectories ({records.skipped} items skipped: no scan of "
               f"at most {max(survey)} frames sees their evidence){uniform} and {records.rl_prompts} "
               f"RL prompts in {time.perf_counter() - start:.1f} s")

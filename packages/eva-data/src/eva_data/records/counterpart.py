@@ -11,6 +11,12 @@ answer is still the ground truth, which is what fine-tuning a model on question-
 does (the baseline learns to guess where it cannot see). Records carry `meta["view"] ==
 "uniform"` and `meta["frames"]` (N) beside the oracle's `"agent"`, so a trainer can take either
 or both (`record_view`: "agent", "uniform-8", ...; eva-train's `ShardSource(views=...)`).
+
+A look counterpart (`look_trajectory`, view "look") is the same short answer after the frames of
+the agent's own last look (the oracle's last call, shown up front): the answer's letter then
+depends on frames that show the evidence, a concentrated signal for learning to read them (the
+agent trains on both views of the same items; the quickstart's agent trains beside uniform
+counterparts for the same reason, docs/train.md).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from eva_core.episode import Episode, Step, StopReason, VideoRef
+from eva_core.frame_select import FrameSelection, frame_select
 from eva_core.parsing import extract_answer
 from eva_core.protocol import item_question, turn_text
 from eva_core.reader import VideoReader
@@ -29,6 +36,7 @@ from eva_data.records.records import SftTrajectory, Source
 
 VIEW_AGENT = "agent"
 VIEW_UNIFORM = "uniform"
+VIEW_LOOK = "look"
 
 
 def uniform_trajectory(item: dict[str, Any], reader: VideoReader, *, nframes: int, resize: float,
@@ -42,28 +50,50 @@ def uniform_trajectory(item: dict[str, Any], reader: VideoReader, *, nframes: in
         resize: scale factor of both sides (rounded to multiples of 28 by the tool).
         video_key: the video's shard key.
     """
+    selection = uniform_selection(reader, nframes=nframes, resize=resize)
+    return _answer_after_frames(item, reader, selection, video_key=video_key, episode_id=f"uniform-{item['index']}",
+                                record_id=f"sft-uniform{nframes}-{item['index']}", view=VIEW_UNIFORM,
+                                config={"mode": MODE, "nframes": nframes, "resize": selection.effective.resize})
+
+
+def look_trajectory(item: dict[str, Any], reader: VideoReader, *, start_time: float, end_time: float,
+                    nframes: int, resize: float, video_key: str) -> SftTrajectory:
+    """The look counterpart of an item (module docstring): the frames of one call, then the answer.
+
+    Args:
+        item, reader, video_key: as `uniform_trajectory`.
+        start_time, end_time, nframes, resize: the call (the agent's last look), as the tool takes them.
+    """
+    selection = frame_select(reader, start_time=start_time, end_time=end_time, nframes=nframes, resize=resize,
+                             budget=None, max_nframes=nframes)
+    return _answer_after_frames(item, reader, selection, video_key=video_key, episode_id=f"look-{item['index']}",
+                                record_id=f"sft-look{nframes}-{item['index']}", view=VIEW_LOOK,
+                                config={"mode": VIEW_LOOK, "start_time": start_time, "end_time": end_time,
+                                        "nframes": nframes, "resize": selection.effective.resize})
+
+
+def _answer_after_frames(item: dict[str, Any], reader: VideoReader, selection: FrameSelection, *, video_key: str,
+                         episode_id: str, record_id: str, view: str, config: dict[str, Any]) -> SftTrajectory:
+    """One user turn with `selection`'s frames and the question, one reply: the ground truth."""
     prompt = item["prompt"]
     system = None if isinstance(prompt, str) else next(
         (t["content"] for t in prompt if t["role"] == "system" and isinstance(t["content"], str)), None)
     question = item_question(prompt)
-    selection = uniform_selection(reader, nframes=nframes, resize=resize)
     messages = uniform_messages(question, selection, system)
     truth = str(item["reward_model"]["ground_truth"])
     reply = f"<answer>{truth}</answer>"
     info = reader.info
     episode = Episode(
-        episode_id=f"uniform-{item['index']}",
+        episode_id=episode_id,
         video=VideoRef(path=None, video_id=item["videos"][0], duration=info.duration, width=info.width,
                        height=info.height, fps=info.fps),
         question=question, prompt=[{"role": m["role"], "text": turn_text(m)} for m in messages],
         steps=[Step(reply=reply, answer=extract_answer(reply)[0],
                     visual_tokens=selection.tokens_per_frame * len(selection.labels))],
-        stop_reason=StopReason.ANSWER_FOUND, answer=truth,
-        config={"mode": MODE, "nframes": nframes, "resize": selection.effective.resize})
-    return trajectory_from_episode(episode, item, source=Source.ORACLE, video_key=video_key,
-                                   record_id=f"sft-uniform{nframes}-{item['index']}",
-                                   meta={"writer": "eva_data.records.counterpart", "view": VIEW_UNIFORM,
-                                         "frames": nframes})
+        stop_reason=StopReason.ANSWER_FOUND, answer=truth, config=config)
+    return trajectory_from_episode(episode, item, source=Source.ORACLE, video_key=video_key, record_id=record_id,
+                                   meta={"writer": "eva_data.records.counterpart", "view": view,
+                                         "frames": len(selection.labels)})
 
 
 def record_view(record: dict[str, Any]) -> str:

@@ -50,7 +50,7 @@ from eva_core.scripted import ScriptedPolicy
 from eva_core.video import VideoInfo, VideoSource
 
 from eva_data.records.convert import trajectory_from_episode
-from eva_data.records.counterpart import VIEW_AGENT, uniform_trajectory
+from eva_data.records.counterpart import VIEW_AGENT, look_trajectory, uniform_trajectory
 from eva_data.records.records import SftTrajectory, Source, rl_prompt_from_item
 from eva_data.synth.benchmark import ANNOTATIONS, load_plans
 from eva_data.synth.events import Event, VideoPlan
@@ -346,11 +346,12 @@ class OracleSummary:
     rl_prompts: int
     skipped_types: dict[str, int]
     uniform: int = 0
+    looks: int = 0
 
 
 def write_records(root: str | os.PathLike, *, config: AgentConfig = PROTOCOL,
                   survey_frames: Sequence[int] = SURVEY_FRAMES, uniform_frames: int | Sequence[int] = (),
-                  uniform_resize: float = SURVEY_RESIZE) -> OracleSummary:
+                  uniform_resize: float = SURVEY_RESIZE, look_counterparts: bool = False) -> OracleSummary:
     """Write `trajectories.jsonl` (oracle SFT records) and `rl_prompts.jsonl` into a benchmark
     folder made by `eva_data.synth.benchmark.write_benchmark`.
 
@@ -360,13 +361,15 @@ def write_records(root: str | os.PathLike, *, config: AgentConfig = PROTOCOL,
             counterpart (`eva_data.records.counterpart`) with each count at `uniform_resize`,
             after its oracle trajectory, into the same file (for every item, also those the
             oracle skips).
+        look_counterparts: also write, after each oracle trajectory, its look counterpart: the
+            frames of its last call, then the answer (`eva_data.records.counterpart.look_trajectory`).
     """
     uniform_counts = (uniform_frames,) if isinstance(uniform_frames, int) else tuple(uniform_frames)
     root = Path(root)
     plans = load_plans(root)
     items = [json.loads(line) for line in (root / ANNOTATIONS).read_text(encoding="utf-8").splitlines() if line]
     readers: dict[str, VideoReader] = {}
-    written, uniform, skipped = 0, 0, Counter()
+    written, uniform, looks, skipped = 0, 0, 0, Counter()
     with open(root / TRAJECTORIES, "w", encoding="utf-8") as out:
         for item in items:
             path = item["videos"][0]
@@ -380,6 +383,13 @@ def write_records(root: str | os.PathLike, *, config: AgentConfig = PROTOCOL,
             else:
                 out.write(json.dumps(trajectory.to_dict()) + "\n")
                 written += 1
+                if look_counterparts:
+                    call = next(s for s in reversed(trajectory.episode.steps) if s.calls).calls[0].effective
+                    look = look_trajectory(item, readers[path], start_time=call["start_time"],
+                                           end_time=call["end_time"], nframes=call["nframes"], resize=call["resize"],
+                                           video_key=item["video_id"])
+                    out.write(json.dumps(look.to_dict()) + "\n")
+                    looks += 1
             for nframes in uniform_counts:
                 counterpart = uniform_trajectory(item, readers[path], nframes=nframes, resize=uniform_resize,
                                                  video_key=item["video_id"])
@@ -389,4 +399,4 @@ def write_records(root: str | os.PathLike, *, config: AgentConfig = PROTOCOL,
         for item in items:
             out.write(json.dumps(rl_prompt_from_item(item, video_key=item["video_id"]).to_dict()) + "\n")
     return OracleSummary(trajectories=written, skipped=sum(skipped.values()), rl_prompts=len(items),
-                         skipped_types=dict(skipped), uniform=uniform)
+                         skipped_types=dict(skipped), uniform=uniform, looks=looks)

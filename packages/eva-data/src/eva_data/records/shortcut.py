@@ -35,7 +35,7 @@ from eva_core.reader import VideoReader
 from eva_core.scripted import ScriptedPolicy
 
 from eva_data.records.convert import trajectory_from_episode
-from eva_data.records.counterpart import VIEW_UNIFORM
+from eva_data.records.counterpart import VIEW_AGENT
 from eva_data.records.oracle import (
     PROTOCOL,
     SURVEY_FRAMES,
@@ -162,7 +162,7 @@ def write_kto_records(root: str | os.PathLike, *, config: AgentConfig = PROTOCOL
              if line and (item := json.loads(line))}
     lines = (root / TRAJECTORIES).read_text(encoding="utf-8").splitlines()
     oracles = [r for line in lines if line and isinstance(r := record_from_dict(json.loads(line)), SftTrajectory)
-               and r.meta.get("view") != VIEW_UNIFORM]  # uniform counterparts have no agent trajectory
+               and r.meta.get("view", VIEW_AGENT) == VIEW_AGENT]  # counterparts (uniform, look) are no agent trajectory
     readers: dict[str, VideoReader] = {}
     added: list[KtoTrajectory] = []
     for oracle in oracles:
