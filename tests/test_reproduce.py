@@ -43,8 +43,11 @@ def test_results_table_pools_seeds_with_a_wilson_interval(tmp_path, capsys):
     _summary(tmp_path / "eval" / "seed-11" / "uniform32", 100, 60.0, 1.0, 32.0)
     (tmp_path / "times.tsv").write_text("train sft\t600\neval sft seed-11\t60\neval sft seed-12\t120\n"
                                         "train sft\t540\n")  # a rerun's line wins
-    assert results_table.main([str(tmp_path), "--seeds", "11", "12"]) == 0
+    assert results_table.main([str(tmp_path), "--seeds", "11", "12", "--plot", str(tmp_path / "plot.svg")]) == 0
     out = capsys.readouterr().out
+    svg = (tmp_path / "plot.svg").read_text()  # eva-eval's plot: one point per model with a summary
+    assert svg.startswith("<svg") and svg.count('<g class="point">') == 2
+    assert "agent after SFT: 75.00 % at 16 visual tokens" in svg and "uniform-32 SFT: 60.00 % at 32" in svg
     # sft: 150 of 200 = 75.0 %; Wilson 95 %: centre (0.75 + 0.0096) / 1.0192 = 0.74529, half =
     # 1.92303 * sqrt(0.0009375 + 0.000024) = 0.059631 -> [68.6, 80.5]; rounds (300 + 290) / 200
     sft = next(line for line in out.splitlines() if line.startswith("| agent after SFT |"))
