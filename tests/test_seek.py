@@ -238,6 +238,12 @@ def test_seek_hint_question_names_the_white_window_and_one_planned_look_sees_the
     for plan in plans[:50]:
         played = _played(sample_times(plan.cue[0] + 8.0, plan.cue[0] + 11.0, 8), plan)
         assert sum(plan.events[0].start <= t < plan.events[0].end for t in played) == 7
+    # the cue is in the question, not on screen: the named window stays grey
+    hinted = video_plans(HINT, 6, 1)[0]
+    frames = list(render_frames(hinted))
+    corner = np.array([f[0:4, 0:4].reshape(-1, 3) for f in frames])
+    assert not (corner == CUE_WHITE).all(axis=2).any()  # no white pixel in any frame
+    assert (corner == FLAT_GREY).all(axis=2).mean() > 0.5  # mostly the flat grey (moving blocks pass by)
     # a plan with a hint keeps it through its jsonl round trip; plans without one keep their bytes
     assert VideoPlan.from_dict(json.loads(json.dumps(plans[0].to_dict()))) == plans[0]
     assert "cue_hint" not in video_plans(SEEK, 6, 1)[0].to_dict()

@@ -221,12 +221,12 @@ def hinted_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo,
         return None
     truth = item["reward_model"]["ground_truth"]
     first = (f"Summary: I have not seen the video yet. It is {video_length(info.duration)} seconds long, and the "
-             f"question asks about the colour of a shape shown while the background is white, and says when.\n"
+             f"question asks about the colour of a shape, and says when it is shown.\n"
              f"Plan: the shape is on screen for a few seconds only, so I will look closely at the part of the video "
              f"the question names ({look.nframes} frames at low resolution: colour shows).\n"
              f"<tool_call>{look.json()}</tool_call>")
-    second = (f"Summary: the look shows {article(event.colour).lower()} {event.colour} shape at [{seen}] on a white "
-              f"background.\nReflection: the shape is {event.colour}, which is option {truth}.\n<answer>{truth}</answer>")
+    second = (f"Summary: the look shows {article(event.colour).lower()} {event.colour} shape at [{seen}].\n"
+              f"Reflection: the shape is {event.colour}, which is option {truth}.\n<answer>{truth}</answer>")
     return OracleScript(turns=(first, second), calls=((look,),))
 
 

@@ -64,8 +64,9 @@ class SynthConfig:
             background, one key event and no distractor.
         cue_offset: (min, max) seconds from the cue window's start at which the key event
             starts, drawn per video (the event must end inside the window).
-        cue_hint: the question names the cue window's span ("between 01:00 and 01:20"), so where
-            to look can be planned from the question alone (needs cue_windows).
+        cue_hint: the question names the cue window's span ("between 01:00 and 01:20") and the
+            window is not drawn white: where to look is planned from the question alone (needs
+            cue_windows).
     """
 
     duration: tuple[float, float] = (120.0, 600.0)
@@ -186,13 +187,14 @@ DIFFICULTIES: dict[str, SynthConfig] = {
                         distractor_events=(0, 0), width=112, height=112, shape_px=96, questions_per_video=1,
                         question_types=("colour",), colours=("red", "green", "blue", "yellow"),
                         shuffle_options=False, background="flat", cue_windows=8, cue_offset=(6.0, 11.0)),
-    # `seek` with the plan in the question (issue 14, docs/results.md): the question names the white
-    # window's span ("between 01:00 and 01:20") and the shape always shows 8-11 s into it, so one
-    # call planned from the question alone (8 frames over those 3 s at resize 0.25: 8 visual
-    # tokens, 7 of them showing the shape) answers it. Uniform sampling cannot use the question:
-    # it sees the 3 s shape as `seek` does (32 frames: about 60 % of videos, 8 frames: about 15 %).
-    # Made because a tiny model did not learn to find the window from `seek`'s scan (8-way, from
-    # one white token among eight) within the SFT budget.
+    # `seek` with the plan in the question (issue 14, docs/results.md): the question names the
+    # shape's 20 s window ("between 01:00 and 01:20"; the window stays grey: the cue is in the
+    # question, not on screen) and the shape always shows 8-11 s into it, so one call planned from
+    # the question alone (8 frames over those 3 s at resize 0.25: 8 visual tokens, 7 of them
+    # showing the shape) answers it. Uniform sampling cannot use the question: it sees the 3 s
+    # shape as on `seek` (32 frames: about 60 % of videos, 8 frames: about 15 %). Made because a
+    # tiny model did not learn to find the window from `seek`'s scan (8-way, from one white token
+    # among eight), nor to read colour on the white background, within the SFT budget.
     "seek-hint": SynthConfig(duration=(160.0, 160.0), event_length=(3.0, 3.0), key_events=(1, 1),
                              distractor_events=(0, 0), width=112, height=112, shape_px=96, questions_per_video=1,
                              question_types=("colour",), colours=("red", "green", "blue", "yellow"),

@@ -128,8 +128,8 @@ def colour_question(plan: VideoPlan, rng: random.Random, style: OptionStyle = PL
         stem = (f"A shape carrying the character '{event.char}' appears briefly in the video, while the background "
                 "is white. What colour is it?")
         if plan.cue_hint:
-            stem = (f"A shape carrying the character '{event.char}' appears briefly in the video, while the background "
-                    f"is white, between {timestamp(plan.cue[0])} and {timestamp(plan.cue[1])}. What colour is it?")
+            stem = (f"A shape carrying the character '{event.char}' appears briefly in the video, between "
+                    f"{timestamp(plan.cue[0])} and {timestamp(plan.cue[1])}. What colour is it?")
     return _choice("colour", stem, _ordered(rng, [event.colour, *others], style, PALETTE), event.colour, [event])
 
 

@@ -70,7 +70,8 @@ def event_sprite(event: Event, glyph_px: int) -> tuple[np.ndarray, np.ndarray]:
 
 def render_frames(plan: VideoPlan) -> Iterator[np.ndarray]:
     """uint8 [H, W, 3] RGB frames of the video, in order."""
-    cue = None if plan.cue is None else (round(plan.cue[0] * plan.fps), round(plan.cue[1] * plan.fps))
+    # the cue is on screen (a white window) unless the question names the window instead
+    cue = None if plan.cue is None or plan.cue_hint else (round(plan.cue[0] * plan.fps), round(plan.cue[1] * plan.fps))
     scene = SceneRenderer(plan.scene_seed, plan.n_frames, plan.fps, plan.width, plan.height, plan.grain,
                           flat=plan.background == "flat", cue_frames=cue)
     sprites = [event_sprite(e, plan.glyph_px) for e in plan.events]
