@@ -305,5 +305,14 @@ def test_seek_hint_look_counterpart_shows_the_agent_looks_frames_then_the_answer
         assert look.episode.config["start_time"] == call.effective["start_time"]
         assert look.episode.config["end_time"] == call.effective["end_time"]
         # the user turn shows the same frames the agent's look was shown, with their labels
+        # training replays it with its 8 frames decoded again (not the text of the placeholders)
+        from eva_data.records.convert import training_conversation
+
+        video = hint_bench / look.episode.video.video_id
+        images = [p["image"] for m in training_conversation(look, VideoReader(video)).messages
+                  if isinstance(m["content"], list) for p in m["content"] if p["type"] == "image"]
+        agent_images = [p["image"] for m in training_conversation(agent[look.item_index], VideoReader(video)).messages
+                        if isinstance(m["content"], list) for p in m["content"] if p["type"] == "image"]
+        assert len(images) == 8 and all((a == b).all() for a, b in zip(images, agent_images, strict=True))
         text = look.episode.prompt[-1]["text"]
         assert [f"Frame {i} at [{label}]: <image>" in text for i, label in enumerate(call.labels)] == [True] * 8

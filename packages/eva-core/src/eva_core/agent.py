@@ -356,6 +356,9 @@ def replay_messages(episode: Episode, video: VideoSource | VideoReader | None = 
         raise ValueError("the record has no video path: pass the video")
     if episode.config.get("mode") == uniform.MODE:
         return _replay_uniform(episode, open_video(source, backend=backend), backend)
+    if "mode" in episode.config:  # a view this function cannot rebuild would train without its frames
+        raise ValueError(f"unknown episode mode {episode.config['mode']!r}: expected an agent episode or "
+                         f"{uniform.MODE!r}")
     reader = open_video(source, backend=backend) if episode.steps else None
     messages: list[Message] = [{"role": t["role"], "content": [text_part(t["text"])]} for t in episode.prompt]
     for step in episode.steps:
@@ -383,9 +386,16 @@ def replay_messages(episode: Episode, video: VideoSource | VideoReader | None = 
 
 
 def _replay_uniform(episode: Episode, reader: VideoReader, backend: Backend) -> list[Message]:
-    """A uniform-view episode's conversation (`eva_core.uniform`): the frames up front, one reply."""
-    selection = uniform.uniform_selection(reader, nframes=int(episode.config["nframes"]),
-                                          resize=float(episode.config["resize"]), backend=backend)
+    """A uniform-view episode's conversation (`eva_core.uniform`): the frames up front, one reply.
+    The frames span the whole video, or `start_time`-`end_time` when the record names a span
+    (eva-data's look counterparts)."""
+    config = episode.config
+    nframes, resize = int(config["nframes"]), float(config["resize"])
+    if "start_time" in config:
+        selection = frame_select(reader, start_time=float(config["start_time"]), end_time=float(config["end_time"]),
+                                 nframes=nframes, resize=resize, budget=None, max_nframes=nframes, backend=backend)
+    else:
+        selection = uniform.uniform_selection(reader, nframes=nframes, resize=resize, backend=backend)
     system = next((t["text"] for t in episode.prompt if t["role"] == "system"), None)
     messages = uniform.uniform_messages(episode.question, selection, system)
     if [{"role": m["role"], "text": turn_text(m)} for m in messages] != episode.prompt:

@@ -68,7 +68,7 @@ def look_trajectory(item: dict[str, Any], reader: VideoReader, *, start_time: fl
                              budget=None, max_nframes=nframes)
     return _answer_after_frames(item, reader, selection, video_key=video_key, episode_id=f"look-{item['index']}",
                                 record_id=f"sft-look{nframes}-{item['index']}", view=VIEW_LOOK,
-                                config={"mode": VIEW_LOOK, "start_time": start_time, "end_time": end_time,
+                                config={"mode": MODE, "start_time": start_time, "end_time": end_time,
                                         "nframes": nframes, "resize": selection.effective.resize})
 
 
