@@ -176,8 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if wants_short_help(args[1:]):  # LightningCLI's own help imports Lightning: 17 s of CPU (issue 17)
             print(usage(args[0]), end="")
             return 0
-        args = [("--help" if arg == "--help-all" else arg) for arg in args]
-    fit_cli(args)
+        if "--help-all" in args:  # Lightning's generated list: its `--help`, given as args instead of argv's
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within")
+            argv = [("--help" if arg == "--help-all" else arg) for arg in args]
+    fit_cli(argv)  # None: LightningCLI reads sys.argv itself
     return 0
 
 

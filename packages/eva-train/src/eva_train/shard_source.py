@@ -205,7 +205,7 @@ class ShardRecords:
             if from_start and served == served_at_start:
                 raise ShardSourceError(f"no readable {self.kind} records in {self.shards} (epoch {epoch}, rank {rank}): "
                                        "every video was skipped as corrupt")
-            log.warning("epoch %d rank %d: the shards gave %d of %d %s records (corrupt videos skipped); "
+            log.warning("epoch %d rank %d: the stream ended after %d of %d %s records (corrupt data skipped); "
                         "serving the epoch's first records again", epoch, rank, served, total, self.kind)
             earlier += stream.last_position.skipped_samples  # the pass's end counts skips after its last video
             before, skip = None, 0
