@@ -128,6 +128,17 @@ def test_a_corrupt_video_costs_its_records_and_the_epoch_still_serves_its_count(
         assert rest[-1][1] == served[-1][1], k  # the same end: position, served and skipped counts
 
 
+def test_the_training_stream_over_a_corrupt_video_delivers_its_epoch(shards, tmp_path, tiny_model_dir):
+    """The symptom of issue 17: the stream over these shards stopped with "source ended at sample 4 of 6"."""
+    from eva_train.stream import SFTStream, StreamPosition
+
+    source = ShardSource(str(_damaged_copy(shards, tmp_path / "shards", {1: "first"})), seed=0)
+    stream = SFTStream(source, str(tiny_model_dir), batch_size=2, max_length=4096, window_batches=2)
+    batches = [(b, after) for b, after in stream.batches(StreamPosition())]
+    assert [b.input_ids.shape[0] for b, _ in batches] == [2, 2, 2] == [2] * stream.num_batches()
+    assert batches[-1][1] == StreamPosition(epoch=1)
+
+
 def test_shards_with_no_readable_video_fail_clearly(shards, tmp_path):
     source = ShardSource(str(_damaged_copy(shards, tmp_path / "shards", {0: "first", 1: "first", 2: "first"})))
     with pytest.raises(ShardSourceError, match="no readable sft records .* every video was skipped as corrupt"):
