@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -28,9 +29,19 @@ def _help(module: str, function: str, argv: list[str]) -> tuple[str, list[str]]:
 @pytest.mark.parametrize(("module", "function", "argv", "expect"), [
     ("eva_train.cli", "main", ["--help"], "export"),
     ("eva_train.cli", "main", ["export", "--help"], "--adapter-only"),
+    ("eva_train.cli", "main", ["fit", "--help"], "--ckpt_path"),
+    ("eva_train.cli", "main", ["fit", "-h"], "--help-all"),
+    ("eva_train.cli", "main", ["fit", "--trainer.max_steps", "3", "--help"], "--print_config"),
+    ("eva_train.cli", "main", ["validate", "--help"], "usage: eva-train validate --config FILE"),
     ("eva_core.cli", "frames_main", ["--help"], "--budget"),
     ("eva_data.cli", "main", ["synth", "--help"], "--difficulty"),
     ("eva_core.cli", "agent_main", ["--help"], "--max-new-tokens"),
+    ("eva_eval.cli", "main", ["--help"], "inspect"),
+    ("eva_eval.cli", "main", ["run", "--help"], "--retry-errors"),
+    ("eva_eval.cli", "main", ["report", "--help"], "--thumb-items"),
+    ("eva_eval.cli", "main", ["compare", "--help"], "--across-modes"),
+    ("eva_eval.cli", "main", ["inspect", "--help"], "--show-unresolved"),
+    ("eva_eval.cli", "main", ["list", "--help"], "usage: eva-eval list"),
 ])
 def test_help_imports_no_heavy_library(module, function, argv, expect):
     text, heavy = _help(module, function, argv)
@@ -49,6 +60,84 @@ def test_agent_help_states_the_agent_config_defaults():
                           ("--max-new-tokens", config.generation.max_new_tokens)]:
         assert f"the protocol's, {value})" in text.split(option, 2)[-1].split("--", 1)[0], option
     assert config.generation.temperature == 0.0 and "default 0: greedy" in text
+
+
+def _option_help(text: str, option: str) -> str:
+    """The help of one option in argparse's listing, on one line."""
+    found = re.search(rf"^ +{re.escape(option)}\b(.*?)(?=^ +-|^\S|\Z)", text, re.MULTILINE | re.DOTALL)
+    assert found, option
+    return " ".join(found.group(1).split())
+
+
+def test_eval_run_help_states_the_settings_defaults():
+    """`eva-eval run --help` writes RunSettings', AgentConfig's and UniformConfig's defaults out."""
+    from eva_core.agent import AgentConfig
+    from eva_core.frame_select import FRAME_RULES
+    from eva_eval.runner import MODES, RunSettings
+    from eva_eval.uniform import UniformConfig
+
+    text, _ = _help("eva_eval.cli", "main", ["run", "--help"])
+    run, agent, uniform = RunSettings(), AgentConfig(), UniformConfig()
+    for option, value in [("--max-turns", agent.max_turns), ("--budget", agent.budget), ("--maxp", agent.maxp),
+                          ("--max-new-tokens", agent.generation.max_new_tokens)]:
+        assert _option_help(text, option).endswith(f"(default: the protocol's, {value})"), option
+    for option, value in [("--batch-size", run.batch_size), ("--workers", run.workers),
+                          ("--frames", uniform.nframes), ("--resize", uniform.resize)]:
+        assert re.search(rf"\bdefault {value:g}\)", _option_help(text, option)), option
+    for option, names, default in [("--mode", MODES, run.mode), ("--frame-rule", FRAME_RULES, agent.frame_rule)]:
+        before, after = _option_help(text, option).split("(default", 1)
+        assert all(name in before + after for name in names) and default in before, option
+        assert not any(name in before for name in names if name != default), option
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--mode", "passive", "mode must be one of"),
+    ("--frame-rule", "nearest", "frame_rule must be one of"),
+    ("--frames", "0", "nframes must be >= 1"),
+])
+def test_eval_run_refuses_a_bad_setting_before_reading_anything(tmp_path, capsys, option, value, message):
+    from eva_eval.cli import main
+
+    code = main(["run", "--benchmark", "videomme", "--annotations", str(tmp_path / "missing.jsonl"),
+                 "--model", "scripted:none.json", "--out", str(tmp_path / "run"), option, value])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_fit_help_lists_the_shipped_recipes_by_stage(tmp_path, monkeypatch):
+    """`eva-train fit --help` reads configs/ when asked: a recipe added there is listed under its stage."""
+    import shutil
+    from pathlib import Path
+
+    from eva_train.fit_usage import usage
+
+    shutil.copytree(Path(__file__).parent.parent / "configs", tmp_path / "configs")
+    (tmp_path / "configs" / "sft-new.yaml").write_text("# new\nmodel:\n  class_path: eva_train.sft.SFTModule\n")
+    (tmp_path / "configs" / "odd.yaml").write_text("# a config of no eva_train stage\ntrainer: {}\n")
+    monkeypatch.chdir(tmp_path)
+    lines = usage("fit").splitlines()
+    recipes = lines[lines.index(next(line for line in lines if line.startswith("recipes in configs/"))) + 1:]
+    stages = {line.split(":")[0].strip(): line.split(":", 1)[1].split() for line in recipes[:4]}
+    assert list(stages) == ["sft", "kto", "grpo", "other"]
+    assert "sft-new.yaml" in stages["sft"] and "sft-tiny.yaml" in stages["sft"] and stages["other"] == ["odd.yaml"]
+    assert "kto-tiny.yaml" in stages["kto"] and "grpo-tiny.yaml" in stages["grpo"]
+    assert "  eva-train fit --config configs/sft-tiny.yaml --trainer.max_steps 10" in lines
+
+
+def test_fit_help_all_and_help_after_a_config_go_to_lightning(monkeypatch, capsys):
+    """Only a bare `--help` is answered by the short usage; LightningCLI parses everything else."""
+    import eva_train.cli as cli
+
+    seen = []
+    monkeypatch.setattr(cli, "fit_cli", lambda args: seen.append(args))
+    for argv in (["fit", "--help-all"], ["fit", "--config", "c.yaml", "--help"], ["fit", "--config=c.yaml", "-h"],
+                 ["validate", "-c", "c.yaml", "--help"], ["fit", "--config", "c.yaml", "--trainer.max_steps", "2"]):
+        assert cli.main(argv) == 0
+    assert seen == [["fit", "--help"], ["fit", "--config", "c.yaml", "--help"], ["fit", "--config=c.yaml", "-h"],
+                    ["validate", "-c", "c.yaml", "--help"], ["fit", "--config", "c.yaml", "--trainer.max_steps", "2"]]
+    assert capsys.readouterr().out == ""
+    assert cli.main(["fit", "--help"]) == 0 and seen[-1][-1] == "2"  # answered here, not by fit_cli
+    assert capsys.readouterr().out.startswith("usage: eva-train fit --config FILE")
 
 
 INSPECT = """

@@ -304,6 +304,26 @@ def test_garbage_inside_a_video_is_a_counted_skip(tmp_path, caplog):
         ShardStream(tmp_path, validate_video="some")
 
 
+def test_skips_after_the_last_sample_are_in_the_last_position(tmp_path, tiny_video, caplog):
+    """A corrupt sample after the last good one is counted where a resume reads it (issue 17): the
+    stream's end writes `last_position`, so a resume neither reads nor counts it again."""
+    meta = json.dumps({"items": []}).encode()
+    (tmp_path / "a.tar").write_bytes(_tar({"g0": {"mp4": tiny_video, "json": meta},
+                                           "g1": {"mp4": tiny_video, "json": meta},
+                                           "z": {"mp4": b"\x00\x00\x00\x18ftypisom" + b"\x00" * 500, "json": meta}}))
+    stream = ShardStream(tmp_path, shuffle_shards=False)
+    assert [s.key for s in stream] == ["g0", "g1"]
+    end = stream.last_position
+    assert (end.skipped_samples, end.yielded, end.cursor, end.buffer) == (1, 2, (1, 0), ())  # 2 read + 1 skipped
+    resumed = ShardStream(tmp_path, shuffle_shards=False)
+    resumed.load_state_dict(stream.state_dict())
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert list(resumed) == []
+    assert "skipped corrupt sample" not in caplog.text  # not read again
+    assert resumed.last_position.skipped_samples == 1  # nor counted again
+
+
 def test_resampling_over_only_broken_shards_fails_clearly(tmp_path):
     (tmp_path / "x.tar").write_bytes(b"garbage" * 100)
     stream = ShardStream(tmp_path, resample=True, samples_per_rank=3, max_failures=5)

@@ -12,7 +12,8 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from eva_train.cli import fit_cli
+from eva_train.cli import fit_cli, main
+from eva_train.fit_usage import config_stages
 from eva_train.modeling import ModelSpec, count_parameters, init_empty_model
 from eva_train.optim import OptimSpec, build_optimizer, use_fused_adamw
 from eva_train.qwen_shapes import qwen2_5_vl_config
@@ -74,11 +75,21 @@ def test_every_config_opens_with_its_purpose_and_command_and_parses(path, capsys
     monkeypatch.setenv("EVA_QWEN_7B", str(qwen_7b_dir))
     config = _resolved(path, capsys)
     assert config["model"]["class_path"].startswith("eva_train.")
+    assert path.name in config_stages(CONFIG_DIR)[config["model"]["class_path"].split(".")[1]]  # fit --help's list
     if path.name.startswith("sft-"):
         assert config["model"]["class_path"] == "eva_train.sft.SFTModule"
         assert config["data"]["init_args"]["processor_path"] == config["model"]["init_args"]["model"]["path"]
         if "7b" in path.name:
             assert config["trainer"]["max_epochs"] == 2  # EVA paper, SFT: 2 epochs
+
+
+def test_fit_help_all_is_lightnings_full_option_list(capsys):
+    """`eva-train fit --help` is eva-train's short usage; `--help-all` reaches LightningCLI's generated list."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--help-all"])
+    text = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    assert "--trainer.max_steps" in text and "--ckpt_path" in text and "--help-all" not in text
 
 
 def test_tiny_recipe_is_cpu_and_the_learner_model(capsys):

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
+import tarfile
 from itertools import islice
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,3 +78,68 @@ def test_resampled_epochs_are_equal_per_rank_and_deterministic(shards):
     with pytest.raises(ShardSourceError, match="resample: true"):
         ShardSource(str(shards / "shards")).num_examples(rank=0, world_size=2)
     assert ShardSource(str(shards / "shards"), examples_per_rank=5).num_examples(rank=1, world_size=4) == 5
+
+
+def _damaged_copy(shards: Path, out: Path, where: dict[int, str]) -> Path:
+    """A copy of the shard folder with 400 bytes of the video of shard i overwritten: at the start
+    of its frame data ("first": the first frame fails, so eva-data skips the video) or in the
+    middle ("middle": the first frame decodes, later frames do not)."""
+    shutil.copytree(shards / "shards", out)
+    tars = sorted(out.glob("*.tar"))
+    for i, place in where.items():
+        with tarfile.open(tars[i]) as tar:
+            member = next(m for m in tar if m.name.endswith(".mp4"))
+        data = bytearray(tars[i].read_bytes())
+        video = bytes(data[member.offset_data:member.offset_data + member.size])
+        at = member.offset_data + (video.find(b"mdat") + 4 if place == "first" else len(video) // 2)
+        data[at:at + 400] = b"\xa5" * 400
+        tars[i].write_bytes(bytes(data))
+    return out
+
+
+@pytest.mark.parametrize("place", ["first", "middle"])
+def test_a_corrupt_video_costs_its_records_and_the_epoch_still_serves_its_count(shards, tmp_path, place, caplog):
+    """Issue 17: a skipped video ended an exact epoch early ("source ended"). Its records are
+    skipped with their reason and the epoch wraps to its first records: 6 served, as counted."""
+    clean = [c.sample_id for c, _ in ShardSource(str(shards / "shards"), seed=0).examples(epoch=0, rank=0, world_size=1)]
+    source = ShardSource(str(_damaged_copy(shards, tmp_path / "shards", {1: place})), seed=0)
+    assert source.num_examples(rank=0, world_size=1) == 6  # counted from the records, before any video is read
+    with caplog.at_level(logging.WARNING):
+        served = [(c.sample_id, state) for c, state in source.examples(epoch=0, rank=0, world_size=1)]
+    ids = [i for i, _ in served]
+    # the damaged video (the second shard's, synth_2_00001) holds 2 of the 6 records
+    lost = {r["id"] for r in _records(shards) if r["episode"]["video"]["path"].endswith("_00001.mp4")}
+    assert len(lost) == 2 and not lost & set(ids)
+    good = [i for i in clean if i not in lost]
+    assert ids == good + good[:2]  # 4 readable, then the epoch's first 2 again
+    assert [state["served"] for _, state in served] == [1, 2, 3, 4, 5, 6]
+    # The damaged video is the epoch's last: skipped after the 4th record, counted from the 5th on.
+    counts = [(state["skipped_videos"], state["skipped_records"]) for _, state in served]
+    if place == "first":  # eva-data's check skips the video, with its reason
+        assert "skipped corrupt sample" in caplog.text and "corrupt_video" in caplog.text
+        assert counts == [(0, 0)] * 4 + [(1, 0)] * 2
+    else:  # the first frame decodes: both records fail where their frames are decoded, here
+        assert caplog.text.count("skipped record sft-oracle-") == 2 and "corrupt_video" in caplog.text
+        assert counts == [(0, 0)] * 4 + [(0, 2)] * 2
+    assert "serving the epoch's first records again" in caplog.text
+    for k, (_, state) in enumerate(served[:-1]):  # every state resumes with the rest, across the wrap too
+        rest = list(source.examples(epoch=0, rank=0, world_size=1, state=state))
+        assert [c.sample_id for c, _ in rest] == ids[k + 1:], k
+        assert rest[-1][1] == served[-1][1], k  # the same end: position, served and skipped counts
+
+
+def test_the_training_stream_over_a_corrupt_video_delivers_its_epoch(shards, tmp_path, tiny_model_dir):
+    """The symptom of issue 17: the stream over these shards stopped with "source ended at sample 4 of 6"."""
+    from eva_train.stream import SFTStream, StreamPosition
+
+    source = ShardSource(str(_damaged_copy(shards, tmp_path / "shards", {1: "first"})), seed=0)
+    stream = SFTStream(source, str(tiny_model_dir), batch_size=2, max_length=4096, window_batches=2)
+    batches = [(b, after) for b, after in stream.batches(StreamPosition())]
+    assert [b.input_ids.shape[0] for b, _ in batches] == [2, 2, 2] == [2] * stream.num_batches()
+    assert batches[-1][1] == StreamPosition(epoch=1)
+
+
+def test_shards_with_no_readable_video_fail_clearly(shards, tmp_path):
+    source = ShardSource(str(_damaged_copy(shards, tmp_path / "shards", {0: "first", 1: "first", 2: "first"})))
+    with pytest.raises(ShardSourceError, match="no readable sft records .* every video was skipped as corrupt"):
+        list(source.examples(epoch=0, rank=0, world_size=1))

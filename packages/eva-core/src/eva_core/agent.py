@@ -44,6 +44,7 @@ from eva_core.frame_select import (
     DEFAULT_FRAME_RULE,
     DEFAULT_MAX_NFRAMES,
     DEFAULT_MAXP,
+    FRAME_RULES,
     Budget,
     FrameRule,
     frame_select,
@@ -97,6 +98,8 @@ class AgentConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"AgentConfig.{name} must be a positive integer, got {value!r}")
+        if self.frame_rule not in FRAME_RULES:  # else every tool call of a run would fail the same way
+            raise ValueError(f"AgentConfig.frame_rule must be one of {FRAME_RULES}, got {self.frame_rule!r}")
 
 
 @dataclass

@@ -23,20 +23,17 @@ import json
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from eva_core.agent import AgentConfig
-from eva_core.frame_select import FRAME_RULES
-from eva_core.policy import GenerationConfig, Policy
+from eva_core.policy import Policy
 
-from eva_eval.annotations import AnnotationError
-from eva_eval.benchmarks import UnknownBenchmark, get_benchmark
-from eva_eval.compare import DEFAULT_ALPHA, DEFAULT_TOLERANCE, compare_runs
-from eva_eval.html_report import write_report
-from eva_eval.results import ResultFileError
-from eva_eval.runner import MODES, RunAborted, RunSettings, UnknownItems, select_items
-from eva_eval.runs import RunMismatch, check_resumable, evaluate, find_runs, run_info
-from eva_eval.tables import registry_lines, report_lines
-from eva_eval.uniform import UniformConfig
+from eva_eval.compare import DEFAULT_ALPHA, DEFAULT_TOLERANCE
+
+# The commands' modules import torch (eva-core's frame tool, through the runner): they are imported
+# after the arguments parse, and `run`'s options default to None and take their values from the
+# classes then (`run_settings`), so that every `--help` answers at once (issue 17 measured 5 s).
+if TYPE_CHECKING:
+    from eva_eval.runner import RunSettings
 
 
 def load_model(model: str, *, concurrency: int | None = None) -> Policy:
@@ -68,51 +65,67 @@ def _run_parser(sub) -> None:
     p.add_argument("--annotations", required=True, type=Path, help="annotation file (unified jsonl)")
     p.add_argument("--video-root", type=Path, help="folder holding the videos (default: the annotation file's folder)")
     p.add_argument("--model", required=True, help="checkpoint folder, server URL, or scripted:FILE")
-    p.add_argument("--mode", choices=MODES, default="agent")
+    p.add_argument("--mode", help="agent: the EVA loop (default); uniform: the passive baseline")
     p.add_argument("--out", required=True, type=Path, help="run directory")
     p.add_argument("--limit", type=int, help="run only the first N items")
     p.add_argument("--items", help="comma-separated item ids to run")
     p.add_argument("--no-resume", dest="resume", action="store_false", help="refuse a directory with results")
     p.add_argument("--retry-errors", action="store_true", help="run again the items whose records are errors")
-    run_defaults, agent, uniform = RunSettings(), AgentConfig(), UniformConfig()  # one source: eva-core's
-    p.add_argument("--batch-size", type=int, default=run_defaults.batch_size, help="episodes per lockstep batch")
-    p.add_argument("--workers", type=int, default=run_defaults.workers,
-                   help="batches in flight (overlaps decoding with the model)")
+    # Unset options take `RunSettings`', `AgentConfig`'s (the protocol's) and `UniformConfig`'s defaults,
+    # read after parsing; the help writes them out (tests/test_cli_startup.py checks it against the classes).
+    p.add_argument("--batch-size", type=int, help="episodes per lockstep batch (default 4)")
+    p.add_argument("--workers", type=int, help="batches in flight (overlaps decoding with the model; default 1)")
     p.add_argument("--concurrency", type=int, help="HTTP backend: requests in flight")
     _newline_flags(p)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     a = p.add_argument_group("agent mode (protocol defaults)")
-    a.add_argument("--max-turns", type=int, default=agent.max_turns)
-    a.add_argument("--budget", type=int, default=agent.budget, help="visual tokens per tool call")
-    a.add_argument("--maxp", type=int, default=agent.maxp)
-    a.add_argument("--max-new-tokens", type=int, default=agent.generation.max_new_tokens)
-    a.add_argument("--frame-rule", choices=FRAME_RULES, default=agent.frame_rule,
-                   help="frame for a sample time: the released tool's rounded index, or the frame played at it")
+    a.add_argument("--max-turns", type=int, help="assistant turns (default: the protocol's, 6)")
+    a.add_argument("--budget", type=int, help="visual tokens per tool call (default: the protocol's, 12000)")
+    a.add_argument("--maxp", type=int, help="short-side cap when over budget (default: the protocol's, 720)")
+    a.add_argument("--max-new-tokens", type=int, help="per turn (default: the protocol's, 2048)")
+    a.add_argument("--frame-rule", help="frame for a sample time: rounded_index, the released tool's rounded index "
+                                        "(default: the protocol's), or played_at, the frame played at it")
     a.add_argument("--all-tool-blocks", action="store_true", help="read every <tool_call> block of a reply")
     u = p.add_argument_group("uniform mode")
-    u.add_argument("--frames", type=int, default=uniform.nframes, help="frames sampled uniformly")
-    u.add_argument("--resize", type=float, default=uniform.resize, help="scale factor on both sides")
+    u.add_argument("--frames", type=int, help="frames sampled uniformly (default 32)")
+    u.add_argument("--resize", type=float, help="scale factor on both sides (default 1)")
     u.add_argument("--short-side", type=int, help="target short side in pixels (overrides --resize)")
 
 
 def run_settings(args) -> RunSettings:
-    """The settings `eva-eval run` parsed into (defaults: `RunSettings`, `AgentConfig`, `UniformConfig`)."""
-    generation = GenerationConfig(max_new_tokens=args.max_new_tokens)
+    """The settings `eva-eval run` parsed into; unset options take `RunSettings`', `AgentConfig`'s and
+    `UniformConfig`'s defaults (a bad value raises their ValueError)."""
+    from eva_core.agent import AgentConfig
+    from eva_core.policy import GenerationConfig
+
+    from eva_eval.runner import RunSettings
+    from eva_eval.uniform import UniformConfig
+
+    def given(**options):
+        return {k: v for k, v in options.items() if v is not None}
+
+    generation = GenerationConfig(**given(max_new_tokens=args.max_new_tokens))
     return RunSettings(
-        mode=args.mode, batch_size=args.batch_size, workers=args.workers, progress=args.progress,
-        agent=AgentConfig(max_turns=args.max_turns, budget=args.budget, maxp=args.maxp, generation=generation,
-                          all_tool_blocks=args.all_tool_blocks, frame_rule=args.frame_rule),
-        uniform=UniformConfig(nframes=args.frames, resize=args.resize, short_side=args.short_side,
+        **given(mode=args.mode, batch_size=args.batch_size, workers=args.workers), progress=args.progress,
+        agent=AgentConfig(**given(max_turns=args.max_turns, budget=args.budget, maxp=args.maxp,
+                                  frame_rule=args.frame_rule),
+                          generation=generation, all_tool_blocks=args.all_tool_blocks),
+        uniform=UniformConfig(**given(nframes=args.frames, resize=args.resize), short_side=args.short_side,
                               generation=generation),
     )
 
 
 def cmd_run(args) -> int:
+    from eva_eval.benchmarks import get_benchmark
+    from eva_eval.runner import select_items
+    from eva_eval.runs import check_resumable, evaluate, find_runs, run_info
+    from eva_eval.tables import report_lines
+
+    settings = run_settings(args)  # before the annotations load: a bad option is refused at once
     benchmark = get_benchmark(args.benchmark)
     video_root = args.video_root or args.annotations.parent
     loaded = benchmark.load(args.annotations, video_root=video_root, decode_newlines=args.decode_newlines)
     print("\n".join(loaded.report.lines()), file=sys.stderr)
-    settings = run_settings(args)
     info = run_info(benchmark, settings, model=args.model, annotations=args.annotations, video_root=video_root,
                     decode_newlines=args.decode_newlines)
     ids = [i.strip() for i in args.items.split(",") if i.strip()] if args.items else None
@@ -138,6 +151,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from eva_eval.html_report import write_report
+    from eva_eval.runs import find_runs
+    from eva_eval.tables import report_lines
+
     runs = find_runs(args.dir)
     print("\n".join(report_lines(runs)))
     if args.html is not False:
@@ -148,6 +165,9 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    from eva_eval.compare import compare_runs
+    from eva_eval.runs import find_runs
+
     comparison = compare_runs(find_runs(args.run_a), find_runs(args.run_b), tolerance=args.tolerance,
                               alpha=args.alpha, across_modes=args.across_modes)
     print("\n".join(comparison.lines()))
@@ -162,6 +182,8 @@ def cmd_compare(args) -> int:
 
 
 def cmd_inspect(args) -> int:
+    from eva_eval.benchmarks import get_benchmark
+
     benchmark = get_benchmark(args.benchmark)
     loaded = benchmark.load(args.annotations, video_root=args.video_root, decode_newlines=args.decode_newlines)
     print("\n".join(loaded.report.lines()))
@@ -197,10 +219,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def cmd_list(args) -> int:
+    from eva_eval.tables import registry_lines
+
+    print("\n".join(registry_lines()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from eva_eval.annotations import AnnotationError
+    from eva_eval.benchmarks import UnknownBenchmark
+    from eva_eval.results import ResultFileError
+    from eva_eval.runner import RunAborted, UnknownItems
+    from eva_eval.runs import RunMismatch
+
     commands = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "inspect": cmd_inspect,
-                "list": lambda _: print("\n".join(registry_lines())) or 0}
+                "list": cmd_list}
     try:
         return commands[args.command](args)
     except (UnknownBenchmark, UnknownItems) as error:  # KeyErrors: print the message, not its repr

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from eva_eval.metrics import mean
-from eva_eval.runs import Run
+
+if TYPE_CHECKING:  # `runs` imports torch (through the runner); `eva-eval compare --help` reads the defaults below
+    from eva_eval.runs import Run
 
 DEFAULT_TOLERANCE = 1.0  # accuracy points
 DEFAULT_ALPHA = 0.05

@@ -156,7 +156,8 @@ subcommands:
   export     a Hugging Face model folder: eva-train export CKPT --out DIR [--adapter-only]
   precompute-ref  a KTO run's reference log-probs: eva-train precompute-ref --out FILE --config C
 
-`eva-train SUBCOMMAND --help` lists a subcommand's options (fit and validate load Lightning).
+`eva-train SUBCOMMAND --help` lists a subcommand's options; `eva-train fit --help-all` lists every
+option of Lightning's (it loads Lightning).
 """
 
 
@@ -167,8 +168,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if args else 2
     if args[0] == "export":
         return export_main(args[1:])
-    if args and args[0] == "precompute-ref":
+    if args[0] == "precompute-ref":
         return precompute_ref_main(args[1:])
+    if args[0] in ("fit", "validate"):
+        from eva_train.fit_usage import usage, wants_short_help
+
+        if wants_short_help(args[1:]):  # LightningCLI's own help imports Lightning: 17 s of CPU (issue 17)
+            print(usage(args[0]), end="")
+            return 0
+        if "--help-all" in args:  # Lightning's generated list: its `--help`, given as args instead of argv's
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within")
+            argv = [("--help" if arg == "--help-all" else arg) for arg in args]
     fit_cli(argv)  # None: LightningCLI reads sys.argv itself
     return 0
 

@@ -22,11 +22,25 @@ Epoch length, in conversations per rank, must be the same on every rank and know
 - `resample=True` (any number of ranks): each rank draws shards with replacement from a seed
   of (seed, epoch, rank) and takes `examples_per_rank` conversations (default: the record
   count divided by the world size, rounded up), WebDataset's resampled-epoch recipe.
+
+Corrupt videos cost their records, never the epoch's length (issue 17: a skipped video ended an
+exact epoch early and training stopped with "source ended"). A video the stream cannot open is
+skipped by eva-data (logged with its reason, counted in the stream position's
+`skipped_samples`); a record whose frames do not decode (damage past the first frame, which
+eva-data's check reads) is skipped here (logged with its reason, counted in the state's
+`skipped_records`). When an exact epoch's stream ends short of the promised count, the epoch
+wraps: the same epoch's stream again from its start, so its first records fill the gap. The
+state counts the records served so far, which is all a resume needs to stop at the same place:
+the wrapped stream is the same stream. A pass from the start that serves nothing (every video
+corrupt) raises `ShardSourceError`. A wrapped pass reads (and logs and counts) the corrupt videos
+again: the stream position's counts are those of its pass; the state's `skipped_videos` and
+`skipped_records` are those of the epoch so far.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tarfile
@@ -35,10 +49,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eva_core.errors import FrameToolError
+
 from eva_train.sources import ChatSample
 
 if TYPE_CHECKING:
     from eva_data.shards.sample import ShardSample
+
+log = logging.getLogger(__name__)
 
 SFT_KIND = "sft"
 KINDS = ("sft", "kto")  # trajectory records; "rl" prompts are not conversations
@@ -157,24 +175,66 @@ class ShardRecords:
         stream.set_epoch(epoch)
         return stream
 
+    def serve(self, sample: ShardSample, record: dict[str, Any]) -> Any:
+        """What a record is served as: the record itself here (`ShardSource`: its conversation).
+
+        Raises:
+            FrameToolError: the record's frames do not decode; the record is skipped and counted.
+        """
+        return record
+
     def records(self, *, epoch: int, rank: int, world_size: int, state: dict[str, Any] | None = None
-                ) -> Iterator[tuple[ShardSample, dict[str, Any], dict[str, Any]]]:
-        """(sample, record, state after it) for this rank's records of `kind` in `epoch`, from `state` on.
+                ) -> Iterator[tuple[ShardSample, Any, dict[str, Any]]]:
+        """(sample, served record, state after it) for this rank's `num_examples` records of `kind`
+        in `epoch`, from `state` on (the module doc: skips and the wrap of a short exact epoch).
 
         A state is eva-data's stream position before a video plus how many of its records were
-        already used (after a video's last record: the position after that video)."""
-        stream = self._stream(epoch, rank, world_size)
-        before = None if state is None else state["stream"]
-        skip = 0 if state is None else int(state["skip"])
-        if before is not None:
-            stream.load_state_dict(before)
-        for sample in stream:
-            records = [r for r in sample.trajectories if _wanted(r, self.kind, self.views)]
-            after = {"epoch": epoch, "positions": {"0": sample.position.to_dict()}}
-            for j in range(skip, len(records)):
-                last = j + 1 == len(records)
-                yield sample, records[j], ({"stream": after, "skip": 0} if last else {"stream": before, "skip": j + 1})
-            before, skip = after, 0
+        already used (after a video's last record: the position after that video), the records
+        served so far, and the records and videos skipped so far in the epoch (`skipped_records`,
+        `skipped_videos`)."""
+        total = self.num_examples(rank=rank, world_size=world_size)
+        state = state or {}
+        before, skip = state.get("stream"), int(state.get("skip", 0))
+        # A state written before these counts existed resumes with them at 0: the stream then
+        # serves past the epoch's end, where the consumer's own count (`eva_train.stream`) stops.
+        served, skipped = int(state.get("served", 0)), int(state.get("skipped_records", 0))
+        earlier = int(state.get("skipped_videos", 0)) - _skipped_samples(before)  # by the passes before this one
+        while served < total:
+            from_start, served_at_start = before is None, served
+            stream = self._stream(epoch, rank, world_size)
+            if before is not None:
+                stream.load_state_dict(before)
+            for sample in stream:
+                records = [r for r in sample.trajectories if _wanted(r, self.kind, self.views)]
+                after = {"epoch": epoch, "positions": {"0": sample.position.to_dict()}}
+                for j in range(skip, len(records)):
+                    try:
+                        item = self.serve(sample, records[j])
+                    except FrameToolError as error:
+                        skipped += 1
+                        log.warning("skipped record %s of %s (%s): %s", records[j].get("id", j), sample.key,
+                                    sample.url, error)
+                        continue
+                    served += 1
+                    last = j + 1 == len(records)
+                    yield sample, item, {"stream": after if last else before, "skip": 0 if last else j + 1,
+                                         "served": served, "skipped_records": skipped,
+                                         "skipped_videos": earlier + sample.position.skipped_samples}
+                    if served == total:
+                        return
+                before, skip = after, 0
+            if from_start and served == served_at_start:
+                raise ShardSourceError(f"no readable {self.kind} records in {self.shards} (epoch {epoch}, rank {rank}): "
+                                       "every video was skipped as corrupt")
+            log.warning("epoch %d rank %d: the stream ended after %d of %d %s records (corrupt data skipped); "
+                        "serving the epoch's first records again", epoch, rank, served, total, self.kind)
+            earlier += stream.last_position.skipped_samples  # the pass's end counts skips after its last video
+            before, skip = None, 0
+
+
+def _skipped_samples(stream_state: dict[str, Any] | None) -> int:
+    """The videos a `ShardStream` state (of one role) counts as skipped."""
+    return 0 if stream_state is None else int(stream_state["positions"]["0"]["skipped_samples"])
 
 
 class ShardSource(ShardRecords):
@@ -204,12 +264,16 @@ class ShardSource(ShardRecords):
             raise ShardSourceError(f"a {self.kind!r} source has no labels")
         return count_labels(self.urls)
 
-    def examples(self, *, epoch: int, rank: int, world_size: int,
-                 state: dict[str, Any] | None = None) -> Iterator[tuple[ChatSample, dict[str, Any]]]:
+    def serve(self, sample: ShardSample, record: dict[str, Any]) -> ChatSample:
+        """The record's conversation, its frames decoded from the sample's video."""
         from eva_data.records.convert import training_conversation
         from eva_data.records.records import record_from_dict
 
-        for sample, record, after in self.records(epoch=epoch, rank=rank, world_size=world_size, state=state):
-            conversation = training_conversation(record_from_dict({"kind": SFT_KIND} | record), sample.video)
-            yield ChatSample(messages=conversation.messages, trained_turns=conversation.trained_turns,
-                             sample_id=conversation.sample_id, meta=conversation.meta), after
+        conversation = training_conversation(record_from_dict({"kind": SFT_KIND} | record), sample.video)
+        return ChatSample(messages=conversation.messages, trained_turns=conversation.trained_turns,
+                          sample_id=conversation.sample_id, meta=conversation.meta)
+
+    def examples(self, *, epoch: int, rank: int, world_size: int,
+                 state: dict[str, Any] | None = None) -> Iterator[tuple[ChatSample, dict[str, Any]]]:
+        for _, chat, after in self.records(epoch=epoch, rank=rank, world_size=world_size, state=state):
+            yield chat, after

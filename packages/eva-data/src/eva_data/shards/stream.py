@@ -18,7 +18,8 @@ exactly: the resumed stream yields the same remaining sequence as one never stop
 Corrupt data never stops a stream: a sample with missing members or bad JSON, a video that
 does not open (`validate_video`), a transform that raises a `FrameToolError` or `SampleError`,
 and a shard that does not read to its end, are each skipped with a logged warning and counted
-in the position (`skipped_samples`, `skipped_shards`).
+in the position (`skipped_samples`, `skipped_shards`): in the next sample's, and when the epoch
+ends in `last_position`, so skips after the last sample are neither lost nor read again.
 
 Ranks and world size are arguments (no torch.distributed needed); the worker role comes from
 `torch.utils.data.get_worker_info()` inside a DataLoader, or from `worker`/`num_workers`
@@ -302,6 +303,11 @@ class _RoleIterator:
         finally:
             sample.reader = None  # not picklable across DataLoader workers, and holds decoders
 
+    def _position(self, buffer: list[tuple[Location, ShardSample]], picks: int, yielded: int) -> StreamPosition:
+        """The position with `buffer` held: what was read and counted so far, skips included."""
+        return replace(self.pos, cursor=self.cursor, buffer=tuple(loc for loc, _ in buffer), picks=picks,
+                       yielded=yielded, skipped_samples=self.skipped_samples, skipped_shards=self.skipped_shards)
+
     def __iter__(self) -> Iterator[ShardSample]:
         buffer = self._refill() if self.pos.buffer else []
         source = self._source()
@@ -311,6 +317,9 @@ class _RoleIterator:
             while len(buffer) < size and (item := next(source, None)) is not None:
                 buffer.append(item)
             if not buffer:
+                # Skips after the last sample yielded count too: a resume from `last_position`
+                # neither reads nor counts them again (issue 17).
+                self.s.last_position = self._position(buffer, picks, yielded)
                 return
             j = draw("pick", self.s.seed, self.s.epoch, self.s.rank, self.role, picks) % len(buffer) if size > 1 else 0
             (location, sample) = buffer[j]
@@ -324,8 +333,6 @@ class _RoleIterator:
                 continue
             self.failures = 0
             yielded += 1
-            sample.position = replace(self.pos, cursor=self.cursor, buffer=tuple(loc for loc, _ in buffer),
-                                      picks=picks, yielded=yielded, skipped_samples=self.skipped_samples,
-                                      skipped_shards=self.skipped_shards)
+            sample.position = self._position(buffer, picks, yielded)
             self.s.last_position = sample.position
             yield sample
