@@ -194,7 +194,8 @@ DIFFICULTIES: dict[str, SynthConfig] = {
     # showing the shape) answers it. Uniform sampling cannot use the question: it sees the 3 s
     # shape as on `seek` (32 frames: about 60 % of videos, 8 frames: about 15 %). Made because a
     # tiny model did not learn to find the window from `seek`'s scan (8-way, from one white token
-    # among eight), nor to read colour on the white background, within the SFT budget.
+    # among eight) within the SFT budget. The window is left grey so that the look's frames are
+    # the quickstart's kind, on which colour is known to be learned (docs/results.md).
     "seek-hint": SynthConfig(duration=(160.0, 160.0), event_length=(3.0, 3.0), key_events=(1, 1),
                              distractor_events=(0, 0), width=112, height=112, shape_px=96, questions_per_video=1,
                              question_types=("colour",), colours=("red", "green", "blue", "yellow"),
