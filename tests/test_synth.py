@@ -3,10 +3,13 @@ legibility by resolution, the sampling dilemma, questions against their plans, a
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import random
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +28,7 @@ from eva_data.synth.config import DIFFICULTIES, QUESTION_TYPES, SynthConfig, Syn
 from eva_data.synth.events import COLOURS, SHAPES, Event, VideoPlan, plan_video
 from eva_data.synth.glyphs import CHARACTERS, GLYPH_COLS, GLYPH_ROWS, glyph_bits, glyph_mask
 from eva_data.synth.questions import evidence_seen, make_questions, quarters
-from eva_data.synth.render import glyph_centre, render_video, shape_mask
+from eva_data.synth.render import encode_h264, glyph_centre, render_frames, render_video, shape_mask
 from eva_data.synth.scoring import ScoringError, parse_seconds, score_answer
 
 SHORT = SynthConfig(duration=(40.0, 60.0), event_length=(1.0, 3.0), key_events=(2, 3), distractor_events=(1, 3))
@@ -49,6 +52,41 @@ def test_same_seed_same_bytes_different_seed_different_video(short_plan, short_v
     other_plan = plan_video(SHORT, 8, "short")
     assert other_plan.events != short_plan.events
     assert render_video(other_plan) != short_video
+
+
+def _encode_on_dirty_stack(plans: list[VideoPlan], value: int) -> list[bytes]:
+    """The plans' videos encoded one after the other as `render_video` does, on a new thread whose
+    stack, below the caller's frames, is first filled with the int16 `value`: what functions that
+    ran there before could have left (frames rendered beforehand, or rendering would overwrite it)."""
+    frames = [list(render_frames(plan)) for plan in plans]
+    out: list[bytes] = []
+
+    def run() -> None:
+        # /proc/<tid>/syscall: number, 6 arguments, stack pointer, program counter (of this read)
+        sp = int(Path("/proc/thread-self/syscall").read_text().split()[-2], 16)
+        lo, hi = 6 << 10, 1 << 20  # leave 6 KiB for memmove's own frames (the encoder runs deeper)
+        dirt = np.full((hi - lo) // 2, value, np.int16).tobytes()
+        ctypes.memmove(sp - hi, dirt, len(dirt))
+        out.extend(encode_h264(f, fps=p.fps, width=p.width, height=p.height, gop=round(p.gop_seconds * p.fps),
+                               crf=p.crf) for p, f in zip(plans, frames, strict=True))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/thread-self/syscall").exists(), reason="needs Linux's /proc/<tid>/syscall")
+def test_same_bytes_whatever_ran_on_the_stack_before():
+    """The flaky golden of tests/test_seek.py: x264's rate-control lookahead reads uninitialised
+    stack memory, so a video's bytes depended on the process's history. With the lookahead on,
+    small int16 values left on the stack changed the second of these videos (2 of 80 packets;
+    and 1 encode in ~100 changed while another Python thread allocated memory); render.py now
+    encodes without it."""
+    plans = video_plans(DIFFICULTIES["tiny"], 3, 2)
+    clean = [render_video(plan) for plan in plans]
+    for value in (4, -8, 16):  # each changed the second video with the lookahead on
+        assert _encode_on_dirty_stack(plans, value) == clean, value
 
 
 def test_benchmark_folder_is_reproducible(tmp_path):

@@ -117,6 +117,7 @@ def encode_h264(
     preset: str = "veryfast",
     container: str = "mp4",
     threads: int | None = None,
+    lookahead: int | None = None,
 ) -> bytes:
     """Encode RGB frames as H.264 (yuv420p, no B-frames) with PyAV's bundled libx264.
 
@@ -130,6 +131,12 @@ def encode_h264(
         preset: x264 speed preset.
         container: "mp4" or "matroska".
         threads: x264 threads; 1 makes the bytes independent of the machine's core count.
+        lookahead: x264 rate-control lookahead in frames (`rc-lookahead`); None keeps the
+            preset's. 0 turns the lookahead off, and with it the macroblock tree: the only way
+            to same bytes for the same frames in every process. The lookahead's motion search
+            of PyAV 18's libx264 (core 165) reads uninitialised stack memory (valgrind: "use of
+            uninitialised value" under x264_encoder_encode -> lookahead -> slicetype analysis),
+            so its output depends on whatever ran on the thread's stack before.
     """
     buffer = io.BytesIO()
     out = av.open(buffer, mode="w", format=container)
@@ -141,6 +148,8 @@ def encode_h264(
                "preset": preset, "bf": "0"}
     if threads is not None:
         options["threads"] = str(threads)
+    if lookahead is not None:
+        options["rc-lookahead"] = str(lookahead)
     stream.options = options
     pairs = zip(frames, times, strict=True) if times is not None else ((f, i / fps) for i, f in enumerate(frames))
     for img, t in pairs:

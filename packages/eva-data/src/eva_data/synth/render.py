@@ -2,9 +2,11 @@
 
 Shapes are drawn as exact masks in numpy (no anti-aliasing, no drawing library), and glyphs
 come from the bitmap font in `eva_data.synth.glyphs`, so a seed always gives the same pixels.
-Encoding uses `eva_core.sample_video.encode_h264` (PyAV's bundled libx264) with one encoder thread:
-x264's output can depend on its thread count, and same seed must mean same bytes on any
-machine with the same libraries.
+Encoding uses `eva_core.sample_video.encode_h264` (PyAV's bundled libx264) with one encoder thread
+and no rate-control lookahead: x264's output can depend on its thread count, and its lookahead
+reads uninitialised stack memory (so the bytes depended on what the process ran before: the
+flaky golden of tests/test_seek.py), and same seed must mean same bytes on any machine with the
+same libraries.
 """
 
 from __future__ import annotations
@@ -97,9 +99,12 @@ def encode_h264(frames: Iterable[np.ndarray], *, fps: float, width: int, height:
         crf: x264 quality.
         preset: x264 speed preset.
     """
-    # One x264 thread: the bytes then do not depend on the machine's core count (same seed, same bytes).
+    # Same seed, same bytes: one x264 thread, so the bytes do not depend on the machine's core
+    # count, and no lookahead, whose motion search reads uninitialised stack memory (valgrind), so
+    # the bytes would depend on the process's history (1 video in ~100 differed while another
+    # thread allocated; tests/test_synth.py::test_same_bytes_whatever_ran_on_the_stack_before).
     return encode_video(frames, fps=fps, width=width, height=height, gop=gop, crf=crf, preset=preset,
-                        threads=1)
+                        threads=1, lookahead=0)
 
 
 def render_video(plan: VideoPlan) -> bytes:
