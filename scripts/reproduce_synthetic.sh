@@ -20,7 +20,8 @@
 #    agent mode, the baselines in uniform mode with their own frame count, resize 0.25);
 # 4. eva-eval compare between consecutive stages and of each stage against uniform-32 (paired
 #    exact McNemar on the same items), and the results table (accuracy with its 95 % interval,
-#    mean rounds, mean visual tokens per item, wall time) in OUT/results.md.
+#    mean rounds, mean visual tokens per item, wall time) in OUT/results.md, and eva-eval's
+#    accuracy-versus-visual-tokens plot of the pooled figures in OUT/plot.svg.
 #
 # Seeds: the held-out seeds must differ from the training seeds (0, 1, 2), the recipes'
 # validation seeds (100, 101) and the tuning seed 10 (used while the recipes were chosen).
@@ -131,6 +132,6 @@ for seed in "${seeds[@]}"; do
   } > "$e/compare.md"
   uv run eva-eval report "$e" >/dev/null  # $e/report.html: the accuracy-versus-visual-tokens plot, the episodes
 done
-uv run python scripts/results_table.py "$out" --seeds "${seeds[@]}" | tee "$out/results.md"
+uv run python scripts/results_table.py "$out" --seeds "${seeds[@]}" --plot "$out/plot.svg" | tee "$out/results.md"
 echo "done in $(( (SECONDS - started) / 60 )) min $(( (SECONDS - started) % 60 )) s: $out/results.md," \
   "$out/eval/seed-*/compare.md and report.html"

@@ -77,3 +77,4 @@ def test_smoke_mode_runs_every_step(tmp_path):
     compare = (tmp_path / "eval" / "seed-11" / "compare.md").read_text()
     assert compare.count("### ") == 5 and "uniform>agent" in compare
     assert (tmp_path / "eval" / "seed-11" / "report.html").is_file()
+    assert (tmp_path / "plot.svg").read_text().startswith("<svg")
