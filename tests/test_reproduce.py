@@ -78,3 +78,20 @@ def test_smoke_mode_runs_every_step(tmp_path):
     assert compare.count("### ") == 5 and "uniform>agent" in compare
     assert (tmp_path / "eval" / "seed-11" / "report.html").is_file()
     assert (tmp_path / "plot.svg").read_text().startswith("<svg")
+
+
+def test_episode_breakdown_counts_looks_that_saw_the_evidence(tmp_path, capsys):
+    import episode_breakdown
+
+    def record(answer: str, correct: bool, start: float, times: list[float]) -> dict:
+        return {"answer": answer, "correct": correct, "extra": {"evidence": [[68.0, 71.0]]},
+                "views": [{"sample_times": times, "effective": {"start_time": start}}]}
+
+    run = tmp_path / "eval" / "seed-11" / "sft"
+    run.mkdir(parents=True)
+    rows = [record("B", True, 68.0, [68.0, 70.5]), record("C", False, 148.0, [148.0, 150.9]),
+            record("C", False, 148.0, [148.0, 71.0])]  # 71.0 is the first second after the shape
+    run.joinpath("results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert episode_breakdown.main([str(tmp_path), "--seeds", "11"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| sft |"))
+    assert line == "| sft | C 2, B 1 | 1 / 3 | 1 / 1 | 148 s: 2, 68 s: 1 |"

@@ -1,0 +1,54 @@
+"""What the episodes of scripts/reproduce_synthetic.sh's runs did, pooled over held-out seeds.
+
+    uv run python scripts/episode_breakdown.py runs/reproduce --seeds 11 12 13
+
+For every run (OUT/eval/seed-S/NAME/results.jsonl, eva-eval's records) one markdown row: the
+answers given, and for agent runs how often a look's frames fell inside the item's evidence
+window, how often the answer was right when they did, and where the first look started (its
+start time, most frequent first). docs/results.md reads its "what the episodes show" from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+NAMES = ("uniform8", "uniform32", "sft", "kto", "grpo")
+
+
+def looked_at_evidence(record: dict) -> bool:
+    """True when a frame of any call was sampled inside one of the item's evidence windows."""
+    windows = record["extra"].get("evidence") or []
+    return any(lo <= t < hi for view in record["views"] for t in view["sample_times"] for lo, hi in windows)
+
+
+def breakdown(records: list[dict]) -> str:
+    answers = Counter(r["answer"] for r in records)
+    shown = ", ".join(f"{a} {n}" for a, n in answers.most_common())
+    if not any(r["views"] for r in records):
+        return f"{shown} | - | - | -"
+    hit = [r for r in records if looked_at_evidence(r)]
+    starts = Counter(r["views"][0]["effective"]["start_time"] for r in records if r["views"])
+    where = ", ".join(f"{s:g} s: {n}" for s, n in starts.most_common(4))
+    return f"{shown} | {len(hit)} / {len(records)} | {sum(r['correct'] for r in hit)} / {len(hit)} | {where}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("out", type=Path, help="the script's output folder")
+    p.add_argument("--seeds", nargs="+", required=True, help="held-out seeds to pool")
+    args = p.parse_args(argv)
+    print("| run | answers | a look saw the evidence | right when it did | first look starts at |")
+    print("| --- | --- | ---: | ---: | --- |")
+    for name in NAMES:
+        files = [args.out / "eval" / f"seed-{s}" / name / "results.jsonl" for s in args.seeds]
+        records = [json.loads(line) for f in files if f.is_file() for line in f.read_text().splitlines() if line]
+        if records:
+            print(f"| {name} | {breakdown(records)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
