@@ -81,9 +81,9 @@ def test_resampled_epochs_are_equal_per_rank_and_deterministic(shards):
 
 
 def _damaged_copy(shards: Path, out: Path, where: dict[int, str]) -> Path:
-    """A copy of the shard folder with 400 bytes of the video of shard i overwritten: at the start
-    of its frame data ("first": the first frame fails, so eva-data skips the video) or in the
-    middle ("middle": the first frame decodes, later frames do not)."""
+    """A copy of the shard folder with bytes of the video of shard i overwritten: 400 at the start
+    of its frame data ("first": the first frame fails, so eva-data skips the video) or a third of
+    the file from its middle on ("middle": the first frame decodes, later frames do not)."""
     shutil.copytree(shards / "shards", out)
     tars = sorted(out.glob("*.tar"))
     for i, place in where.items():
@@ -92,7 +92,8 @@ def _damaged_copy(shards: Path, out: Path, where: dict[int, str]) -> Path:
         data = bytearray(tars[i].read_bytes())
         video = bytes(data[member.offset_data:member.offset_data + member.size])
         at = member.offset_data + (video.find(b"mdat") + 4 if place == "first" else len(video) // 2)
-        data[at:at + 400] = b"\xa5" * 400
+        size = 400 if place == "first" else len(video) // 3  # the second half's frames: a decoder conceals a small hole
+        data[at:at + size] = b"\xa5" * size
         tars[i].write_bytes(bytes(data))
     return out
 
