@@ -393,12 +393,9 @@ def _replay_uniform(episode: Episode, reader: VideoReader, backend: Backend) -> 
     The frames span the whole video, or `start_time`-`end_time` when the record names a span
     (eva-data's look counterparts)."""
     config = episode.config
-    nframes, resize = int(config["nframes"]), float(config["resize"])
-    if "start_time" in config:
-        selection = frame_select(reader, start_time=float(config["start_time"]), end_time=float(config["end_time"]),
-                                 nframes=nframes, resize=resize, budget=None, max_nframes=nframes, backend=backend)
-    else:
-        selection = uniform.uniform_selection(reader, nframes=nframes, resize=resize, backend=backend)
+    span = (float(config["start_time"]), float(config["end_time"])) if "start_time" in config else None
+    selection = uniform.uniform_selection(reader, nframes=int(config["nframes"]), resize=float(config["resize"]),
+                                          backend=backend, span=span)
     system = next((t["text"] for t in episode.prompt if t["role"] == "system"), None)
     messages = uniform.uniform_messages(episode.question, selection, system)
     if [{"role": m["role"], "text": turn_text(m)} for m in messages] != episode.prompt:

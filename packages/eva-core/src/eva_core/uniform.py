@@ -36,10 +36,12 @@ def uniform_resize(reader: VideoReader, *, resize: float = 1.0, short_side: int 
     return short_side / min(info.width, info.height) if short_side else resize
 
 
-def uniform_selection(reader: VideoReader, *, nframes: int, resize: float,
-                      backend: Backend = "auto") -> FrameSelection:
-    """`nframes` frames over the whole video at `resize`, no visual-token budget."""
-    return frame_select(reader, start_time=0.0, end_time=reader.info.duration, nframes=nframes, resize=resize,
+def uniform_selection(reader: VideoReader, *, nframes: int, resize: float, backend: Backend = "auto",
+                      span: tuple[float, float] | None = None) -> FrameSelection:
+    """`nframes` frames over the whole video (or over `span`, (start, end) seconds) at `resize`,
+    no visual-token budget."""
+    start, end = (0.0, reader.info.duration) if span is None else span
+    return frame_select(reader, start_time=start, end_time=end, nframes=nframes, resize=resize,
                         budget=None, max_nframes=nframes, backend=backend)
 
 

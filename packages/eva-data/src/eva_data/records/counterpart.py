@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from eva_core.episode import Episode, Step, StopReason, VideoRef
-from eva_core.frame_select import FrameSelection, frame_select
+from eva_core.frame_select import FrameSelection
 from eva_core.parsing import extract_answer
 from eva_core.protocol import item_question, turn_text
 from eva_core.reader import VideoReader
@@ -64,8 +64,7 @@ def look_trajectory(item: dict[str, Any], reader: VideoReader, *, start_time: fl
         item, reader, video_key: as `uniform_trajectory`.
         start_time, end_time, nframes, resize: the call (the agent's last look), as the tool takes them.
     """
-    selection = frame_select(reader, start_time=start_time, end_time=end_time, nframes=nframes, resize=resize,
-                             budget=None, max_nframes=nframes)
+    selection = uniform_selection(reader, nframes=nframes, resize=resize, span=(start_time, end_time))
     return _answer_after_frames(item, reader, selection, video_key=video_key, episode_id=f"look-{item['index']}",
                                 record_id=f"sft-look{nframes}-{item['index']}", view=VIEW_LOOK,
                                 config={"mode": MODE, "start_time": start_time, "end_time": end_time,

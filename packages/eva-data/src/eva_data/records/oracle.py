@@ -241,13 +241,12 @@ def oracle_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo, config
     """
     evidence = [tuple(w) for w in item["evidence"]]
     duration = math.floor(info.duration * 10) / 10
-    if plan.cue is not None and plan.cue_hint:  # the question names the window: one planned look
+    if plan.cue is not None:
         if item["question_type"] != "colour":
             raise ValueError(f"the oracle scripts only colour questions on videos with a cue, got {item['question_type']!r}")
-        return hinted_script(item, plan, info, config)
-    if plan.cue is not None:  # the scan looks for the cue, not the evidence: its first frame count
-        if item["question_type"] != "colour":
-            raise ValueError(f"the oracle scripts only colour questions on videos with a cue, got {item['question_type']!r}")
+        if plan.cue_hint:  # the question names the window: one look planned from it
+            return hinted_script(item, plan, info, config)
+        # the scan looks for the cue, not the evidence: its first frame count
         return cued_script(item, plan, info, plan_call(info, 0.0, duration, survey_frames[0], SURVEY_RESIZE, config),
                            config)
     survey = next((c for n in survey_frames

@@ -40,6 +40,7 @@ from eva_data.records.oracle import (
     PROTOCOL,
     SURVEY_FRAMES,
     TRAJECTORIES,
+    Call,
     OracleScript,
     oracle_script,
 )
@@ -62,6 +63,13 @@ def guess(item: dict[str, Any], rng: random.Random) -> str:
     return "a coloured shape with a character on it"
 
 
+def shifted_call(call: Call, shift: float) -> str:
+    """The tool-call JSON of `call` moved by `shift` seconds."""
+    return json.dumps({"tool": "frame_select", "arguments": {
+        "start_time": round(call.start + shift, 1), "end_time": round(call.end + shift, 1), "nframes": call.nframes,
+        "resize": call.resize}})
+
+
 def wrong_window_turns(item: dict[str, Any], plan: VideoPlan, script: OracleScript) -> tuple[str, ...]:
     """On a video with a cue window: the oracle's scan, then the oracle's close look shifted to
     another window (the one of another scan frame, drawn with a seed from the item's index),
@@ -72,10 +80,7 @@ def wrong_window_turns(item: dict[str, Any], plan: VideoPlan, script: OracleScri
     cue_label = survey.first_inside(plan.cue)
     label, t = rng.choice([(x, t) for x, t in zip(survey.labels, survey.times, strict=True) if x != cue_label])
     shift = span * (t // span) - plan.cue[0]  # the other window's start minus the cue's
-    call = json.dumps({"tool": "frame_select", "arguments": {
-        "start_time": round(zoom.start + shift, 1), "end_time": round(zoom.end + shift, 1), "nframes": zoom.nframes,
-        "resize": zoom.resize}})
-    second = script.turns[1].replace(f"[{cue_label}]", f"[{label}]").replace(zoom.json(), call)
+    second = script.turns[1].replace(f"[{cue_label}]", f"[{label}]").replace(zoom.json(), shifted_call(zoom, shift))
     third = (f"Summary: the look at the middle shows grey background only.\nReflection: that is enough to answer without "
              f"looking again.\n<answer>{guess(item, rng)}</answer>")
     return script.turns[0], second, third
@@ -89,12 +94,9 @@ def wrong_hint_turns(item: dict[str, Any], plan: VideoPlan, script: OracleScript
     span = plan.cue[1] - plan.cue[0]
     windows = round(plan.duration / span)
     shift = span * rng.choice([k for k in range(windows) if k * span != plan.cue[0]]) - plan.cue[0]
-    call = json.dumps({"tool": "frame_select", "arguments": {
-        "start_time": round(look.start + shift, 1), "end_time": round(look.end + shift, 1), "nframes": look.nframes,
-        "resize": look.resize}})
     second = (f"Summary: the look shows grey background only.\nReflection: that is enough to answer without looking "
               f"again.\n<answer>{guess(item, rng)}</answer>")
-    return script.turns[0].replace(look.json(), call), second
+    return script.turns[0].replace(look.json(), shifted_call(look, shift)), second
 
 
 def shortcut_turns(item: dict[str, Any], plan: VideoPlan, reader: VideoReader, *,
