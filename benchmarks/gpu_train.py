@@ -4,17 +4,17 @@
     uv run python benchmarks/gpu_train.py --tiny --out /tmp/gt     # dry run on CPU, tiny shape
 
 Per model size:
-1. The model is built from its published config (`eva_train.qwen_shapes`) with random bf16
+1. The model is built from its published config (`eva_train.model.qwen_shapes`) with random bf16
    weights directly on the device and saved, with the tiny tokenizer's processor
    (`eva_core.tiny_model`), to a work folder; every mode then loads it with
-   `eva_train.modeling.load_model` as a recipe does (QLoRA quantises on load). Nothing is
+   `eva_train.model.loading.load_model` as a recipe does (QLoRA quantises on load). Nothing is
    downloaded. Random weights cost the same compute as trained ones.
 2. Per mode, one `SFTModule` with the settings of `configs/sft-7b-lora.yaml` (LoRA r 64, gradient
    checkpointing, frozen vision tower, AdamW) under a Lightning trainer with that recipe's
    precision (`bf16-mixed`) and gradient clipping (1.0); per length, `--warmup` + `--steps`
    optimizer steps on one conversation of that many tokens (batch 1, no accumulation): a
    protocol-shaped trajectory with one 448-token frame (784x448) per 512 tokens, loss on the
-   assistant turns, encoded by `eva_train.masking`. Modes:
+   assistant turns, encoded by `eva_train.encoding.masking`. Modes:
    - `lora`: the recipe as written;
    - `qlora`: the same on a 4-bit NF4 base (`quantization: 4bit`);
    - `lora-text`: the same lengths without images (the language model alone), first length only;
@@ -79,7 +79,7 @@ def matmul_tflops(device: str, n: int) -> float:
 def build_model_folder(size: str, folder: Path, device: str) -> Path:
     """Random bf16 weights of `size` built on `device`, saved with the tiny tokenizer's processor."""
     from eva_core.tiny_model import build_config, build_processor
-    from eva_train.qwen_shapes import qwen2_5_vl_config
+    from eva_train.model.qwen_shapes import qwen2_5_vl_config
     from transformers import AutoModelForImageTextToText
 
     processor = build_processor()
@@ -138,8 +138,8 @@ def assistant(s: str) -> dict:
 def conversation_batch(processor, tokens: int, hw: tuple[int, int], *, images: bool):
     """One collated conversation of exactly `tokens` tokens: rounds of (assistant call, tool turn
     of 8 frames) holding tokens // 512 frames, then a long final assistant turn cut to length."""
-    from eva_train.collate import collate
-    from eva_train.masking import encode_conversation, truncate
+    from eva_train.encoding.collate import collate
+    from eva_train.encoding.masking import encode_conversation, truncate
 
     n_frames = tokens // TOKENS_PER_FRAME_SLOT if images else 0
     shown = frames(n_frames, hw, seed=tokens)
@@ -176,9 +176,9 @@ def recipe() -> dict:
 
 
 def sft_module(folder: Path, quantization: str):
-    from eva_train.modeling import LoraSpec, ModelSpec
-    from eva_train.optim import OptimSpec
-    from eva_train.sft import SFTModule
+    from eva_train.model.loading import LoraSpec, ModelSpec
+    from eva_train.model.optim import OptimSpec
+    from eva_train.stages.sft import SFTModule
 
     args = recipe()["model"]["init_args"]
     spec = ModelSpec(**{**args["model"], "path": str(folder), "quantization": quantization})
@@ -194,7 +194,7 @@ def restore_window_loop(module) -> None:
 
 def put_tower_back_in_backward(module) -> None:
     """The state before issue 15's fix: input-grad hooks on the tower and its checkpointing restored."""
-    from eva_train.modeling import base_model
+    from eva_train.model.loading import base_model
 
     base_model(module.policy).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
@@ -269,7 +269,7 @@ class Results:
 def run_training(results: Results, folder: Path, size: str, args, peak: float) -> None:
     """The bf16 modes share one loaded model (`lora-loop` and `lora-before` last: they change it);
     qlora loads its own."""
-    from eva_train.modeling import count_parameters
+    from eva_train.model.loading import count_parameters
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(folder)

@@ -39,7 +39,7 @@ from pathlib import Path
 
 
 def conversations(shards: str):
-    from eva_train.shard_source import ShardSource
+    from eva_train.data.shards import ShardSource
 
     return [chat for chat, _ in ShardSource(shards).examples(epoch=0, rank=0, world_size=1)]
 
@@ -51,7 +51,7 @@ def rss_bytes() -> int:
 
 def peak_bytes(device: str) -> int:
     import torch
-    from eva_train.throughput import peak_memory_bytes
+    from eva_train.model.throughput import peak_memory_bytes
 
     return peak_memory_bytes(torch.device(device))
 
@@ -59,11 +59,11 @@ def peak_bytes(device: str) -> int:
 def run_ours(args, chats) -> dict:
     import lightning as L
     from eva_core.tiny_model import tiny_model_dir
-    from eva_train.datamodule import SFTDataModule
-    from eva_train.modeling import ModelSpec
-    from eva_train.optim import OptimSpec
-    from eva_train.sft import SFTModule
-    from eva_train.sources import ListSource
+    from eva_train.data.datamodules import SFTDataModule
+    from eva_train.data.sources import ListSource
+    from eva_train.model.loading import ModelSpec
+    from eva_train.model.optim import OptimSpec
+    from eva_train.stages.sft import SFTModule
 
     path = str(tiny_model_dir())
     stats = {"tokens": 0, "padded": 0}

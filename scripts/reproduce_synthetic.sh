@@ -94,7 +94,7 @@ fit sft configs/sft-seek.yaml "${sft[@]}"
 fit uniform8 configs/sft-seek-uniform8.yaml "${uni8[@]}"
 fit uniform32 configs/sft-seek-uniform32.yaml "${uni32[@]}"
 EVA_KTO_INIT="$out/sft/model" fit kto configs/kto-seek.yaml "${kto[@]}"
-# GRPO in two stages (eva_train.stages): the 128 seed-2 prompts, then the data refresh: the prompts
+# GRPO in two stages (eva_train.data.curriculum): the 128 seed-2 prompts, then the data refresh: the prompts
 # whose group stage 0 failed (at most 1 of 4 right), rebuilt into OUT/grpo/stages/stage-1.
 EVA_GRPO_INIT="$out/kto/model" fit grpo configs/grpo-seek.yaml --data.init_args.stages.dir "$out/grpo/stages" "${grpo[@]}"
 

@@ -27,11 +27,11 @@ from eva_core.backends import TransformersPolicy
 from eva_core.backends.forced import AppendToolCall, frame_select_call
 from eva_core.policy import GenerationConfig
 from eva_core.tiny_model import tiny_model_dir
-from eva_train.collate import collate
-from eva_train.episode_encoding import encode_episode
-from eva_train.logprobs import policy_logprobs
-from eva_train.rollouts import collect_rollouts
-from eva_train.sharding import ShardingSpec, apply_fsdp
+from eva_train.encoding.collate import collate
+from eva_train.encoding.episodes import encode_episode
+from eva_train.model.sharding import ShardingSpec, apply_fsdp
+from eva_train.objectives.logprobs import policy_logprobs
+from eva_train.rl.rollouts import collect_rollouts
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 

@@ -27,12 +27,12 @@ def _help(module: str, function: str, argv: list[str]) -> tuple[str, list[str]]:
 
 
 @pytest.mark.parametrize(("module", "function", "argv", "expect"), [
-    ("eva_train.cli", "main", ["--help"], "export"),
-    ("eva_train.cli", "main", ["export", "--help"], "--adapter-only"),
-    ("eva_train.cli", "main", ["fit", "--help"], "--ckpt_path"),
-    ("eva_train.cli", "main", ["fit", "-h"], "--help-all"),
-    ("eva_train.cli", "main", ["fit", "--trainer.max_steps", "3", "--help"], "--print_config"),
-    ("eva_train.cli", "main", ["validate", "--help"], "usage: eva-train validate --config FILE"),
+    ("eva_train.cli.main", "main", ["--help"], "export"),
+    ("eva_train.cli.main", "main", ["export", "--help"], "--adapter-only"),
+    ("eva_train.cli.main", "main", ["fit", "--help"], "--ckpt_path"),
+    ("eva_train.cli.main", "main", ["fit", "-h"], "--help-all"),
+    ("eva_train.cli.main", "main", ["fit", "--trainer.max_steps", "3", "--help"], "--print_config"),
+    ("eva_train.cli.main", "main", ["validate", "--help"], "usage: eva-train validate --config FILE"),
     ("eva_core.cli", "frames_main", ["--help"], "--budget"),
     ("eva_data.cli", "main", ["synth", "--help"], "--difficulty"),
     ("eva_core.cli", "agent_main", ["--help"], "--max-new-tokens"),
@@ -109,10 +109,10 @@ def test_fit_help_lists_the_shipped_recipes_by_stage(tmp_path, monkeypatch):
     import shutil
     from pathlib import Path
 
-    from eva_train.fit_usage import usage
+    from eva_train.cli.usage import usage
 
     shutil.copytree(Path(__file__).parent.parent / "configs", tmp_path / "configs")
-    (tmp_path / "configs" / "sft-new.yaml").write_text("# new\nmodel:\n  class_path: eva_train.sft.SFTModule\n")
+    (tmp_path / "configs" / "sft-new.yaml").write_text("# new\nmodel:\n  class_path: eva_train.stages.sft.SFTModule\n")
     (tmp_path / "configs" / "odd.yaml").write_text("# a config of no eva_train stage\ntrainer: {}\n")
     monkeypatch.chdir(tmp_path)
     lines = usage("fit").splitlines()
@@ -126,7 +126,7 @@ def test_fit_help_lists_the_shipped_recipes_by_stage(tmp_path, monkeypatch):
 
 def test_fit_help_all_and_help_after_a_config_go_to_lightning(monkeypatch, capsys):
     """Only a bare `--help` is answered by the short usage; LightningCLI parses everything else."""
-    import eva_train.cli as cli
+    import eva_train.cli.main as cli
 
     seen = []
     monkeypatch.setattr(cli, "fit_cli", lambda args: seen.append(args))

@@ -59,7 +59,7 @@ def sft(shards):
 
 
 def test_sft_build_loads_in_eva_train(sft):
-    from eva_train.shard_source import ShardSource
+    from eva_train.data.shards import ShardSource
 
     out, stats, entries = sft
     assert stats.units == 6 and entries == 6 and stats.records == stats.labels["success"] >= 4
@@ -94,7 +94,7 @@ def test_kto_build_balances_labels_from_the_journal(sft, shards):
     assert all(r["kind"] == "kto" for r in records)
     assert [KtoTrajectory.from_dict(r).desirable for r in records].count(True) == stats.desirable
     # the KTO stage reads it as it is: labelled conversations with their frames
-    from eva_train.shard_source import ShardSource
+    from eva_train.data.shards import ShardSource
 
     chats = [chat for chat, _ in ShardSource(str(kto), kind="kto").examples(epoch=0, rank=0, world_size=1)]
     assert [c.meta["desirable"] for c in chats].count(True) == stats.desirable

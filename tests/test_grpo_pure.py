@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
-from eva_train.advantages import group_advantages
-from eva_train.losses import grpo_loss
+from eva_train.objectives.losses import grpo_loss
+from eva_train.rl.advantages import group_advantages
 
 # --- advantages ----------------------------------------------------------------------------------
 

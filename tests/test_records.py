@@ -112,7 +112,7 @@ def test_assistant_only_token_mask_with_the_model_template(bench):
     """The per-turn flags, rendered by the tiny Qwen2.5-VL's chat template (eva-train's masking),
     train exactly the assistant replies and their end tokens: no image, tool or prompt token."""
     from eva_core.tiny_model import build_processor
-    from eva_train.masking import encode_conversation
+    from eva_train.encoding.masking import encode_conversation
 
     root, _, items, records, _ = bench
     processor = build_processor()

@@ -12,7 +12,7 @@ from eva_data.records.convert import training_conversation
 from eva_data.records.oracle import TRAJECTORIES
 from eva_data.records.records import KtoTrajectory, SftTrajectory, record_from_dict
 from eva_data.records.shortcut import SURVEY_THEN_GUESS
-from eva_train.shard_source import ShardSource, ShardSourceError, count_labels, count_records
+from eva_train.data.shards import ShardSource, ShardSourceError, count_labels, count_records
 
 
 @pytest.fixture(scope="module")

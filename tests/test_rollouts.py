@@ -16,10 +16,10 @@ from eva_core.episode import StopReason
 from eva_core.policy import GenerationConfig, GenerationRequest, RolloutEngine
 from eva_core.protocol import SYSTEM_PROMPT
 from eva_core.sample_video import write_sample_video
-from eva_train.collate import collate
-from eva_train.episode_encoding import encode_episode
-from eva_train.logprobs import policy_logprobs
-from eva_train.modeling import LoraSpec, add_lora
+from eva_train.encoding.collate import collate
+from eva_train.encoding.episodes import encode_episode
+from eva_train.model.loading import LoraSpec, add_lora
+from eva_train.objectives.logprobs import policy_logprobs
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 QUESTION = "What happens in the video? A. a dog runs B. a car stops"

@@ -204,7 +204,7 @@ def test_uniform_counterparts_of_8_and_32_frames_and_their_views(seek_bench):
 
 def test_shard_source_serves_one_view_of_the_same_items(seek_bench, tmp_path):
     from eva_data.cli import _pack_folder
-    from eva_train.shard_source import ShardSource, ShardSourceError
+    from eva_train.data.shards import ShardSource, ShardSourceError
 
     _pack_folder(seek_bench, tmp_path / "shards")
     counts = {}

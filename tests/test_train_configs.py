@@ -1,7 +1,7 @@
 """Every recipe in configs/ parses; the 7B recipes build Qwen2.5-VL-7B on the meta device and plan its sharding.
 
 Nothing is downloaded: the 7B config.json is written from Qwen2.5-VL-7B-Instruct's published
-sizes (`eva_train.qwen_shapes`), and the model is instantiated on the meta device (shapes, no memory).
+sizes (`eva_train.model.qwen_shapes`), and the model is instantiated on the meta device (shapes, no memory).
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from eva_train.cli import fit_cli, main
-from eva_train.fit_usage import config_stages
-from eva_train.modeling import ModelSpec, count_parameters, init_empty_model
-from eva_train.optim import OptimSpec, build_optimizer, use_fused_adamw
-from eva_train.qwen_shapes import qwen2_5_vl_config
-from eva_train.sharding import sharding_plan
+from eva_train.cli.main import fit_cli, main
+from eva_train.cli.usage import config_stages
+from eva_train.model.loading import ModelSpec, count_parameters, init_empty_model
+from eva_train.model.optim import OptimSpec, build_optimizer, use_fused_adamw
+from eva_train.model.qwen_shapes import qwen2_5_vl_config
+from eva_train.model.sharding import sharding_plan
 from jsonargparse import ArgumentParser
 
 CONFIG_DIR = Path(__file__).parent.parent / "configs"
@@ -75,9 +75,9 @@ def test_every_config_opens_with_its_purpose_and_command_and_parses(path, capsys
     monkeypatch.setenv("EVA_QWEN_7B", str(qwen_7b_dir))
     config = _resolved(path, capsys)
     assert config["model"]["class_path"].startswith("eva_train.")
-    assert path.name in config_stages(CONFIG_DIR)[config["model"]["class_path"].split(".")[1]]  # fit --help's list
+    assert path.name in config_stages(CONFIG_DIR)[config["model"]["class_path"].split(".")[2]]  # fit --help's list
     if path.name.startswith("sft-"):
-        assert config["model"]["class_path"] == "eva_train.sft.SFTModule"
+        assert config["model"]["class_path"] == "eva_train.stages.sft.SFTModule"
         assert config["data"]["init_args"]["processor_path"] == config["model"]["init_args"]["model"]["path"]
         if "7b" in path.name:
             assert config["trainer"]["max_epochs"] == 2  # EVA paper, SFT: 2 epochs
@@ -206,8 +206,8 @@ def test_kto_recipes(name, capsys, monkeypatch, qwen_7b_dir):
     monkeypatch.setenv("EVA_QWEN_7B", str(qwen_7b_dir))
     monkeypatch.setenv("EVA_KTO_INIT", str(qwen_7b_dir))
     config = _resolved(CONFIG_DIR / name, capsys)
-    assert config["model"]["class_path"] == "eva_train.kto.KTOModule"
-    assert config["data"]["class_path"] == "eva_train.datamodule.KTODataModule"
+    assert config["model"]["class_path"] == "eva_train.stages.kto.KTOModule"
+    assert config["data"]["class_path"] == "eva_train.data.datamodules.KTODataModule"
     assert config["data"]["init_args"]["train"]["init_args"]["kind"] == "kto"
     assert config["data"]["init_args"]["processor_path"] == config["model"]["init_args"]["model"]["path"]
     module = _module(config)
@@ -236,9 +236,9 @@ def test_grpo_7b_recipes(name, capsys, monkeypatch, qwen_7b_dir):
     monkeypatch.setenv("EVA_GRPO_INIT", str(qwen_7b_dir))
     config = _resolved(CONFIG_DIR / name, capsys)
     assert config["model"]["init_args"]["model"]["path"] == str(qwen_7b_dir)
-    assert config["data"]["class_path"] == "eva_train.rl_data.RlPromptDataModule"
+    assert config["data"]["class_path"] == "eva_train.data.prompts.RlPromptDataModule"
     source = config["data"]["init_args"]["source"]
-    assert source["class_path"] == "eva_train.rl_shards.RlShardSource"
+    assert source["class_path"] == "eva_train.data.rl_shards.RlShardSource"
     module = _module(config)
     strategy = config["trainer"].get("strategy")
     ranks = strategy["init_args"]["data_parallel_size"] if isinstance(strategy, dict) else 1
@@ -261,11 +261,11 @@ def test_grpo_seek_recipe_builds_its_module(capsys):
     module = _module(config)
     assert module.rollout_spec.max_turns >= 3 and module.reward_config.name == "choice"  # scan, look, answer
     data = config["data"]["init_args"]
-    assert data["source"]["class_path"] == "eva_train.rl_shards.RlShardSource"  # stages copy failed prompts' videos
+    assert data["source"]["class_path"] == "eva_train.data.rl_shards.RlShardSource"  # stages copy failed prompts' videos
     assert "seek-hint" in data["source"]["init_args"]["synthesize"] and "2" in data["source"]["init_args"]["synthesize"]
     assert data["stages"]["dir"] and config["trainer"]["max_epochs"] >= 2  # at least one data refresh
     assert config["trainer"]["reload_dataloaders_every_n_epochs"] == 1
-    assert any(c["class_path"] == "eva_train.failures.FailureLog" for c in config["trainer"]["callbacks"])
+    assert any(c["class_path"] == "eva_train.callbacks.failures.FailureLog" for c in config["trainer"]["callbacks"])
 
 
 def test_seek_uniform_baselines_differ_from_the_agent_only_in_their_view(capsys):

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 from eva_core.sample_video import write_sample_video
-from eva_train.sources import ListSource
-from eva_train.stream import ResumableLoader, SFTStream, StreamPosition
+from eva_train.data.sources import ListSource
+from eva_train.data.stream import ResumableLoader, SFTStream, StreamPosition
 from train_conversations import make_conversations
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -36,7 +36,7 @@ def test_one_epoch_is_every_sample_once_in_ceil_n_over_b_batches(conversations, 
     assert len(batches) == stream.num_batches() == math.ceil(14 / 3)
     assert [b.input_ids.shape[0] for b in batches].count(3) == 4  # 14 = 3 + 3 | 3 + 3 | 2 (windows of 6)
     lengths = sorted(int(n) for b in batches for n in b.attention_mask.sum(1))
-    from eva_train.masking import encode_conversation
+    from eva_train.encoding.masking import encode_conversation
 
     processor = stream.processor
     assert lengths == sorted(len(encode_conversation(processor, c.messages)) for c in conversations)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 from eva_core.sample_video import write_sample_video
-from eva_train.collate import collate
-from eva_train.logprobs import policy_logprobs
-from eva_train.losses import sft_loss
-from eva_train.masking import encode_conversation
-from eva_train.modeling import LoraSpec, ModelSpec, base_model, load_model, vision_modules
+from eva_train.encoding.collate import collate
+from eva_train.encoding.masking import encode_conversation
+from eva_train.model.loading import LoraSpec, ModelSpec, base_model, load_model, vision_modules
+from eva_train.objectives.logprobs import policy_logprobs
+from eva_train.objectives.losses import sft_loss
 from train_conversations import make_conversations
 from transformers import AutoProcessor
 

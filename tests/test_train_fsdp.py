@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from eva_core.sample_video import write_sample_video
-from eva_train.export import export_checkpoint
+from eva_train.model.export import export_checkpoint
 from transformers import AutoModelForImageTextToText
 
 JOB = Path(__file__).parent / "train_fsdp_job.py"

@@ -10,11 +10,11 @@ import pytest
 import torch
 from eva_data import rewards
 from eva_data.rewards import RewardConfig
-from eva_train.grpo import GRPOLossSpec, GRPOModule, RolloutSpec
-from eva_train.modeling import ModelSpec
-from eva_train.optim import OptimSpec
-from eva_train.reference import ModelReference, ReferenceSpec
-from eva_train.rl_data import RlPromptDataModule, load_rl_items
+from eva_train.data.prompts import RlPromptDataModule, load_rl_items
+from eva_train.model.loading import ModelSpec
+from eva_train.model.optim import OptimSpec
+from eva_train.objectives.reference import ModelReference, ReferenceSpec
+from eva_train.stages.grpo import GRPOLossSpec, GRPOModule, RolloutSpec
 from grpo_helpers import QUESTION, ForceToolCalls, write_rl_folder
 
 
@@ -123,9 +123,9 @@ def test_a_rollout_trains_exactly_the_sampled_replies(rl_folder, tiny_model_dir,
 def test_a_blank_image_row_changes_nothing_for_the_other_rows(rl_folder, tiny_model_dir, one_torch_thread):
     """The row FSDP2 ranks add to a micro-batch without frames: the vision tower runs, the other
     rows' log-probabilities and the gradients of their loss are unchanged."""
-    from eva_train.collate import collate
-    from eva_train.episode_encoding import blank_image_row
-    from eva_train.logprobs import policy_logprobs
+    from eva_train.encoding.collate import collate
+    from eva_train.encoding.episodes import blank_image_row
+    from eva_train.objectives.logprobs import policy_logprobs
 
     module = GRPOModule(ModelSpec(path=str(tiny_model_dir), dtype="float32"),
                         rollout=RolloutSpec(group_size=2, max_turns=1, max_new_tokens=6, seed=2))

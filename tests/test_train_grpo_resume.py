@@ -24,14 +24,14 @@ from eva_core.episode import Episode
 from eva_data import rewards
 from eva_data.construct.build import read_failures
 from eva_data.rewards import RewardConfig
-from eva_train.episode_dump import EpisodeDump
-from eva_train.failures import FailureLog
-from eva_train.grpo import GRPOLossSpec, GRPOModule, RolloutSpec
-from eva_train.modeling import ModelSpec
-from eva_train.optim import OptimSpec
-from eva_train.rl_data import RlPromptDataModule
-from eva_train.rl_shards import RlShardSource
-from eva_train.stages import Stages
+from eva_train.callbacks.episode_dump import EpisodeDump
+from eva_train.callbacks.failures import FailureLog
+from eva_train.data.curriculum import Stages
+from eva_train.data.prompts import RlPromptDataModule
+from eva_train.data.rl_shards import RlShardSource
+from eva_train.model.loading import ModelSpec
+from eva_train.model.optim import OptimSpec
+from eva_train.stages.grpo import GRPOLossSpec, GRPOModule, RolloutSpec
 from grpo_helpers import ForceToolCalls, PromptLog  # registers the "first_sample" reward
 from rl_shards import write_rl_shards
 
@@ -162,7 +162,7 @@ def test_second_stage_trains_on_the_first_stages_failures(tmp_path, tiny_model_d
 CONFIG = """
 seed_everything: 0
 model:
-  class_path: eva_train.grpo.GRPOModule
+  class_path: eva_train.stages.grpo.GRPOModule
   init_args:
     model: {{path: {model}, dtype: float32, freeze_vision_tower: true}}
     rollout: {{group_size: 2, max_turns: 2, max_new_tokens: 8, seed: 1}}
@@ -170,10 +170,10 @@ model:
     reward: {{name: first_sample}}
     optim: {{lr: 1.0e-3, warmup_ratio: 0.0, schedule: cosine}}
 data:
-  class_path: eva_train.rl_data.RlPromptDataModule
+  class_path: eva_train.data.prompts.RlPromptDataModule
   init_args:
     source:
-      class_path: eva_train.rl_shards.RlShardSource
+      class_path: eva_train.data.rl_shards.RlShardSource
       init_args: {{shards: {shards}}}
     prompts_per_step: 3
 trainer:
@@ -206,7 +206,7 @@ def test_eva_train_fit_killed_with_sigkill_resumes_to_the_same_run(tmp_path, rl_
         return path
 
     def fit(name: str, *extra: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "eva_train.cli", "fit", "--config", str(config(name)), *extra],
+        return subprocess.Popen([sys.executable, "-m", "eva_train.cli.main", "fit", "--config", str(config(name)), *extra],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     assert fit("full").wait(timeout=900) == 0

@@ -9,9 +9,11 @@ import lightning as L
 import pytest
 import torch
 from eva_core.sample_video import write_sample_video
-from eva_train.collate import KTOBatch, SFTBatch, collate_kto
-from eva_train.datamodule import KTODataModule
-from eva_train.kl_pairs import (
+from eva_train.data.datamodules import KTODataModule
+from eva_train.data.sources import ListSource
+from eva_train.data.stream import ConversationStream, SFTStream, StreamPosition
+from eva_train.encoding.collate import KTOBatch, SFTBatch, collate_kto
+from eva_train.encoding.kl_pairs import (
     Prompt,
     batch_prompts,
     mismatched_batch,
@@ -19,21 +21,19 @@ from eva_train.kl_pairs import (
     partner,
     prompt_lengths,
 )
-from eva_train.kto import KTOModule
-from eva_train.logprobs import policy_logprobs
-from eva_train.losses import KTOWeightWarning, kto_loss, sequence_logps
-from eva_train.modeling import LoraSpec, ModelSpec, load_model
-from eva_train.optim import OptimSpec
-from eva_train.precompute import precompute_reference
-from eva_train.reference import (
+from eva_train.model.loading import LoraSpec, ModelSpec, load_model
+from eva_train.model.optim import OptimSpec
+from eva_train.objectives.logprobs import policy_logprobs
+from eva_train.objectives.losses import KTOWeightWarning, kto_loss, sequence_logps
+from eva_train.objectives.precompute import precompute_reference
+from eva_train.objectives.reference import (
     AdapterReference,
     ModelReference,
     PrecomputedReference,
     ReferenceError,
     ReferenceSpec,
 )
-from eva_train.sources import ListSource
-from eva_train.stream import ConversationStream, SFTStream, StreamPosition
+from eva_train.stages.kto import KTOModule
 from train_conversations import make_conversations
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

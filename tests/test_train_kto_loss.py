@@ -1,4 +1,4 @@
-"""The KTO loss (`eva_train.losses.kto_loss`): by hand, against TRL's KTOTrainer on the same numbers, error paths."""
+"""The KTO loss (`eva_train.objectives.losses.kto_loss`): by hand, against TRL's KTOTrainer on the same numbers, error paths."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from eva_train.losses import KTOWeightWarning, kto_loss, kto_weight_ratio, sequence_logps
+from eva_train.objectives.losses import KTOWeightWarning, kto_loss, kto_weight_ratio, sequence_logps
 
 
 def _sigmoid(x: float) -> float:

@@ -6,9 +6,9 @@ import pytest
 import torch
 from eva_core.protocol import IMAGE_PLACEHOLDER, turn_text
 from eva_core.sample_video import write_sample_video
-from eva_train.collate import collate
-from eva_train.logprobs import policy_logprobs, token_logprobs
-from eva_train.masking import TemplateError, encode_conversation, truncate
+from eva_train.encoding.collate import collate
+from eva_train.encoding.masking import TemplateError, encode_conversation, truncate
+from eva_train.objectives.logprobs import policy_logprobs, token_logprobs
 from train_conversations import make_conversation, make_conversations
 from transformers import AutoModelForImageTextToText, AutoProcessor
 

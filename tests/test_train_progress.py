@@ -1,4 +1,4 @@
-"""Plain progress lines when stderr is not a terminal (`eva_train.progress`)."""
+"""Plain progress lines when stderr is not a terminal (`eva_train.callbacks.progress`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import io
 from types import SimpleNamespace
 
 import torch
-from eva_train.progress import PlainProgress, progress_line
+from eva_train.callbacks.progress import PlainProgress, progress_line
 
 
 def test_progress_line():

@@ -7,9 +7,10 @@ import re
 
 import pytest
 import torch
-from eva_train.collate import group_by_length, padding_fraction
-from eva_train.losses import sft_loss
-from eva_train.modeling import (
+from eva_train.data.sources import ChatSample, ListSource, rank_slice
+from eva_train.data.stream import window_seed
+from eva_train.encoding.collate import group_by_length, padding_fraction
+from eva_train.model.loading import (
     LoraSpec,
     ModelLoadError,
     ModelSpec,
@@ -17,9 +18,8 @@ from eva_train.modeling import (
     check_model_dir,
     quantization_config,
 )
-from eva_train.optim import OptimSpec, lr_factor
-from eva_train.sources import ChatSample, ListSource, rank_slice
-from eva_train.stream import window_seed
+from eva_train.model.optim import OptimSpec, lr_factor
+from eva_train.objectives.losses import sft_loss
 
 
 def test_sft_loss_token_mean_by_hand():

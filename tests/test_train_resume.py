@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 from eva_data.cli import main as eva_data_main
-from eva_train.cli import fit_cli
+from eva_train.cli.main import fit_cli
 
 MAX_STEPS = 8  # 4 trajectories, batch 1, two epochs
 
@@ -53,21 +53,21 @@ def _config(tmp_path: Path, name: str, shards: Path, tiny_model_dir: Path, *, va
     path = tmp_path / f"{name}.yaml"
     val_source = f"""
     val:
-      class_path: eva_train.shard_source.ShardSource
+      class_path: eva_train.data.shards.ShardSource
       init_args: {{shards: {shards}}}""" if val else ""
     path.write_text(f"""
 seed_everything: 0
 model:
-  class_path: eva_train.sft.SFTModule
+  class_path: eva_train.stages.sft.SFTModule
   init_args:
     model: {{path: {tiny_model_dir}, dtype: float32}}
     optim: {{lr: 2.0e-3, warmup_ratio: 0.1}}
 data:
-  class_path: eva_train.datamodule.SFTDataModule
+  class_path: eva_train.data.datamodules.SFTDataModule
   init_args:
     processor_path: ${{model.init_args.model.path}}
     train:
-      class_path: eva_train.shard_source.ShardSource
+      class_path: eva_train.data.shards.ShardSource
       init_args: {{shards: {shards}, buffer_size: {buffer_size}}}{val_source}
     batch_size: 1
     window_batches: 2
@@ -129,7 +129,7 @@ def killed(tmp_path_factory, shards, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("killed")
     config = _config(tmp, "killed", shards, tiny_model_dir)
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE")} | {"OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "eva_train.cli", "fit", "--config", str(config)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "eva_train.cli.main", "fit", "--config", str(config)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     metrics = tmp / "logs" / "killed" / "version_0" / "metrics.csv"
@@ -200,7 +200,7 @@ def test_resume_through_a_shuffle_buffer_equals_uninterrupted(tmp_path, shards, 
 
 
 def test_validate_and_export_from_the_command_line(tmp_path, shards, tiny_model_dir, uninterrupted):
-    from eva_train.cli import main
+    from eva_train.cli.main import main
     from transformers import AutoModelForImageTextToText
 
     full_dir, _ = uninterrupted
@@ -248,7 +248,7 @@ def test_the_shipped_tiny_recipe_resumes_exactly_after_sigkill(tmp_path):
     recipe = str(root / "configs" / "sft-tiny.yaml")
     source = _source_digest(root)  # the runs import the tree as it is when each starts
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE")} | {"OMP_NUM_THREADS": "1"}
-    fit = [sys.executable, "-m", "eva_train.cli", "fit", "--config", recipe]
+    fit = [sys.executable, "-m", "eva_train.cli.main", "fit", "--config", recipe]
     full, cut = tmp_path / "full", tmp_path / "cut"
     full.mkdir(), cut.mkdir()
     subprocess.run(fit, cwd=full, env=env, check=True, capture_output=True, timeout=3600)

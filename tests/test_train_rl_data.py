@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 from eva_core.frame_select import frame_select
-from eva_train.rl_data import PromptLoader, PromptPosition, RlFolderSource, RlPromptDataModule
-from eva_train.rl_shards import RlShardSource
-from eva_train.shard_source import ShardSourceError
+from eva_train.data.prompts import PromptLoader, PromptPosition, RlFolderSource, RlPromptDataModule
+from eva_train.data.rl_shards import RlShardSource
+from eva_train.data.shards import ShardSourceError
 from rl_shards import rl_prompt, write_rl_shards
 
 IDS = sorted(f"rl-v{v}-{k}" for v in range(4) for k in range(2))

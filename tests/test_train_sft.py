@@ -13,21 +13,21 @@ from eva_core.agent import AgentConfig, run_episode
 from eva_core.backends import TransformersPolicy
 from eva_core.policy import GenerationConfig
 from eva_core.sample_video import write_sample_video
-from eva_train.collate import collate
-from eva_train.datamodule import SFTDataModule
-from eva_train.export import ExportError, export_checkpoint
-from eva_train.logprobs import policy_logprobs
-from eva_train.masking import encode_conversation
-from eva_train.modeling import (
+from eva_train.data.datamodules import SFTDataModule
+from eva_train.data.sources import ListSource
+from eva_train.encoding.collate import collate
+from eva_train.encoding.masking import encode_conversation
+from eva_train.model.export import ExportError, export_checkpoint
+from eva_train.model.loading import (
     LoraSpec,
     ModelLoadError,
     ModelSpec,
     QuantizationUnavailableError,
     load_model,
 )
-from eva_train.optim import OptimSpec
-from eva_train.sft import SFTModule
-from eva_train.sources import ListSource
+from eva_train.model.optim import OptimSpec
+from eva_train.objectives.logprobs import policy_logprobs
+from eva_train.stages.sft import SFTModule
 from train_conversations import make_conversations
 from transformers import AutoModelForImageTextToText, AutoProcessor
 

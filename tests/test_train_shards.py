@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from eva_train.shard_source import ShardSource, ShardSourceError, count_records
+from eva_train.data.shards import ShardSource, ShardSourceError, count_records
 
 SYNTH = ["--n", "3", "--seed", "2", "--difficulty", "easy", "--duration", "30", "40", "--size", "224", "126",
          "--questions-per-video", "2", "--max-bytes", "40960"]  # the cap puts each video in a shard of its own
@@ -131,7 +131,7 @@ def test_a_corrupt_video_costs_its_records_and_the_epoch_still_serves_its_count(
 
 def test_the_training_stream_over_a_corrupt_video_delivers_its_epoch(shards, tmp_path, tiny_model_dir):
     """The symptom of issue 17: the stream over these shards stopped with "source ended at sample 4 of 6"."""
-    from eva_train.stream import SFTStream, StreamPosition
+    from eva_train.data.stream import SFTStream, StreamPosition
 
     source = ShardSource(str(_damaged_copy(shards, tmp_path / "shards", {1: "first"})), seed=0)
     stream = SFTStream(source, str(tiny_model_dir), batch_size=2, max_length=4096, window_batches=2)

@@ -15,7 +15,7 @@ from eva_core.frame_select import frame_select
 from eva_core.protocol import assistant_turn, build_messages, tool_turn
 from eva_core.reader import probe
 from eva_core.sample_video import read_frame_index
-from eva_train.sources import ChatSample
+from eva_train.data.sources import ChatSample
 
 QUESTIONS = ("What is shown at the start?", "Which option matches the frame?", "What happens in the clip?")
 

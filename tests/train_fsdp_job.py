@@ -25,12 +25,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from eva_core.tiny_model import tiny_model_dir  # noqa: E402
-from eva_train.datamodule import SFTDataModule  # noqa: E402
-from eva_train.modeling import LoraSpec, ModelSpec  # noqa: E402
-from eva_train.optim import OptimSpec  # noqa: E402
-from eva_train.sft import SFTModule  # noqa: E402
-from eva_train.sharding import ShardingSpec, full_state_dict  # noqa: E402
-from eva_train.sources import ListSource  # noqa: E402
+from eva_train.data.datamodules import SFTDataModule  # noqa: E402
+from eva_train.data.sources import ListSource  # noqa: E402
+from eva_train.model.loading import LoraSpec, ModelSpec  # noqa: E402
+from eva_train.model.optim import OptimSpec  # noqa: E402
+from eva_train.model.sharding import ShardingSpec, full_state_dict  # noqa: E402
+from eva_train.stages.sft import SFTModule  # noqa: E402
 from lightning.pytorch.strategies import ModelParallelStrategy  # noqa: E402
 from train_conversations import make_conversations  # noqa: E402
 

@@ -30,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from eva_core.tiny_model import tiny_model_dir  # noqa: E402
 from eva_data.rewards import RewardConfig  # noqa: E402
-from eva_train.grpo import GRPOLossSpec, GRPOModule, RolloutSpec  # noqa: E402
-from eva_train.modeling import ModelSpec  # noqa: E402
-from eva_train.optim import OptimSpec  # noqa: E402
-from eva_train.rl_data import RlPromptDataModule  # noqa: E402
-from eva_train.sharding import ShardingSpec, full_state_dict  # noqa: E402
+from eva_train.data.prompts import RlPromptDataModule  # noqa: E402
+from eva_train.model.loading import ModelSpec  # noqa: E402
+from eva_train.model.optim import OptimSpec  # noqa: E402
+from eva_train.model.sharding import ShardingSpec, full_state_dict  # noqa: E402
+from eva_train.stages.grpo import GRPOLossSpec, GRPOModule, RolloutSpec  # noqa: E402
 from grpo_helpers import QUESTION, ForcedEngine, write_rl_folder  # noqa: E402  (registers "first_sample")
 from lightning.pytorch.strategies import ModelParallelStrategy  # noqa: E402
 

@@ -26,12 +26,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from eva_core.tiny_model import tiny_model_dir  # noqa: E402
-from eva_train.collate import KTOBatch, collate_kto  # noqa: E402
-from eva_train.kto import KTOModule  # noqa: E402
-from eva_train.modeling import ModelSpec  # noqa: E402
-from eva_train.optim import OptimSpec  # noqa: E402
-from eva_train.sharding import ShardingSpec  # noqa: E402
-from eva_train.stream import encode_sample  # noqa: E402
+from eva_train.data.stream import encode_sample  # noqa: E402
+from eva_train.encoding.collate import KTOBatch, collate_kto  # noqa: E402
+from eva_train.model.loading import ModelSpec  # noqa: E402
+from eva_train.model.optim import OptimSpec  # noqa: E402
+from eva_train.model.sharding import ShardingSpec  # noqa: E402
+from eva_train.stages.kto import KTOModule  # noqa: E402
 from lightning.pytorch.strategies import ModelParallelStrategy  # noqa: E402
 from train_conversations import make_conversations  # noqa: E402
 from transformers import AutoProcessor  # noqa: E402

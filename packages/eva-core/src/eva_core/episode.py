@@ -10,7 +10,7 @@ tool turns were inserted around it. `Episode.turns` lists every turn with its ro
 it was sampled. A rollout engine (`eva_core.policy.RolloutEngine`) also gives each step's
 `TurnTokens` (ids fed, ids sampled, their log-probs), and the loop keeps the frames each tool
 turn showed (`Step.frames`, in memory only): together the exact sequence training scores
-(`eva_train.episode_encoding.encode_episode`), with no re-rendering and no second decode.
+(`eva_train.encoding.episodes.encode_episode`), with no re-rendering and no second decode.
 
 Token accounting follows the protocol ("Metrics"): `total_tokens` is the prompt plus the
 completion of the LAST assistant turn, images included, i.e. the final context length.

@@ -1,7 +1,14 @@
-"""eva-train: Lightning trainers for EVA-style video agents (the SFT stage; KTO and GRPO build on the same base).
+"""eva-train: the three training stages of an EVA-style video agent (SFT, KTO, multi-turn GRPO)
+as Lightning modules, with FSDP2 and LoRA/QLoRA.
 
-Entry point `eva-train` (cli.py); see docs/train.md. Modules: modeling (loading, LoRA,
-quantisation), sharding (FSDP2 plan), optim, losses, masking, collate, logprobs, sources and
-shard_source (data), stream and datamodule (resumable batches), base and sft (LightningModules),
-export; for GRPO: rl_data and rl_shards (prompts), episode_dump, failures and stages (multi-stage).
+Folders by role, from the ground up (each imports only the ones before it; docs/architecture.md):
+
+    model/       loading, LoRA, sharding, optimizer, collectives, export
+    encoding/    conversations and episodes -> token batches
+    data/        sources, shards, resumable loaders, data modules, the GRPO curriculum
+    objectives/  log-probs, losses, the reference policy
+    rl/          rollouts, rewards of a step, advantages
+    stages/      SFTModule, KTOModule, GRPOModule on one base
+    callbacks/   checkpoints, progress, episode dumps, failure files
+    cli/         `eva-train`
 """

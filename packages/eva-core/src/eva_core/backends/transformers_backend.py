@@ -44,7 +44,7 @@ whole, which is still correct. Only decoding is batched.
 
 Under FSDP2 every forward all-gathers parameters, so rank-local rollouts of different lengths
 would make different numbers of collective calls; run them inside
-`eva_train.sharding.gathered_for_rollouts`, which gathers the parameters once, so that
+`eva_train.model.sharding.gathered_for_rollouts`, which gathers the parameters once, so that
 rollouts make no collective call at all.
 """
 

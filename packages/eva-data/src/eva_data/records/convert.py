@@ -9,7 +9,7 @@ the only text the model sampled. System, user and tool turns (and every image) a
 
 Token-level masks are the trainer's step: rendering the turns with the model's own chat
 template decides which token ids belong to which turn, so it lives with the processor in
-`eva_train.masking.encode_conversation`, which takes these per-turn flags.
+`eva_train.encoding.masking.encode_conversation`, which takes these per-turn flags.
 """
 
 from __future__ import annotations

@@ -1,0 +1,200 @@
+"""Batching encoded conversations: length grouping, right padding, and the padding they cost.
+
+Trajectories differ in length by an order of magnitude (one survey call versus a survey and
+two zooms), so random batches waste most of their tokens on padding. `group_by_length` sorts
+a window of samples by length and cuts it into batches (the "length grouping" of Hugging
+Face's `group_by_length`, applied per window so it works on a stream), then shuffles the
+order of the batches with a seeded generator so long and short batches alternate. Each batch
+states its padding fraction, which the trainer logs.
+
+Packing (several conversations in one row) is not used: Qwen2.5-VL's M-RoPE positions are
+computed per row from the image grids, and packing would need per-segment position resets and
+a variable-length attention kernel; length grouping gets padding to a few percent without it
+(see the tests and docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from eva_train.encoding.masking import EncodedConversation, pixel_values_for
+
+
+@dataclass
+class Batch:
+    """A right-padded batch: the fields every stage's forward needs.
+
+    Stages extend it with per-row fields (`SFTBatch`, `KTOBatch`; later the rollout batch).
+
+    Attributes:
+        input_ids: [B, L] long, padded with the tokenizer's pad id.
+        attention_mask: [B, L] long, 1 on real tokens.
+        trained: [B, L] bool, the loss mask (targets).
+        mm_token_type_ids: [B, L] int, 1 on image tokens.
+        pixel_values: [P, D] float, the images of all rows in row order, or None.
+        image_grid_thw: [I, 3] long, or None.
+        num_tokens: real (non-padding) tokens.
+        padding_fraction: padding tokens / (B * L).
+        truncated: rows that were truncated to the length limit.
+        sample_ids: the B rows' sample ids (for logs and precomputed reference log-probs).
+    """
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    trained: Tensor
+    mm_token_type_ids: Tensor
+    pixel_values: Tensor | None
+    image_grid_thw: Tensor | None
+    num_tokens: int
+    padding_fraction: float
+    truncated: int = 0
+    sample_ids: tuple[str, ...] = ()
+
+    @property
+    def rows(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def to(self, device) -> Batch:
+        """The same batch (same class, every field) with every tensor field on `device`."""
+        moved = {f.name: value.to(device, non_blocking=True) for f in dataclasses.fields(self)
+                 if isinstance(value := getattr(self, f.name), Tensor)}
+        return dataclasses.replace(self, **moved)
+
+    def model_inputs(self) -> dict[str, Tensor]:
+        """Keyword arguments of a Qwen2.5-VL forward (no labels: the loss is computed outside)."""
+        inputs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
+                  "mm_token_type_ids": self.mm_token_type_ids}
+        if self.pixel_values is not None:
+            inputs["pixel_values"] = self.pixel_values
+            inputs["image_grid_thw"] = self.image_grid_thw
+        return inputs
+
+
+@dataclass
+class SFTBatch(Batch):
+    """A batch of trajectories to imitate: the common fields only."""
+
+
+@dataclass(kw_only=True)
+class KTOBatch(Batch):
+    """A batch of labelled trajectories for KTO (`eva_train.stages.kto`).
+
+    Attributes:
+        desirable: [B] bool, the label of each row (`ChatSample.meta["desirable"]`).
+    """
+
+    desirable: Tensor
+
+    def __post_init__(self) -> None:
+        if self.desirable.dtype != torch.bool or self.desirable.shape != (self.rows,):
+            raise ValueError(f"desirable must be bool [{self.rows}], got {self.desirable.dtype} "
+                             f"{tuple(self.desirable.shape)}")
+
+
+def _padded_fields(samples: Sequence[EncodedConversation], *, pad_id: int, image_processor=None) -> dict[str, Any]:
+    """The common `Batch` fields of right-padded encoded conversations."""
+    if not samples:
+        raise ValueError("cannot collate an empty batch")
+    lengths = [len(s) for s in samples]
+    b, longest = len(samples), max(lengths)
+    input_ids = torch.full((b, longest), pad_id, dtype=torch.long)
+    attention = torch.zeros((b, longest), dtype=torch.long)
+    trained = torch.zeros((b, longest), dtype=torch.bool)
+    types = torch.zeros((b, longest), dtype=torch.int32)
+    for i, (s, n) in enumerate(zip(samples, lengths, strict=True)):
+        input_ids[i, :n] = s.input_ids
+        attention[i, :n] = 1
+        trained[i, :n] = s.trained
+        types[i, :n] = s.mm_token_type_ids
+    pixels, grids = [], []
+    for s in samples:
+        if s.image_grid_thw is None:
+            continue
+        if s.pixel_values is None:
+            if image_processor is None:
+                raise ValueError("a sample was encoded without pixel values: pass the image processor")
+            values, grid = pixel_values_for(image_processor, s.images, s.image_grid_thw)
+        else:
+            values, grid = s.pixel_values, s.image_grid_thw
+        pixels.append(values)
+        grids.append(grid)
+    return dict(
+        input_ids=input_ids,
+        attention_mask=attention,
+        trained=trained,
+        mm_token_type_ids=types,
+        pixel_values=torch.cat(pixels) if pixels else None,
+        image_grid_thw=torch.cat(grids) if grids else None,
+        num_tokens=sum(lengths),
+        padding_fraction=padding_fraction(lengths),
+        truncated=sum(s.truncated for s in samples),
+        sample_ids=tuple(s.sample_id for s in samples),
+    )
+
+
+def collate(samples: Sequence[EncodedConversation], *, pad_id: int, image_processor=None) -> SFTBatch:
+    """Right-pad encoded conversations into one `SFTBatch`.
+
+    Args:
+        samples: at least one encoded conversation.
+        pad_id: the tokenizer's padding id.
+        image_processor: computes the pixel values of samples encoded without them
+            (`encode_conversation(..., with_pixels=False)`), for the whole batch at once.
+    """
+    return SFTBatch(**_padded_fields(samples, pad_id=pad_id, image_processor=image_processor))
+
+
+def collate_kto(samples: Sequence[EncodedConversation], *, pad_id: int, image_processor=None) -> KTOBatch:
+    """Right-pad labelled conversations into one `KTOBatch`; the label is `meta["desirable"]`.
+
+    Raises:
+        ValueError: a sample without a boolean `desirable` label.
+    """
+    labels = []
+    for s in samples:
+        label = s.meta.get("desirable")
+        if not isinstance(label, bool):
+            raise ValueError(f"sample {s.sample_id!r} has no boolean meta['desirable'] label (got {label!r}): "
+                             "KTO trains on labelled trajectories (eva-data records of kind 'kto')")
+        labels.append(label)
+    return KTOBatch(**_padded_fields(samples, pad_id=pad_id, image_processor=image_processor),
+                    desirable=torch.tensor(labels, dtype=torch.bool))
+
+
+def padding_fraction(lengths: Sequence[int]) -> float:
+    """Padding share of a right-padded batch: 1 - sum(lengths) / (B * max(lengths))."""
+    if not lengths:
+        raise ValueError("no lengths")
+    return 1.0 - sum(lengths) / (len(lengths) * max(lengths))
+
+
+def group_by_length(lengths: Sequence[int], batch_size: int, *, seed: int, shuffle: bool = True) -> list[list[int]]:
+    """Cut a window of samples into batches of similar length.
+
+    Indices are sorted by length (longest first, ties by index), cut into consecutive batches
+    of `batch_size` (the last one may be shorter), and the batch order is shuffled with
+    `random.Random(seed)` when `shuffle` is set.
+
+    Args:
+        lengths: token length of each sample of the window.
+        batch_size: samples per batch.
+        seed: seeds the batch-order shuffle (same seed, same batches in the same order).
+        shuffle: shuffle the order of the batches.
+
+    Returns:
+        Lists of indices into `lengths`, every index exactly once.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if shuffle:
+        random.Random(seed).shuffle(batches)
+    return batches
