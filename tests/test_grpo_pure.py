@@ -115,6 +115,54 @@ def test_grpo_k3_penalty_by_hand():
     assert loss.item() == 0.0 and metrics["kl"].item() == pytest.approx(kl_mean, abs=1e-7)
 
 
+def test_grpo_dual_clip_bounds_a_negative_advantage_by_hand():
+    # row 1 (A = -2) unmasked, its third token at rho 5: -min(5 * -2, 1.2 * -2) = 10 without dual-clip
+    logps, old, adv, _ = case(ratios=((1.0, 1.0, 1.0), (1.0, 1.0, 5.0)))
+    mask = torch.tensor([[0, 0, 0], [0, 0, 1]])
+    loss, metrics = grpo_loss(logps, old, adv, mask, dual_clip=None)
+    assert loss.item() == pytest.approx(10.0, abs=1e-5)
+    # C = 3: min(10, 3 * 2) = 6, and the token no longer trains (its gradient is cut)
+    loss, metrics = grpo_loss(logps, old, adv, mask)
+    assert loss.item() == pytest.approx(6.0, abs=1e-5)
+    assert metrics["dual_clip_fraction"].item() == 1.0
+    loss.backward()
+    assert logps.grad.abs().sum().item() == 0.0
+    # a positive advantage is never dual-clipped: row 0 at rho 5, A = 1 -> -min(5, 1.2) = -1.2
+    logps, old, adv, _ = case(ratios=((1.0, 1.0, 5.0), (1.0, 1.0, 1.0)))
+    loss, metrics = grpo_loss(logps, old, adv, torch.tensor([[0, 0, 1], [0, 0, 0]]))
+    assert loss.item() == pytest.approx(-1.2, abs=1e-5) and metrics["dual_clip_fraction"].item() == 0.0
+    with pytest.raises(ValueError, match="dual_clip must be > 1"):
+        grpo_loss(logps, old, adv, torch.ones(2, 3), dual_clip=1.0)
+
+
+def test_grpo_log_ratio_clamp_keeps_an_exploded_token_finite():
+    old = torch.tensor([[-100.0, -1.0]])
+    logps = torch.tensor([[0.0, -1.0]], requires_grad=True)  # log-ratio 100: e^100 overflows float32
+    mask, adv = torch.tensor([[1, 1]]), torch.tensor([-1.0])
+    loss, metrics = grpo_loss(logps, old, adv, mask, dual_clip=None, log_ratio_clamp=None)
+    assert not torch.isfinite(loss)
+    # clamped to 20: rho = e^20 = 4.85e8; A = -1 -> -min(-4.85e8, -0.8) = 4.85e8; the other token: 1
+    loss, metrics = grpo_loss(logps, old, adv, mask, dual_clip=None)
+    assert loss.item() == pytest.approx((math.exp(20.0) + 1.0) / 2, rel=1e-5)
+    assert metrics["ratio"].item() == pytest.approx((math.exp(20.0) + 1.0) / 2, rel=1e-5)
+    # with dual-clip as well (the default): (3 + 1) / 2 = 2
+    loss, _ = grpo_loss(logps, old, adv, mask)
+    assert loss.item() == pytest.approx(2.0, abs=1e-6)
+    loss.backward()
+    assert torch.isfinite(logps.grad).all()
+
+
+def test_grpo_token_weights_scale_the_surrogate_not_the_kl():
+    logps, old, adv, mask = case()
+    weights = torch.tensor([[0.5, 1.0, 1.0], [2.0, 1.0, 1.0]])
+    loss, _ = grpo_loss(logps, old, adv, mask, token_weights=weights)
+    # surrogate terms as in the token-mean case, the first token of each row weighted:
+    # -(0.5 * 1.2 + 0.5 + 1 + 2 * -2.2 - 1.6) / 5 = -(0.6 + 1.5 - 4.4 - 1.6) / 5 = 3.9 / 5 = 0.78
+    assert loss.item() == pytest.approx(0.78, abs=1e-6)
+    with pytest.raises(ValueError, match="token_weights must be"):
+        grpo_loss(logps, old, adv, mask, token_weights=torch.ones(2, 2))
+
+
 def test_grpo_without_sampled_tokens_is_zero_and_differentiable():
     logps, old, adv, _ = case()
     loss, metrics = grpo_loss(logps, old, adv, torch.zeros(2, 3))

@@ -187,18 +187,26 @@ AGGREGATIONS = ("token-mean", "sequence-mean", "constant")
 def grpo_loss(logps: Tensor, old_logps: Tensor, advantages: Tensor, mask: Tensor, *,
               ref_logps: Tensor | None = None, epsilon: float = 0.2, epsilon_high: float | None = None,
               kl_coef: float = 0.0, aggregation: str = "token-mean", normalizer: float | Tensor | None = None,
-              entropy: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+              entropy: Tensor | None = None, dual_clip: float | None = 3.0, log_ratio_clamp: float | None = 20.0,
+              token_weights: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """GRPO's clipped surrogate with a k3 KL penalty to the reference, on sampled tokens only.
 
     GRPO (Shao et al. 2024, DeepSeekMath, eq. 3), per sampled token t of episode b with the
     episode's advantage A_b (`eva_train.rl.advantages`) and the policy that sampled it (old):
 
-        rho_bt  = exp(logp_bt - old_logp_bt)
+        rho_bt  = exp(clamp(logp_bt - old_logp_bt, -R, R))
         s_bt    = min(rho_bt A_b, clip(rho_bt, 1 - epsilon, 1 + epsilon_high) A_b)
+        s_bt    = max(s_bt, C A_b)                   where A_b < 0 (dual-clip, Ye et al. 2020, eq. 5)
         kl_bt   = exp(ref_bt - logp_bt) - (ref_bt - logp_bt) - 1        (k3, Schulman 2020; eq. 4)
-        l_bt    = -s_bt + kl_coef * kl_bt
+        l_bt    = w_bt (-s_bt) + kl_coef * kl_bt
 
     `epsilon_high` defaults to `epsilon` (symmetric clip; DAPO's "clip-higher" sets it larger).
+    Dual-clip bounds the loss of a token whose ratio exploded while its advantage is negative
+    (the plain clip leaves min(rho A, ...) = rho A unbounded there); R bounds the log-ratio so
+    that exp never overflows on a token the policy has moved far from. Both follow verl's
+    defaults (C = 3, R = 20); at ratio 1 (the first pass on-policy) neither is active. w_bt are
+    optional per-token weights, e.g. the capped importance-sampling correction of a sampler whose
+    log-probs differ from the trainer's (`token_weights`; TRL's `vllm_importance_sampling_cap`).
     m_bt is 1 on tokens the policy sampled (assistant turns), 0 on prompt, tool turns, images
     and padding. Aggregation:
 
@@ -224,11 +232,14 @@ def grpo_loss(logps: Tensor, old_logps: Tensor, advantages: Tensor, mask: Tensor
         aggregation: "token-mean", "sequence-mean" or "constant".
         normalizer: N, S or C as above (required for "constant").
         entropy: [B, T] the policy's per-token entropy, for the metric only.
+        dual_clip: C (> 1); None turns dual-clip off.
+        log_ratio_clamp: R (> 0); None leaves the log-ratio unclamped.
+        token_weights: [B, T] w, no gradient; None is 1 everywhere.
 
     Returns:
         (loss, metrics): the scalar loss and detached masked means over the micro-batch:
         `clip_fraction` (tokens whose clipped term is active: rho < 1 - eps with A < 0, or
-        rho > 1 + eps_high with A > 0), `ratio`, `kl` (with a reference), `entropy` (when given),
+        rho > 1 + eps_high with A > 0), `dual_clip_fraction` (tokens held at C |A|), `ratio`, `kl` (with a reference), `entropy` (when given),
         and `trained_tokens`.
     """
     _check_token_tensors(logps, mask)
@@ -247,11 +258,27 @@ def grpo_loss(logps: Tensor, old_logps: Tensor, advantages: Tensor, mask: Tensor
     if aggregation == "constant" and normalizer is None:
         raise ValueError("aggregation 'constant' needs the normalizer (Dr. GRPO's constant)")
 
+    if dual_clip is not None and dual_clip <= 1.0:
+        raise ValueError(f"dual_clip must be > 1 (or None), got {dual_clip}")
+    if log_ratio_clamp is not None and log_ratio_clamp <= 0.0:
+        raise ValueError(f"log_ratio_clamp must be > 0 (or None), got {log_ratio_clamp}")
+    if token_weights is not None and token_weights.shape != logps.shape:
+        raise ValueError(f"token_weights must be [B, T] like logps {tuple(logps.shape)}, got {tuple(token_weights.shape)}")
+
     m = mask.to(logps.dtype)
     adv = advantages.to(logps.dtype)[:, None]
-    ratio = (logps - old_logps.detach()).exp()
+    log_ratio = logps - old_logps.detach()
+    if log_ratio_clamp is not None:
+        log_ratio = log_ratio.clamp(-log_ratio_clamp, log_ratio_clamp)
+    ratio = log_ratio.exp()
     clipped = ratio.clamp(1.0 - epsilon, 1.0 + epsilon_high)
     per_token = -(ratio * adv).minimum(clipped * adv)
+    dual_clipped = torch.zeros_like(per_token, dtype=torch.bool)
+    if dual_clip is not None:
+        dual_clipped = (adv < 0) & (per_token > -dual_clip * adv)
+        per_token = torch.where(adv < 0, per_token.minimum(-dual_clip * adv), per_token)
+    if token_weights is not None:
+        per_token = per_token * token_weights.detach().to(per_token.dtype)
     kl = None
     if ref_logps is not None:
         delta = ref_logps.detach() - logps
@@ -273,7 +300,7 @@ def grpo_loss(logps: Tensor, old_logps: Tensor, advantages: Tensor, mask: Tensor
 
     is_clipped = ((ratio < 1.0 - epsilon) & (adv < 0)) | ((ratio > 1.0 + epsilon_high) & (adv > 0))
     metrics = {"clip_fraction": masked_mean(is_clipped.to(logps.dtype)), "ratio": masked_mean(ratio),
-               "trained_tokens": n_tokens.detach()}
+               "dual_clip_fraction": masked_mean(dual_clipped.to(logps.dtype)), "trained_tokens": n_tokens.detach()}
     if kl is not None:
         metrics["kl"] = masked_mean(kl)
     if entropy is not None:
