@@ -55,6 +55,14 @@ def test_rouge_l_by_hand():
     assert s.correct and s.value == pytest.approx(0.6)
 
 
+def test_rouge_l_scores_answers_in_other_scripts():
+    # Chinese, a token a character: LCS of [红, 球] in [红, 色, 的, 球] is 2: P 1, R 1/2 -> F 2/3
+    assert rouge_l("红球", "红色的球") == pytest.approx(2 / 3)
+    assert rouge_l("红色的球", "红色的球") == pytest.approx(1.0)
+    # accented words stay whole: [über, alles] vs [über, den, berg]: LCS 1, P 1/2, R 1/3 -> F 0.4
+    assert rouge_l("über alles", "über den Berg") == pytest.approx(0.4)
+
+
 def rec(i, correct, *, status="ok", cats=(), rounds=2, tokens=100, visual=40, frames=4, stop="answer_found",
         model=1.0, tool=0.5, wall=2.0, **extra):
     return ResultRecord(id=str(i), benchmark="x", mode="agent", status=status, ground_truth="A",

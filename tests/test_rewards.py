@@ -142,6 +142,28 @@ def test_rouge_mean_is_rouge_score(answer, reference):
     assert rouge_mean(answer, reference) == pytest.approx(expected, abs=1e-12)
 
 
+def test_rouge_scores_chinese_answers_by_character():
+    # rouge-score's own tokenizer drops every non-ASCII character: a right Chinese answer scores 0
+    scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True)
+    assert scorer.score("红色的球", "红色的球")["rouge1"].fmeasure == 0.0
+    assert rouge_mean("红色的球", "红色的球") == pytest.approx(1.0)
+    # one character a token: answer [红, 球], reference [红, 色, 的, 球]
+    # ROUGE-1: overlap 2, P 1, R 1/2 -> 2/3; ROUGE-2: bigrams (红球) vs (红色, 色的, 的球): 0
+    # ROUGE-L: LCS 2 -> 2/3; mean (2/3 + 0 + 2/3) / 3 = 4/9
+    assert rouge_mean("红球", "红色的球") == pytest.approx(4 / 9, abs=1e-12)
+    assert rouge_mean("蓝色的方块", "红色的球") < rouge_mean("红色的球体", "红色的球")
+
+
+def test_rouge_keeps_accented_words_whole():
+    # rouge-score splits "café" into "caf" and drops "é": [caf] matches [caf] of "cafard" too
+    assert rouge_mean("café crème", "café crème") == pytest.approx(1.0)
+    # [café, noir] vs [café, crème]: ROUGE-1 1/2, ROUGE-2 0, ROUGE-L 1/2 -> 1/3
+    assert rouge_mean("café noir", "café crème") == pytest.approx(1 / 3, abs=1e-12)
+    assert rouge_mean("caf", "café") == 0.0
+    # mixed text: English words are stemmed as rouge-score stems them ("rolled" ~ "rolls")
+    assert rouge_mean("la balle rolled", "la balle rolls") == pytest.approx(1.0)
+
+
 def test_auto_dispatches_on_answer_type(video):
     ep = episode(video, call(0, 4, 2), "<answer>01:05</answer>")
     config = RewardConfig(name="auto")

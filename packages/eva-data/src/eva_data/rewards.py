@@ -30,7 +30,6 @@ Around the correctness score a (`episode_reward`):
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,7 +43,10 @@ from eva_core.protocol import SYSTEM_PROMPT, frame_label_text, image_part, text_
 from eva_core.video import VideoSource
 
 from eva_data.records.records import RlPrompt
+from eva_data.rouge import rouge_f1
 from eva_data.synth.scoring import score_answer
+
+ROUGE_KINDS = ("rouge1", "rouge2", "rougeL")
 
 FORMAT_REWARD = 0.05  # EVA paper, RL stage: format reward for a wrong answer after a valid tool call
 MAX_ANSWER_CHARS = 200  # ours: a letter or a one-sentence answer fits; longer is a guard hit
@@ -119,19 +121,10 @@ def choice_reward(x: RewardInput) -> float:
     return score_answer(x.episode.answer, answer_type="choice", ground_truth=x.prompt.ground_truth)
 
 
-@functools.cache
-def _rouge_123():
-    from rouge_score import rouge_scorer
-
-    return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-
-
 def rouge_mean(answer: str, reference: str) -> float:
-    """(F1 of ROUGE-1 + F1 of ROUGE-2 + F1 of ROUGE-L) / 3, stemmed; 0 for an empty answer."""
-    if not answer.strip():
-        return 0.0
-    scores = _rouge_123().score(reference, answer)
-    return sum(scores[k].fmeasure for k in ("rouge1", "rouge2", "rougeL")) / 3.0
+    """(F1 of ROUGE-1 + F1 of ROUGE-2 + F1 of ROUGE-L) / 3, stemmed, any script (`eva_data.rouge`);
+    0 for an empty answer."""
+    return sum(rouge_f1(answer, reference, ROUGE_KINDS).values()) / len(ROUGE_KINDS)
 
 
 def rouge_reward(x: RewardInput) -> float:

@@ -3,15 +3,17 @@
 - "choice": the protocol's exact match (stripped and upper-cased; an empty answer is wrong).
 - "number": the first number in the answer (plain seconds, or mm:ss) scores 1 inside the
   item's `answer_range`, else 0.
-- "open": ROUGE-L F1 (rouge-score, Porter stemming) of the answer against the reference.
+- "open": ROUGE-L F1 (rouge-score, Porter stemming, words of any script: `eva_data.rouge`) of the
+  answer against the reference.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from eva_data.rouge import rouge_f1
 
 _NUMBER = re.compile(r"(\d+):([0-5]\d)(?::([0-5]\d))?|-?\d+(?:\.\d+)?")
 
@@ -31,18 +33,10 @@ def parse_seconds(text: str) -> float | None:
     return int(a) * 3600 + int(b) * 60 + int(c) if c is not None else int(a) * 60 + int(b)
 
 
-@functools.cache
-def _rouge():
-    from rouge_score import rouge_scorer
-
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-
-
 def rouge_l(answer: str, reference: str) -> float:
-    """ROUGE-L F1 of `answer` against `reference`, in [0, 1]; 0 for an empty answer."""
-    if not answer.strip():
-        return 0.0
-    return float(_rouge().score(reference, answer)["rougeL"].fmeasure)
+    """ROUGE-L F1 of `answer` against `reference`, in [0, 1]; 0 for an empty answer (any script:
+    `eva_data.rouge`)."""
+    return rouge_f1(answer, reference, ("rougeL",))["rougeL"]
 
 
 def score_answer(answer: str | None, *, answer_type: str, ground_truth: str,
