@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -161,6 +162,18 @@ def _check_resumed(cli, last: Path, full_dir: Path, full_losses: dict[int, float
     assert sorted(losses) == list(range(first_step, MAX_STEPS))
     for s, loss in losses.items():
         assert loss == pytest.approx(full_losses[s], rel=1e-5, abs=1e-6), s
+
+
+def test_resuming_a_finished_run_keeps_its_log(tmp_path, shards, tiny_model_dir, uninterrupted):
+    """Resumed from the checkpoint of its last step, a run trains nothing and keeps its curve
+    (the logger deletes `metrics.csv` when it opens the folder; no training hook runs after)."""
+    full_dir, full_losses = uninterrupted
+    shutil.copytree(full_dir.parent, tmp_path, dirs_exist_ok=True)
+    config = _config(tmp_path, "full", shards, tiny_model_dir, max_steps=MAX_STEPS)  # reached: the fit stops at once
+    cli = fit_cli(["fit", "--config", str(config), "--ckpt_path", str(tmp_path / "full" / "last.ckpt")])
+    assert cli.trainer.global_step == MAX_STEPS
+    assert Path(cli.trainer.logger.log_dir) == tmp_path / "logs" / "full" / "version_0"
+    assert _losses(cli) == full_losses
 
 
 def test_killed_run_resumes_exactly_into_its_own_log(killed, shards, tiny_model_dir, uninterrupted):

@@ -64,7 +64,6 @@ class RunLog(L.Callback):
 
     def __init__(self) -> None:
         self._earlier_rows: list[dict[str, str]] = []
-        self._resumed_step: int | None = None
 
     def keep_earlier_rows(self, log_dir: str | os.PathLike) -> None:
         """Read the metrics already in `log_dir` before the logger opens it (and deletes them).
@@ -78,22 +77,23 @@ class RunLog(L.Callback):
                 self._earlier_rows = list(csv.DictReader(f))
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        self._resumed_step = int(checkpoint["global_step"])
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        if trainer.logger is not None:
-            checkpoint[RUN_LOG_KEY] = {"version": trainer.logger.version}
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._earlier_rows or self._resumed_step is None:
+        """Write the rows before the checkpoint's step back at once: the logger's folder may
+        already be open (and its file deleted), and a run resumed at its last step trains no
+        batch at all, so a later hook would never run and the whole curve would be lost."""
+        resumed_step = int(checkpoint["global_step"])
+        if not self._earlier_rows or trainer.logger is None:
             return
         kept = [{k: float(v) for k, v in row.items() if v != ""} for row in self._earlier_rows
-                if row.get("step") not in (None, "") and int(float(row["step"])) < self._resumed_step]
+                if row.get("step") not in (None, "") and int(float(row["step"])) < resumed_step]
         for row in kept:
             row["step"] = int(row["step"])
         trainer.logger.experiment.metrics[:0] = kept
         trainer.logger.save()
         self._earlier_rows = []
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if trainer.logger is not None:
+            checkpoint[RUN_LOG_KEY] = {"version": trainer.logger.version}
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         for logger in trainer.loggers:
