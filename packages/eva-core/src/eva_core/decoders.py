@@ -103,7 +103,7 @@ def preload(backend: Backend = "auto") -> Literal["torchcodec", "pyav"]:
     """Import the decoding library now and return the backend it resolves to.
 
     The first video a process opens otherwise pays torchcodec's import (its FFmpeg ops pull in
-    `torch._dynamo`: 7-10 s measured, issue 17) inside whatever is being timed; evaluation runs
+    `torch._dynamo`: 7-10 s measured on a quiet machine) inside whatever is being timed; evaluation runs
     call this before their first item. Safe from several threads (the import lock serialises them).
     """
     return resolve_backend(backend)
