@@ -43,9 +43,9 @@ class Reference:
 Loader = Callable[..., LoadedBenchmark]
 Summarizer = Callable[[Sequence[ResultRecord]], RunSummary]
 
-# The EVA protocol's table (shared/protocol.md, "Published reference figures"; 12k visual-token
+# The EVA paper's table (docs/protocol.md, "Published figures"; 12k visual-token
 # budget per call).
-EVA_TABLE = "EVA paper, 12k visual-token budget per call (shared/protocol.md)"
+EVA_TABLE = "EVA paper, 12k visual-token budget per call (docs/protocol.md)"
 
 
 @dataclass(frozen=True)
