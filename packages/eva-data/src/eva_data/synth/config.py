@@ -194,8 +194,9 @@ DIFFICULTIES: dict[str, SynthConfig] = {
     # showing the shape) answers it. Uniform sampling cannot use the question: it sees the 3 s
     # shape as on `seek` (32 frames: about 60 % of videos, 8 frames: about 15 %). The preset exists
     # because a tiny model does not learn to find the window from `seek`'s scan (8-way, from one
-    # white token among eight) within the SFT budget (docs/results.md, "History"). The window is left grey so that the look's frames are
-    # the quickstart's kind, on which colour is known to be learned (docs/results.md).
+    # white token among eight) within the SFT budget (docs/results.md, "History"). The window is
+    # left grey so that the look's frames are the quickstart's kind, on which colour is known to
+    # be learned.
     "seek-hint": SynthConfig(duration=(160.0, 160.0), event_length=(3.0, 3.0), key_events=(1, 1),
                              distractor_events=(0, 0), width=112, height=112, shape_px=96, questions_per_video=1,
                              question_types=("colour",), colours=("red", "green", "blue", "yellow"),
