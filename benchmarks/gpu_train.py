@@ -20,8 +20,8 @@ Per model size:
    - `lora-text`: the same lengths without images (the language model alone), first length only;
    - `lora-loop`: the vision tower's window attention as transformers runs it under sdpa, one
      call per window (`eva_core.vision_attention` undone), first length only;
-   - `lora-before`: that, and the vision tower back in backward as before issue 15's fix (the
-     input-grad hooks and the tower's checkpointing restored), first length only.
+   - `lora-before`: that, and the vision tower back in backward (the input-grad hooks and the
+     tower's checkpointing restored: `keep_frozen_tower_out_of_backward` undone), first length only.
 3. Printed per step: seconds (median of the timed steps; the batch is already on the device),
    tokens/s, model FLOPs utilisation and peak allocated memory. MFU = tokens/s x 6 N / peak
    rate, N = the base model's parameters (vision tower included): a LoRA step over a frozen base
@@ -193,7 +193,7 @@ def restore_window_loop(module) -> None:
 
 
 def put_tower_back_in_backward(module) -> None:
-    """The state before issue 15's fix: input-grad hooks on the tower and its checkpointing restored."""
+    """`keep_frozen_tower_out_of_backward` undone: input-grad hooks on the tower and its checkpointing restored."""
     from eva_train.model.loading import base_model
 
     base_model(module.policy).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GRPO's learning check on the tiny model, CPU only (issue 13; figures in docs/train.md):
+# GRPO's learning check on the tiny model, CPU only (figures in docs/train.md):
 #   1. a partly trained agent: configs/sft-tiny.yaml stopped at 200 of its ~320 steps (its cosine
 #      schedule fitted to 200), exported; greedy it is right on ~78 % of held-out items, but
 #      sampled at temperature 1 (what GRPO samples) its held-out reward is about 0.42: many

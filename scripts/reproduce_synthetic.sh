@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The end-to-end proof on the synthetic `seek-hint` preset (issue 14, docs/results.md): the tiny
+# The end-to-end proof on the synthetic `seek-hint` preset (docs/results.md): the tiny
 # Qwen2.5-VL agent trained SFT -> KTO -> GRPO against uniform-sampling models of the same
 # architecture fine-tuned on the same items with the same steps, on held-out items.
 #

@@ -1,4 +1,4 @@
-"""The frame for each sample time is the one the released tool names (`shared/protocol.md`).
+"""The frame for each sample time is the one the released tool names (docs/protocol.md, "The frame tool").
 
 The released tool's primary path (decord) takes frame `int(round((t - first_pts) * avg_fps))`,
 clipped to the stream, with decord numbering timestamps from the first frame (first_pts is 0

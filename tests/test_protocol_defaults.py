@@ -17,7 +17,7 @@ from eva_eval.uniform import UniformConfig
 
 
 def test_the_protocol_numbers():
-    # shared/protocol.md: 6 turns, 12000 tokens a call, maxp 720, greedy, 2048 new tokens
+    # docs/protocol.md: 6 turns, 12000 tokens a call, maxp 720, greedy, 2048 new tokens
     c = AgentConfig()
     assert (c.max_turns, c.budget, c.maxp, c.generation.max_new_tokens, c.generation.temperature) == (
         6, 12000, 720, 2048, 0.0)

@@ -1,5 +1,5 @@
 """The agent loop: generate -> extract answer -> parse tool calls -> run frame_select -> append
-the tool turn, until an answer, a stop, or the turn limit (`shared/protocol.md`).
+the tool turn, until an answer, a stop, or the turn limit (docs/protocol.md, "Turns and stop reasons").
 
 `run_episodes` runs a batch of episodes in lockstep: each turn it calls `policy.generate` once
 with the conversations of every episode still running (each under a stable `episode_id`),
@@ -68,7 +68,7 @@ StepCallback = Callable[[str, Step], None]
 
 @dataclass(frozen=True)
 class AgentConfig:
-    """Settings of the loop. Defaults are the protocol's (`shared/protocol.md`).
+    """Settings of the loop. Defaults are the protocol's (docs/protocol.md).
 
     Attributes:
         max_turns: assistant turns before `max_turns_exceeded` (protocol: 6).

@@ -1,8 +1,8 @@
 """Frame decoders: torchcodec (the fast path) and PyAV (the fallback without system FFmpeg).
 
 Both answer two questions the same way: which frame has index i (frames numbered 0.. in
-presentation order, as decord numbers them; the released tool's rule, `shared/protocol.md`),
-and which frame is *played* at a time t, that is the last frame whose presentation time is
+presentation order, as decord numbers them; the released tool's rule, docs/protocol.md, "The
+frame tool"), and which frame is *played* at a time t, that is the last frame whose presentation time is
 <= t (torchcodec's `get_frames_played_at`, the released tool's fallback). Both index the
 stream from its packets (exact, not from header estimates), report the same average frame
 rate (FFmpeg's `avg_frame_rate`, the rate decord reports) and return the same frames;
@@ -103,7 +103,7 @@ def preload(backend: Backend = "auto") -> Literal["torchcodec", "pyav"]:
     """Import the decoding library now and return the backend it resolves to.
 
     The first video a process opens otherwise pays torchcodec's import (its FFmpeg ops pull in
-    `torch._dynamo`: 7-10 s measured, issue 17) inside whatever is being timed; evaluation runs
+    `torch._dynamo`: 7-10 s measured on a quiet machine) inside whatever is being timed; evaluation runs
     call this before their first item. Safe from several threads (the import lock serialises them).
     """
     return resolve_backend(backend)

@@ -12,7 +12,7 @@ it was sampled. A rollout engine (`eva_core.policy.RolloutEngine`) also gives ea
 turn showed (`Step.frames`, in memory only): together the exact sequence training scores
 (`eva_train.encoding.episodes.encode_episode`), with no re-rendering and no second decode.
 
-Token accounting follows the protocol ("Metrics"): `total_tokens` is the prompt plus the
+Token accounting follows the protocol (docs/protocol.md, "Metrics"): `total_tokens` is the prompt plus the
 completion of the LAST assistant turn, images included, i.e. the final context length.
 """
 
@@ -254,7 +254,7 @@ class Episode:
 
     @property
     def total_tokens(self) -> int:
-        """Prompt plus completion of the last turn, images included (protocol, "Metrics")."""
+        """Prompt plus completion of the last turn, images included (docs/protocol.md, "Metrics")."""
         return self.steps[-1].prompt_tokens + self.steps[-1].completion_tokens if self.steps else 0
 
     @property

@@ -1,6 +1,6 @@
 """The frame_select tool: the agent's only way to see the video.
 
-Follows the released EVA tool to the letter (`shared/protocol.md`, "The frame tool" and
+Follows the released EVA tool to the letter (docs/protocol.md, "The frame tool" and
 "Visual-token budget") so the released checkpoint sees the same pixels: the same window
 clamping, sample times, frame for each time (the decord rule, `frame_indices`), resize rule
 and budget fallback. The frame "played at" each time, the released tool's torchcodec
@@ -28,8 +28,8 @@ from eva_core.reader import DEFAULT_WORKERS, VideoReader, open_video
 from eva_core.resize import PATCH, protocol_side
 from eva_core.video import VideoInfo, VideoSource
 
-DEFAULT_BUDGET = 12000  # visual tokens per call (protocol, "Visual-token budget")
-DEFAULT_MAXP = 720  # short side cap applied first when over budget (protocol)
+DEFAULT_BUDGET = 12000  # visual tokens per call (docs/protocol.md, "Visual-token budget")
+DEFAULT_MAXP = 720  # short side cap applied first when over budget (same section)
 DEFAULT_MAX_NFRAMES = 256  # ours: the released tool had no cap
 
 FrameRule = Literal["rounded_index", "played_at"]
@@ -37,7 +37,7 @@ FrameRule = Literal["rounded_index", "played_at"]
 released tool's decord path, the default), or "played_at", the last frame presented at or
 before t (its torchcodec fallback; often one frame earlier)."""
 FRAME_RULES: tuple[FrameRule, ...] = ("rounded_index", "played_at")
-DEFAULT_FRAME_RULE: FrameRule = "rounded_index"  # protocol, "The frame tool"
+DEFAULT_FRAME_RULE: FrameRule = "rounded_index"  # docs/protocol.md, "The frame tool"
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def sample_times(start: float, end: float, nframes: int) -> list[float]:
 
 
 def frame_indices(times: list[float], fps: float, num_frames: int) -> list[int]:
-    """The released tool's frame for each time (its decord path; `shared/protocol.md`):
+    """The released tool's frame for each time (its decord path; docs/protocol.md, "The frame tool"):
     index = int(round(t * fps)), clipped to [0, num_frames - 1].
 
     Args:

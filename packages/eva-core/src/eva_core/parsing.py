@@ -1,6 +1,6 @@
 """Reading an assistant reply: an answer, frame_select calls, or neither.
 
-Order and patterns follow `shared/protocol.md` ("Conversation", 3-4) and the released
+Order and patterns follow docs/protocol.md ("Reading a reply") and the released
 evaluation script: `<answer>X</answer>` first (X stripped; an empty tag counts as no tag), then
 the fallback regex `[Aa]nswer[\\.:\\s]\\s*(\\w)(\\W.{,100}|)$` over the whole reply (group 1),
 and only then `<tool_call>...</tool_call>`. By default only the FIRST tool-call block is read,

@@ -1,4 +1,4 @@
-"""The EVA conversation: the exact strings and turns of `shared/protocol.md`, "Conversation".
+"""The EVA conversation: the exact strings and turns of docs/protocol.md, "Conversation".
 
 The released checkpoint was trained on these strings, typos included ("Anlysis"), so they are
 kept byte for byte. Messages use the format of `eva_core.policy` (content is a list of text and
@@ -11,9 +11,10 @@ Departures from the released evaluation script, all in form rather than in what 
   frames of the successful calls are concatenated in call order and numbered consecutively
   (`Frame 0` ... `Frame N-1` across calls, not restarting per call), each labelled with the
   second its own call shows; a call that failed contributes nothing.
-- The closing text of the tool turn follows `shared/protocol.md`
-  (`...tool again.\\n\\nQuestion: ...`); one copy of the released script found in public code
-  writes a single newline there. The string is `TOOL_RESPONSE_CLOSE`, one line to change.
+- The closing text of the tool turn is the protocol's (`...tool again.\\n\\nQuestion: ...`); one
+  copy of the released script found in public code writes a single newline there
+  (docs/protocol.md, "Not yet checked against the released weights"). The string is
+  `TOOL_RESPONSE_CLOSE`, one line to change.
 """
 
 from __future__ import annotations

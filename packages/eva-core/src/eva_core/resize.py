@@ -20,7 +20,7 @@ PATCH = 28  # Qwen2.5-VL: patch 14 x spatial merge 2
 
 
 def protocol_side(side: int, resize: float) -> int:
-    """A side after resize: max(1, round(side * resize / 28)) * 28 pixels (protocol, "The frame tool")."""
+    """A side after resize: max(1, round(side * resize / 28)) * 28 pixels (docs/protocol.md, "The frame tool")."""
     return max(1, round(side * resize / PATCH)) * PATCH
 
 

@@ -4,7 +4,7 @@ The vision tower attends within windows of 8x8 patches (112 pixels) in 28 of its
 and within each image in the other 4. Under `attn_implementation="sdpa"`, transformers
 (5.23) runs one `scaled_dot_product_attention` call per window: a 784x448 frame has 28
 windows, so 16 frames make 448 calls in each of the 28 window blocks, about 12,600 small
-kernels per forward. On an H200 (issue 15) that made the tower's forward over 16 frames cost
+kernels per forward. On an H200 (measured, docs/benchmarks.md) that made the tower's forward over 16 frames cost
 0.8 s of a 1.9 s 7B LoRA step whose language-model part, alone, runs at 46 % utilisation.
 
 `attention_by_length` computes the same block-diagonal attention (each patch attends to the

@@ -27,7 +27,7 @@ from pathlib import Path
 from eva_data.synth.config import DIFFICULTIES, QUESTION_TYPES, SynthConfigError
 
 # The modules that import torch and the video stack load inside the commands, so `--help` and
-# argument errors answer at once (issue 17).
+# argument errors answer at once (no torch import; tests/test_cli_startup.py).
 
 
 def _synth_args(sub) -> None:

@@ -1,4 +1,4 @@
-"""Reading the unified annotation format of the released evaluation (`shared/benchmarks/*.jsonl`).
+"""Reading the unified annotation format of the released evaluation (docs/protocol.md, "Published figures").
 
 One JSON object a line:
     {"videos": [path], "prompt": [{"role": "user", "content": str}, ...],

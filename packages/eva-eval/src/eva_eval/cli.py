@@ -31,7 +31,7 @@ from eva_eval.compare import DEFAULT_ALPHA, DEFAULT_TOLERANCE
 
 # The commands' modules import torch (eva-core's frame tool, through the runner): they are imported
 # after the arguments parse, and `run`'s options default to None and take their values from the
-# classes then (`run_settings`), so that every `--help` answers at once (issue 17 measured 5 s).
+# classes then (`run_settings`), so that every `--help` answers at once (importing them costs about 5 s of CPU).
 if TYPE_CHECKING:
     from eva_eval.runner import RunSettings
 

@@ -2,7 +2,7 @@
 
 Items come in triplets about one video part: a ground-truth caption (`ground_truth`), an
 in-video hallucination (`in_video`, content from elsewhere in the same video) and an
-out-of-video one (`out_video`). Per triplet (protocol, "ELV-Halluc"):
+out-of-video one (`out_video`). Per triplet (docs/protocol.md, "ELV-Halluc"):
 
     in  = 1[gt answered right and in_video answered right]
     out = 1[gt answered right and out_video answered right]

@@ -21,7 +21,7 @@ class AnswerKind(StrEnum):
     """How an item's answer is scored."""
 
     CHOICE = "choice"
-    """An option letter; exact match after strip + upper (protocol, "Metrics")."""
+    """An option letter; exact match after strip + upper (docs/protocol.md, "Metrics")."""
     YES_NO = "yes_no"
     """ELV-Halluc's binary caption check: the reply normalised to yes/no."""
     NUMBER = "number"

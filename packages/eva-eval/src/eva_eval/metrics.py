@@ -1,6 +1,6 @@
 """Run-level metrics: pure functions over a run's `ResultRecord`s.
 
-Accuracy follows the protocol ("Metrics"): an item is right when its scorer says so; error
+Accuracy follows the protocol (docs/protocol.md, "Metrics"): an item is right when its scorer says so; error
 records (missing video, backend failure) and empty answers count as wrong, and stay in the
 denominator, so a run that loses items to errors cannot look better for it. Accuracies are in
 percent. Means of rounds, tokens and frames are over the records that ran (status "ok"): an

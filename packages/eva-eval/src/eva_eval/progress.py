@@ -1,7 +1,7 @@
 """Progress of an evaluation run: a bar on a terminal, plain lines anywhere else.
 
 tqdm redraws one line in place, which a log file or a pipe shows only as a blur of carriage
-returns or at the end (issue 17: the quickstart had to turn progress off). On a terminal the run
+returns or at the end (so a run logged to a file would show no progress). On a terminal the run
 shows tqdm's bar; otherwise `ItemProgress` prints a line such as
 `agent 12/36 items  acc 50.0%  errors 0  2.31 s/item` every `every` items and at the last one,
 as `eva-train`'s `PlainProgress` does for steps.

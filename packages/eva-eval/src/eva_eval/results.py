@@ -49,7 +49,7 @@ class ResultRecord:
         categories: the item's sub-categories.
         stop_reason: the episode's stop reason (`StopReason` value), None for error records.
         rounds: assistant turns.
-        total_tokens: prompt plus completion tokens of the last turn, images included (protocol).
+        total_tokens: prompt plus completion tokens of the last turn, images included (docs/protocol.md, "Metrics").
         prompt_tokens, completion_tokens: summed over the turns.
         visual_tokens: image tokens of all frames shown to the model in the episode.
         frames: frames shown to the model in the episode.

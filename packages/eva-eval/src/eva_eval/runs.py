@@ -61,7 +61,8 @@ def settings_dict(settings: RunSettings) -> dict[str, Any]:
 
 def model_identity(model: str) -> str:
     """`--model` as a run records it: a URL as given, a local path (or `scripted:FILE`) resolved,
-    so `ckpt` and `/abs/ckpt` are the same model (issue 17)."""
+    so `ckpt` and `/abs/ckpt` are the same model and a run resumed from another folder is
+    recognised as the same run."""
     if model.startswith(("http://", "https://")):
         return model
     prefix = "scripted:" if model.startswith("scripted:") else ""
@@ -120,7 +121,7 @@ def _check_resumable(run_dir: Path, info: dict[str, Any], records: int, *, resum
     existing = run_dir / RUN_FILE
     if records and existing.exists():
         old = json.loads(existing.read_text(encoding="utf-8"))
-        old["model"] = model_identity(old.get("model", ""))  # runs written before paths were resolved
+        old["model"] = model_identity(old.get("model", ""))  # an older run.json may hold the path as given
         diff = [k for k in FINGERPRINT if old.get(k) != info.get(k)]
         if diff:
             raise RunMismatch(f"{run_dir} holds another run (differs in {', '.join(diff)}); use a new --out")

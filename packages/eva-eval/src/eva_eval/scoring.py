@@ -5,7 +5,7 @@ Pure functions over strings. The choice, number and open-ended scorers are eva-d
 in training and scorers used in evaluation are the same functions"); only ELV-Halluc's yes/no
 rule is added here.
 
-- Multiple choice (protocol, "Metrics"): answer and ground truth stripped and upper-cased,
+- Multiple choice (docs/protocol.md, "Metrics"): answer and ground truth stripped and upper-cased,
   compared for equality; an empty answer is wrong.
 - Number (synthetic time questions): the first time in the answer (seconds or mm:ss) is right
   inside the item's `answer_range`.

@@ -114,8 +114,8 @@ def timeline(duration: float, views: Sequence[dict], thumbnails: Sequence[Sequen
 
     Thumbnails are `thumb_width` px wide and never overlap: in time order, as close under their
     ticks as the row allows, wrapping onto further rows when a view has more frames than fit
-    side by side (issue 17: they were drawn at their times, down to 8 px, the first and last
-    clamped onto their neighbours).
+    side by side (drawn exactly at their times, close frames would shrink to a few pixels and the
+    first and last would cover their neighbours).
 
     Args:
         duration: the video's length in seconds.

@@ -1,7 +1,7 @@
 """The results table: one row per run, side by side with the published figures.
 
 The same rows feed the terminal (`eva-eval report`, `eva-eval list`) and the HTML report.
-Published figures are the EVA paper's (shared/protocol.md): accuracy, rounds and total tokens
+Published figures are the EVA paper's (docs/protocol.md, "Published figures"): accuracy, rounds and total tokens
 at a 12k visual-token budget per call; a run only matches them in setting when it ran the
 released checkpoint in agent mode with protocol defaults.
 """

@@ -65,7 +65,7 @@ def run_uniform(policy: Policy, items: Sequence[BenchmarkItem], config: UniformC
 
     A video that cannot be read gives an episode with no step and a `tool_error:*` stop reason
     (as the agent loop does), without calling the policy for it. Items must have a resolved
-    video (the runner records unresolved ones as errors before this).
+    video (the runner records unresolved ones as errors and does not pass them here).
 
     Raises:
         Exception: whatever `policy.generate` raises (backend failures are not the items' fault).

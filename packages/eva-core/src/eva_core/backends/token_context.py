@@ -6,7 +6,7 @@ and sampled before, unchanged, then the ids of what the template writes after th
 reply: its end-of-turn token when the reply did not sample one (a reply cut by the token
 limit), the newline after it, the new tool or user turn with its images, and the next
 generation prompt. The sampled text is never rendered and tokenized again, where BPE could
-split it differently than sampled (6 of 6 tiny-model episodes did, issue 10); the text of the
+split it differently than sampled (6 of 6 tiny-model episodes did, measured); the text of the
 reply in `messages` is not read either, so a caller that edits it (`forced.AppendToolCall`)
 changes what the loop parses but not what the model reads.
 
@@ -16,7 +16,7 @@ computed again only when a turn must be prefilled from before them (a KV cache d
 M-RoPE positions (Qwen2-VL family) are computed over the whole sequence by the model's own
 `get_rope_index`, found through any wrapper (peft, FSDP2) by `find_rope_index`; a model whose
 config declares M-RoPE but exposes no `get_rope_index` is an error, not a silent fallback to
-1-D positions (which gave logits off by up to 0.70 under peft, issue 10).
+1-D positions (which give logits off by up to 0.70 under peft, measured on the tiny model).
 """
 
 from __future__ import annotations

@@ -318,7 +318,7 @@ class _RoleIterator:
                 buffer.append(item)
             if not buffer:
                 # Skips after the last sample yielded count too: a resume from `last_position`
-                # neither reads nor counts them again (issue 17).
+                # neither reads nor counts them again.
                 self.s.last_position = self._position(buffer, picks, yielded)
                 return
             j = draw("pick", self.s.seed, self.s.epoch, self.s.rank, self.role, picks) % len(buffer) if size > 1 else 0

@@ -3,8 +3,8 @@
 Reads the shards with the same stream the trainer uses (`ShardStream`, in order, every video
 opened from its bytes and its first frame decoded), so what it reports as skipped is what
 training would skip. It opens them with PyAV, not torchcodec: torchcodec's import (its FFmpeg
-ops pull in `torch._dynamo`) cost more than reading four small shards (issue 17: `eva-data
-inspect` took about a minute; figures in docs/benchmarks.md).
+ops pull in `torch._dynamo`) costs more than reading four small shards (with torchcodec, `eva-data
+inspect` of four small shards took twice the CPU; figures in docs/benchmarks.md).
 """
 
 from __future__ import annotations

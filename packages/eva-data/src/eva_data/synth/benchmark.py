@@ -1,4 +1,4 @@
-"""The synthetic benchmark as a folder in the unified annotation format of `shared/benchmarks/`.
+"""The synthetic benchmark as a folder in the unified annotation format of the released evaluation.
 
 Layout of a generated folder:
     annotations.jsonl  one item a line: `videos`, `prompt`, `reward_model.ground_truth`, `index`,

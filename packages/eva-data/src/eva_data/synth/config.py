@@ -176,7 +176,7 @@ DIFFICULTIES: dict[str, SynthConfig] = {
                         distractor_events=(0, 0), width=112, height=112, shape_px=96, questions_per_video=1,
                         question_types=("colour",), colours=("red", "green", "blue", "yellow"),
                         shuffle_options=False, background="flat"),
-    # Where the agent looks matters (issue 14, docs/results.md): 160 s videos cut into 8 windows
+    # Where the agent looks matters (docs/results.md): 160 s videos cut into 8 windows
     # of 20 s; one window's background turns white (the cue: seen by any frame inside it,
     # even at resize 0.25), and inside it, 6-11 s after its start, one 96 px shape of one of four
     # colours shows for 3 s only. The question asks its colour. A scan of 8 frames at resize
@@ -187,15 +187,16 @@ DIFFICULTIES: dict[str, SynthConfig] = {
                         distractor_events=(0, 0), width=112, height=112, shape_px=96, questions_per_video=1,
                         question_types=("colour",), colours=("red", "green", "blue", "yellow"),
                         shuffle_options=False, background="flat", cue_windows=8, cue_offset=(6.0, 11.0)),
-    # `seek` with the plan in the question (issue 14, docs/results.md): the question names the
+    # `seek` with the plan in the question (docs/results.md): the question names the
     # shape's 20 s window ("between 01:00 and 01:20"; the window stays grey: the cue is in the
     # question, not on screen) and the shape always shows 8-11 s into it, so one call planned from
     # the question alone (8 frames over those 3 s at resize 0.25: 8 visual tokens, 7 of them
     # showing the shape) answers it. Uniform sampling cannot use the question: it sees the 3 s
-    # shape as on `seek` (32 frames: about 60 % of videos, 8 frames: about 15 %). Made because a
-    # tiny model did not learn to find the window from `seek`'s scan (8-way, from one white token
-    # among eight) within the SFT budget. The window is left grey so that the look's frames are
-    # the quickstart's kind, on which colour is known to be learned (docs/results.md).
+    # shape as on `seek` (32 frames: about 60 % of videos, 8 frames: about 15 %). The preset exists
+    # because a tiny model does not learn to find the window from `seek`'s scan (8-way, from one
+    # white token among eight) within the SFT budget (docs/results.md, "History"). The window is
+    # left grey so that the look's frames are the quickstart's kind, on which colour is known to
+    # be learned.
     "seek-hint": SynthConfig(duration=(160.0, 160.0), event_length=(3.0, 3.0), key_events=(1, 1),
                              distractor_events=(0, 0), width=112, height=112, shape_px=96, questions_per_video=1,
                              question_types=("colour",), colours=("red", "green", "blue", "yellow"),

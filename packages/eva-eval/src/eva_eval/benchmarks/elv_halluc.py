@@ -1,6 +1,6 @@
 """ELV-Halluc: 4,800 yes/no caption checks in 1,600 triplets, scored by the SAH ratio.
 
-Format (shared/protocol.md, "ELV-Halluc"): the unified jsonl, one binary question a line, whose
+Format (docs/protocol.md, "ELV-Halluc"): the unified jsonl, one binary question a line, whose
 user turn is the caption after the prefix `PREFIX`, with extra fields `caption_type`
 (`ground_truth`, `in_video`, `out_video`), `aspect`, `part_nums` and `ref_answer` (yes/no; used
 when `reward_model.ground_truth` is absent). Consecutive lines form a triplet about one video
@@ -71,7 +71,7 @@ BENCHMARK = Benchmark(
     title="ELV-Halluc",
     kind=AnswerKind.YES_NO,
     metric="sah",
-    reference=Reference(source="ELV-Halluc SAH ratio (shared/protocol.md); lower is better",
+    reference=Reference(source="ELV-Halluc SAH ratio (docs/protocol.md); lower is better",
                         extra={"sah_qwen2.5-vl-7b": 8.8, "sah_eva": 5.0}),
     categories=field_categories("aspect"),
     homepage="https://github.com/hlsv02/ELV-Halluc",

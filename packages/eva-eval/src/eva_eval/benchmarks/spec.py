@@ -43,9 +43,9 @@ class Reference:
 Loader = Callable[..., LoadedBenchmark]
 Summarizer = Callable[[Sequence[ResultRecord]], RunSummary]
 
-# The EVA protocol's table (shared/protocol.md, "Published reference figures"; 12k visual-token
+# The EVA paper's table (docs/protocol.md, "Published figures"; 12k visual-token
 # budget per call).
-EVA_TABLE = "EVA paper, 12k visual-token budget per call (shared/protocol.md)"
+EVA_TABLE = "EVA paper, 12k visual-token budget per call (docs/protocol.md)"
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,8 @@ class Benchmark:
             that mix kinds.
         metric: the headline metric: "accuracy" or "sah" (ELV-Halluc).
         reference: published figures, if any.
-        shared_file: the file name of its real annotations in `shared/benchmarks/`, if shipped.
+        shared_file: the released evaluation's annotation file name, for the four benchmarks whose
+            real annotations the tests load (tests/test_eval_benchmarks.py).
         categories: how items' sub-categories are read from the annotations.
         homepage: where users get the videos and annotations.
         notes: format facts and departures, one line each.

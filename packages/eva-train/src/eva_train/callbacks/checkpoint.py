@@ -3,8 +3,8 @@ logs into its own folder.
 
 Lightning's `ModelCheckpoint(save_last=True, every_n_train_steps=N)` refreshes `last.ckpt` only
 when it saves a step checkpoint, and at the end of training only if it never saved one: a
-36-step run with N=10 ended with `last.ckpt` at step 30, and export took weights six steps old
-(issue 17). `FinalCheckpoint`, which `eva-train fit` adds to every run, writes each such
+36-step run with N=10 would end with `last.ckpt` at step 30, and export would take weights six
+steps old. `FinalCheckpoint`, which `eva-train fit` adds to every run, writes each such
 callback's `last.ckpt` once more when training ends at a step it has not saved. `RunLog`,
 also added to every run, keeps a killed and resumed run's metrics in one logger folder.
 """

@@ -1,7 +1,7 @@
 """Plain progress lines for runs whose output is not a terminal.
 
 Lightning's progress bar redraws one line in place, which a log file or a pipe shows only when
-it ends: a tiny run logged to a file printed nothing for 25 minutes (issue 17). `PlainProgress`,
+it ends: a tiny run logged to a file would print nothing for 25 minutes. `PlainProgress`,
 which `eva-train fit` adds to every run, prints one line every `every_n_steps` optimizer steps
 (and at the end of each epoch) when stderr is not a terminal, and nothing on a terminal, where
 the bar already shows the same.

@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[0] in ("fit", "validate"):
         from eva_train.cli.usage import usage, wants_short_help
 
-        if wants_short_help(args[1:]):  # LightningCLI's own help imports Lightning: 17 s of CPU (issue 17)
+        if wants_short_help(args[1:]):  # LightningCLI's own help imports Lightning: 17 s of CPU (cli/usage.py)
             print(usage(args[0]), end="")
             return 0
         if "--help-all" in args:  # Lightning's generated list: its `--help`, given as args instead of argv's

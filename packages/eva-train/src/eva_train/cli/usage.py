@@ -1,8 +1,8 @@
 """The short help of `eva-train fit` and `eva-train validate`, written without torch or Lightning.
 
 LightningCLI builds its help from the classes, which means importing Lightning (and through it
-torch, torchmetrics and torchvision): 17 s of CPU for `eva-train fit --help` (issue 17; measured
-with `python -X importtime -c "import lightning"`: torchmetrics pulls in torchvision and
+torch, torchmetrics and torchvision): 17 s of CPU for `eva-train fit --help` (measured with
+`python -X importtime -c "import lightning"`: torchmetrics pulls in torchvision and
 `torch._dynamo`, so no import can be dropped cheaply). The short help says what the subcommand
 does, the options every run uses, and the recipes shipped in `configs/` (read from the folder when
 asked, grouped by the stage module each names); `--help-all`, or `--help` after a `--config`,

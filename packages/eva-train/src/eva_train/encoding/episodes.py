@@ -3,7 +3,7 @@
 `encode_episode` concatenates, step by step, the ids a rollout engine fed
 (`TurnTokens.prompt_ids`) and the ids it sampled (`TurnTokens.completion_ids`): nothing is
 rendered with the chat template or tokenized again, so the sequence is the one sampled, token
-for token (re-rendering the text changed the tokens of 6 of 6 tiny-model episodes, issue 10).
+for token (re-rendering the text changes the tokens: measured on 6 of 6 tiny-model episodes).
 The images are the frames each tool turn showed (`Step.frames`), in order; they go through the
 image processor once, over the whole sequence, and the model computes the M-RoPE positions
 once over the whole sequence from `mm_token_type_ids` and `image_grid_thw`, as at rollout

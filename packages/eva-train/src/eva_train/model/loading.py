@@ -182,7 +182,7 @@ def load_model(spec: ModelSpec, lora: LoraSpec | None = None, *, device_map=None
         quantization_config=qconfig, device_map=device_map,
     )
     model.config.use_cache = False  # training never decodes incrementally
-    use_grouped_vision_attention(model)  # one attention call per window length, not per window (issue 15)
+    use_grouped_vision_attention(model)  # one attention call per window length, not per window (eva_core.vision_attention)
     if lora is not None:
         model.requires_grad_(False)
     freeze_vision(model, tower=spec.freeze_vision_tower, projector=spec.freeze_projector)
@@ -251,8 +251,8 @@ def keep_frozen_tower_out_of_backward(model: nn.Module) -> bool:
     included, that sets `requires_grad` on its output (for reentrant checkpointing over frozen
     embeddings); each call replaces the one handle the model keeps, so the others cannot be
     removed through it. With that hook the activations of a frozen tower require grad, and every
-    step recomputes and back-propagates through all its blocks for no gradient (issue 15: at the
-    7B shape on an H200 an 8k-token, 16-frame LoRA step took 6.13 s with it and 1.78 s without;
+    step recomputes and back-propagates through all its blocks for no gradient (measured at the
+    7B shape on an H200: an 8k-token, 16-frame LoRA step took 6.13 s with it and 1.78 s without;
     docs/benchmarks.md).
     When no parameter of the tower (the merger aside) trains, this removes those hooks from the
     tower's modules and turns off its gradient checkpointing (a forward without grad keeps
