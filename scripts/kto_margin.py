@@ -16,8 +16,8 @@ import argparse
 from statistics import mean
 
 import torch
+from eva_train.data.conversations import encode_sample
 from eva_train.data.shards import ShardSource
-from eva_train.data.stream import encode_sample
 from eva_train.encoding.collate import collate_kto
 from eva_train.objectives.logprobs import policy_logprobs
 from transformers import AutoModelForImageTextToText, AutoProcessor

@@ -236,9 +236,9 @@ def test_grpo_7b_recipes(name, capsys, monkeypatch, qwen_7b_dir):
     monkeypatch.setenv("EVA_GRPO_INIT", str(qwen_7b_dir))
     config = _resolved(CONFIG_DIR / name, capsys)
     assert config["model"]["init_args"]["model"]["path"] == str(qwen_7b_dir)
-    assert config["data"]["class_path"] == "eva_train.data.prompts.RlPromptDataModule"
+    assert config["data"]["class_path"] == "eva_train.data.datamodules.RlPromptDataModule"
     source = config["data"]["init_args"]["source"]
-    assert source["class_path"] == "eva_train.data.rl_shards.RlShardSource"
+    assert source["class_path"] == "eva_train.data.shards.RlShardSource"
     module = _module(config)
     strategy = config["trainer"].get("strategy")
     ranks = strategy["init_args"]["data_parallel_size"] if isinstance(strategy, dict) else 1
@@ -261,7 +261,7 @@ def test_grpo_seek_recipe_builds_its_module(capsys):
     module = _module(config)
     assert module.rollout_spec.max_turns >= 3 and module.reward_config.name == "choice"  # scan, look, answer
     data = config["data"]["init_args"]
-    assert data["source"]["class_path"] == "eva_train.data.rl_shards.RlShardSource"  # stages copy failed prompts' videos
+    assert data["source"]["class_path"] == "eva_train.data.shards.RlShardSource"  # stages copy failed prompts' videos
     assert "seek-hint" in data["source"]["init_args"]["synthesize"] and "2" in data["source"]["init_args"]["synthesize"]
     assert data["stages"]["dir"] and config["trainer"]["max_epochs"] >= 2  # at least one data refresh
     assert config["trainer"]["reload_dataloaders_every_n_epochs"] == 1

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 from eva_core.sample_video import write_sample_video
+from eva_train.data.conversations import SFTStream
+from eva_train.data.loaders import ResumableLoader, StreamPosition
 from eva_train.data.sources import ListSource
-from eva_train.data.stream import ResumableLoader, SFTStream, StreamPosition
 from train_conversations import make_conversations
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

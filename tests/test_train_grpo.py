@@ -10,7 +10,8 @@ import pytest
 import torch
 from eva_data import rewards
 from eva_data.rewards import RewardConfig
-from eva_train.data.prompts import RlPromptDataModule, load_rl_items
+from eva_train.data.datamodules import RlPromptDataModule
+from eva_train.data.prompts import load_rl_items
 from eva_train.model.loading import ModelSpec
 from eva_train.model.optim import OptimSpec
 from eva_train.objectives.reference import ModelReference, ReferenceSpec

@@ -27,8 +27,8 @@ from eva_data.rewards import RewardConfig
 from eva_train.callbacks.episode_dump import EpisodeDump
 from eva_train.callbacks.failures import FailureLog
 from eva_train.data.curriculum import Stages
-from eva_train.data.prompts import RlPromptDataModule
-from eva_train.data.rl_shards import RlShardSource
+from eva_train.data.datamodules import RlPromptDataModule
+from eva_train.data.shards import RlShardSource
 from eva_train.model.loading import ModelSpec
 from eva_train.model.optim import OptimSpec
 from eva_train.stages.grpo import GRPOLossSpec, GRPOModule, RolloutSpec
@@ -170,10 +170,10 @@ model:
     reward: {{name: first_sample}}
     optim: {{lr: 1.0e-3, warmup_ratio: 0.0, schedule: cosine}}
 data:
-  class_path: eva_train.data.prompts.RlPromptDataModule
+  class_path: eva_train.data.datamodules.RlPromptDataModule
   init_args:
     source:
-      class_path: eva_train.data.rl_shards.RlShardSource
+      class_path: eva_train.data.shards.RlShardSource
       init_args: {{shards: {shards}}}
     prompts_per_step: 3
 trainer:

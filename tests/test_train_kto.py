@@ -9,9 +9,10 @@ import lightning as L
 import pytest
 import torch
 from eva_core.sample_video import write_sample_video
+from eva_train.data.conversations import ConversationStream, SFTStream
 from eva_train.data.datamodules import KTODataModule
+from eva_train.data.loaders import StreamPosition
 from eva_train.data.sources import ListSource
-from eva_train.data.stream import ConversationStream, SFTStream, StreamPosition
 from eva_train.encoding.collate import KTOBatch, SFTBatch, collate_kto
 from eva_train.encoding.kl_pairs import (
     Prompt,

@@ -7,8 +7,8 @@ import re
 
 import pytest
 import torch
+from eva_train.data.conversations import window_seed
 from eva_train.data.sources import ChatSample, ListSource, rank_slice
-from eva_train.data.stream import window_seed
 from eva_train.encoding.collate import group_by_length, padding_fraction
 from eva_train.model.loading import (
     LoraSpec,

@@ -8,9 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 from eva_core.frame_select import frame_select
-from eva_train.data.prompts import PromptLoader, PromptPosition, RlFolderSource, RlPromptDataModule
-from eva_train.data.rl_shards import RlShardSource
-from eva_train.data.shards import ShardSourceError
+from eva_train.data.datamodules import RlPromptDataModule
+from eva_train.data.loaders import ResumableLoader, StreamPosition
+from eva_train.data.prompts import PromptStream, RlFolderSource
+from eva_train.data.shards import RlShardSource, ShardSourceError
 from rl_shards import rl_prompt, write_rl_shards
 
 IDS = sorted(f"rl-v{v}-{k}" for v in range(4) for k in range(2))
@@ -61,34 +62,35 @@ def test_shard_source_serves_every_prompt_once_with_its_video_bytes(rl_root):
 
 def test_loader_steps_resume_with_the_next_prompts_and_cross_epochs(rl_root):
     source = RlShardSource(str(rl_root / "rl"))
-    loader = PromptLoader(source, prompts_per_step=3)
+    loader = ResumableLoader(PromptStream(source, prompts_per_step=3))
     assert len(loader) == 2  # 8 prompts // 3: the last 2 of each epoch are left out
     epoch0, positions = [], []
     for batch in loader:
         epoch0.append([i.prompt.id for i in batch])
         positions.append(loader.position)
     assert [len(b) for b in epoch0] == [3, 3] and len({p for b in epoch0 for p in b}) == 6
-    assert positions[0].epoch == 0 and positions[0].done == 3 and positions[1] == PromptPosition(epoch=1)
-    resumed = PromptLoader(source, prompts_per_step=3)
+    assert positions[0].epoch == 0 and positions[0].window_start == 3 and positions[1] == StreamPosition(epoch=1)
+    resumed = ResumableLoader(PromptStream(source, prompts_per_step=3))
     resumed.position = positions[0]
     assert [[i.prompt.id for i in b] for b in resumed] == epoch0[1:]
     epoch1 = [[i.prompt.id for i in b] for b in resumed]  # the loader moved on to epoch 1 by itself
-    assert resumed.position == PromptPosition(epoch=2) and epoch1 != epoch0
+    assert resumed.position == StreamPosition(epoch=2) and epoch1 != epoch0
     # a trainer in another epoch than the stored position starts that epoch afresh
-    stale = PromptLoader(source, prompts_per_step=3, epoch_fn=lambda: 1)
+    stale = ResumableLoader(PromptStream(source, prompts_per_step=3), epoch_fn=lambda: 1)
     stale.position = positions[0]
     assert [[i.prompt.id for i in b] for b in stale] == epoch1
     with pytest.raises(ValueError, match="make no step of 9"):
-        len(PromptLoader(source, prompts_per_step=9))
+        len(ResumableLoader(PromptStream(source, prompts_per_step=9)))
 
 
 def test_resampled_ranks_take_the_same_number_of_steps(rl_root):
     source = RlShardSource(str(rl_root / "rl"), resample=True, seed=3)
     runs = {}
     for rank in (0, 1):
-        loader = PromptLoader(source, prompts_per_step=2, rank=rank, world_size=2)
+        loader = ResumableLoader(PromptStream(source, prompts_per_step=2, rank=rank, world_size=2))
         runs[rank] = [[i.prompt.id for i in b] for b in loader]
-        again = [[i.prompt.id for i in b] for b in PromptLoader(source, prompts_per_step=2, rank=rank, world_size=2)]
+        again = [[i.prompt.id for i in b]
+                 for b in ResumableLoader(PromptStream(source, prompts_per_step=2, rank=rank, world_size=2))]
         assert again == runs[rank]  # deterministic per (seed, epoch, rank)
     assert len(runs[0]) == len(runs[1]) == 2  # ceil(8 / 2) = 4 prompts a rank, 2 a step
     assert runs[0] != runs[1]
@@ -118,12 +120,12 @@ def test_data_module_splits_by_the_trainers_rank_and_stores_its_position(rl_root
     data = module()
     data.trainer = _trainer(1, 2)
     loader = data.train_dataloader()
-    assert (loader.rank, loader.world_size) == (1, 2)
+    assert (loader.stream.rank, loader.stream.world_size) == (1, 2)
     it = iter(loader)
     first = [i.prompt.id for i in next(it)]
     state = data.state_dict()
     rest = [[i.prompt.id for i in b] for b in it]
-    assert state["train_position"]["done"] == 2 and len(rest) == 1
+    assert state["train_position"]["window_start"] == 2 and len(rest) == 1
     # a resumed run: the state arrives before or after the loader is built, both continue
     for before in (True, False):
         resumed = module()
@@ -146,7 +148,7 @@ def test_data_module_splits_by_the_trainers_rank_and_stores_its_position(rl_root
     assert len(full_pass) == 2 and next(iter(val)) and [[i.prompt.id for i in b] for b in val] == full_pass
     with pytest.raises(ValueError, match="exactly one"):
         RlPromptDataModule(str(rl_folder), source=RlFolderSource(str(rl_folder)))
-    assert isinstance(RlPromptDataModule(str(rl_folder), prompts_per_step=2).source, RlFolderSource)
+    assert isinstance(RlPromptDataModule(str(rl_folder), prompts_per_step=2).train_source, RlFolderSource)
 
 
 def test_synth_records_shards_stream_as_rl_prompts(tmp_path):

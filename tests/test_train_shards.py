@@ -131,7 +131,8 @@ def test_a_corrupt_video_costs_its_records_and_the_epoch_still_serves_its_count(
 
 def test_the_training_stream_over_a_corrupt_video_delivers_its_epoch(shards, tmp_path, tiny_model_dir):
     """The symptom of issue 17: the stream over these shards stopped with "source ended at sample 4 of 6"."""
-    from eva_train.data.stream import SFTStream, StreamPosition
+    from eva_train.data.conversations import SFTStream
+    from eva_train.data.loaders import StreamPosition
 
     source = ShardSource(str(_damaged_copy(shards, tmp_path / "shards", {1: "first"})), seed=0)
     stream = SFTStream(source, str(tiny_model_dir), batch_size=2, max_length=4096, window_batches=2)

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from eva_core.tiny_model import tiny_model_dir  # noqa: E402
 from eva_data.rewards import RewardConfig  # noqa: E402
-from eva_train.data.prompts import RlPromptDataModule  # noqa: E402
+from eva_train.data.datamodules import RlPromptDataModule  # noqa: E402
 from eva_train.model.loading import ModelSpec  # noqa: E402
 from eva_train.model.optim import OptimSpec  # noqa: E402
 from eva_train.model.sharding import ShardingSpec, full_state_dict  # noqa: E402

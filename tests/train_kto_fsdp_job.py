@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from eva_core.tiny_model import tiny_model_dir  # noqa: E402
-from eva_train.data.stream import encode_sample  # noqa: E402
+from eva_train.data.conversations import encode_sample  # noqa: E402
 from eva_train.encoding.collate import KTOBatch, collate_kto  # noqa: E402
 from eva_train.model.loading import ModelSpec  # noqa: E402
 from eva_train.model.optim import OptimSpec  # noqa: E402

@@ -9,7 +9,7 @@
 `eva_data.synth.benchmark`); `--records` adds oracle SFT trajectories (`trajectories.jsonl`,
 labelled source "oracle") and RL prompts (`rl_prompts.jsonl`); `--records kto` also adds
 rule-labelled KTO trajectories (`eva_data.records.shortcut`); `--shards` also packs it, each
-video with its questions, trajectories and RL prompts (what `eva_train.data.rl_shards` streams). `pack` takes such a folder or any
+video with its questions, trajectories and RL prompts (what `eva_train.data.shards.RlShardSource` streams). `pack` takes such a folder or any
 unified-format jsonl (videos relative to `--video-root`, default the jsonl's folder) and writes
 one sample per video into size-capped shards. `inspect` reads shards as training would.
 `build` runs the data-construction pipeline (`eva_data.construct`): teacher episodes judged into
@@ -132,7 +132,7 @@ def _pack_folder(source: Path, out: Path, *, video_root: Path | None = None, max
         for line in (source / TRAJECTORIES).read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
             trajectories.setdefault(record["episode"]["video"]["video_id"], []).append(record)
-    if source.is_dir() and (source / RL_PROMPTS).is_file():  # kind "rl": what eva_train.data.rl_shards streams
+    if source.is_dir() and (source / RL_PROMPTS).is_file():  # kind "rl": what eva_train.data.shards.RlShardSource streams
         for line in (source / RL_PROMPTS).read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
             trajectories.setdefault(f"{VIDEO_DIR}/{record['video_key']}.mp4", []).append(record)

@@ -14,8 +14,9 @@ Ours: one stage is one epoch of a single fit (`trainer.max_epochs` = the number 
   unseen=...)`; the other ranks wait at a barrier, then every rank streams the new shards with the
   first source's settings (`RlShardSource`).
 
-Stage 0 is the data module's own source, which must be an `RlShardSource` (the failed prompts'
-videos are copied from its shards). A resumed run rebuilds nothing that is complete (a stage's
+The data module asks `Stages.source` for each epoch's training source
+(`eva_train.data.datamodules.ResumableDataModule`). Stage 0 is the data module's own source,
+which must be an `RlShardSource` (the failed prompts' videos are copied from its shards). A resumed run rebuilds nothing that is complete (a stage's
 `stats.json`, written last) and continues a killed build from eva-data's journal; the stage
 follows from the epoch, which the checkpoint holds. One filesystem for all ranks. The learning-rate
 schedule is sized by the first stage's length x max_epochs (Lightning's estimate); stages of
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eva_train.data.rl_shards import RlShardSource
+from eva_train.data.shards import RlShardSource
 
 if TYPE_CHECKING:
     import lightning as L

@@ -1,40 +1,45 @@
-"""Training conversations streamed from eva-data shards: the `ExampleSource` the recipes use.
+"""Training records streamed from eva-data shards: the sources of the recipes at scale.
 
-Each shard sample (`eva_data.shards.sample.ShardSample`) is one video with its training
-records; every record of the source's `kind` ("sft" by default, or "kto": labelled
-trajectories) becomes one `ChatSample` through eva-data's own conversion
-(`eva_data.records.convert.training_conversation`: the recorded turns, frames decoded again
-from the sample's video bytes at the recorded times, assistant turns trained; a KTO record's
-label is `meta["desirable"]`). Frames are never
-stored in shards; decoding happens here, in the data worker.
+Each shard sample (`eva_data.shards.sample.ShardSample`) is one video; its `.trajectories.json`
+member holds the records about it. A source serves the records of one `kind`:
+- `ShardSource`, kind "sft" (oracle or teacher trajectories) or "kto" (labelled trajectories):
+  each record becomes one `ChatSample` through eva-data's own conversion
+  (`eva_data.records.convert.training_conversation`: the recorded turns, frames decoded again
+  from the sample's video bytes at the recorded times, assistant turns trained; a KTO record's
+  label is `meta["desirable"]`). Frames are never stored in shards; decoding happens here, in
+  the data worker.
+- `RlShardSource`, kind "rl" (`eva_data.records.records.RlPrompt`, as `eva-data build rl`
+  writes them, `eva_data.construct.build.build_rl_set`): each record becomes one `RlItem` whose
+  video is the sample's bytes: eva-core's frame tool and agent loop open bytes directly
+  (`eva_core.video.VideoSource`), so no temporary file is written.
 
-The stream is eva-data's `ShardStream` (shard order per epoch, optional shuffle buffer, rank
-split, resampling), played as a single worker role: eva-train's `SFTStream` runs in at most
-one DataLoader worker. Positions: the state after a conversation is eva-data's stream position
-after its video plus how many of that video's records of the kind were already used, so a resumed job
-re-reads at most that one video.
+Both are `ShardRecords`: the stream is eva-data's `ShardStream` (shard order per epoch, optional
+shuffle buffer, rank split, resampling), played as a single worker role (a `BatchStream` runs in
+at most one DataLoader worker, `eva_train.data.loaders`). Positions: the state after a record is
+eva-data's stream position after its video plus how many of that video's records of the kind
+were already used, so a resumed job re-reads at most that one video.
 
-Epoch length, in conversations per rank, must be the same on every rank and known up front
-(`eva_train.data.stream`):
+Epoch length, in records per rank, must be the same on every rank and known up front
+(`eva_train.data.loaders`):
 - `resample=False` (exact epochs, one process only): every record of the kind once per epoch; the
   count is read from the shards' `.trajectories.json` members (local shards; a header scan
   that seeks past the videos).
 - `resample=True` (any number of ranks): each rank draws shards with replacement from a seed
-  of (seed, epoch, rank) and takes `examples_per_rank` conversations (default: the record
-  count divided by the world size, rounded up), WebDataset's resampled-epoch recipe.
+  of (seed, epoch, rank) and takes `examples_per_rank` records (default: the record count
+  divided by the world size, rounded up), WebDataset's resampled-epoch recipe, so no rank runs
+  out of records before another.
 
-Corrupt videos cost their records, never the epoch's length (issue 17: a skipped video ended an
-exact epoch early and training stopped with "source ended"). A video the stream cannot open is
-skipped by eva-data (logged with its reason, counted in the stream position's
-`skipped_samples`); a record whose frames do not decode (damage past the first frame, which
-eva-data's check reads) is skipped here (logged with its reason, counted in the state's
-`skipped_records`). When an exact epoch's stream ends short of the promised count, the epoch
-wraps: the same epoch's stream again from its start, so its first records fill the gap. The
-state counts the records served so far, which is all a resume needs to stop at the same place:
-the wrapped stream is the same stream. A pass from the start that serves nothing (every video
-corrupt) raises `ShardSourceError`. A wrapped pass reads (and logs and counts) the corrupt videos
-again: the stream position's counts are those of its pass; the state's `skipped_videos` and
-`skipped_records` are those of the epoch so far.
+Corrupt videos cost their records, never the epoch's length: an epoch that ended early would
+stop training with "source ended". A video the stream cannot open is skipped by eva-data
+(logged with its reason, counted in the stream position's `skipped_samples`); a record whose
+frames do not decode (damage past the first frame, which eva-data's check reads) is skipped here
+(logged with its reason, counted in the state's `skipped_records`). When an exact epoch's stream
+ends short of the promised count, the epoch wraps: the same epoch's stream again from its
+start, so its first records fill the gap. The state counts the records served so far, which is
+all a resume needs to stop at the same place: the wrapped stream is the same stream. A pass from
+the start that serves nothing (every video corrupt) raises `ShardSourceError`. A wrapped pass
+reads (and logs and counts) the corrupt videos again: the stream position's counts are those of
+its pass; the state's `skipped_videos` and `skipped_records` are those of the epoch so far.
 """
 
 from __future__ import annotations
@@ -47,19 +52,22 @@ import tarfile
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from eva_core.errors import FrameToolError
+from eva_data.records.records import RlPrompt
 
-from eva_train.data.sources import ChatSample
+from eva_train.data.sources import ChatSample, RlItem
 
 if TYPE_CHECKING:
     from eva_data.shards.sample import ShardSample
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 SFT_KIND = "sft"
-KINDS = ("sft", "kto")  # trajectory records; "rl" prompts are not conversations
+RL_KIND = "rl"
+KINDS = ("sft", "kto")  # trajectory records, served as conversations by `ShardSource`
 TRAJECTORIES_MEMBER = ".trajectories.json"
 
 
@@ -96,12 +104,12 @@ def count_labels(urls: Sequence[str]) -> tuple[int, int]:
     return sum(labels), len(labels) - sum(labels)
 
 
-class ShardRecords:
+class ShardRecords(Generic[T]):
     """The records of one kind in eva-data shards, streamed for one rank with a resumable state.
 
-    What `ShardSource` (training conversations) and `eva_train.data.rl_shards.RlShardSource` (RL
-    prompts) share: the epoch length per rank (module doc) and the walk over each video's records
-    with the state after every record.
+    What `ShardSource` (training conversations) and `RlShardSource` (RL prompts) share: the epoch
+    length per rank (module doc) and the walk over each video's records with the state after
+    every record. Subclasses say what a record is served as (`serve`).
 
     Args:
         shards: a shard folder (with eva-data's `index.json`), a brace pattern or a list of URLs.
@@ -175,18 +183,18 @@ class ShardRecords:
         stream.set_epoch(epoch)
         return stream
 
-    def serve(self, sample: ShardSample, record: dict[str, Any]) -> Any:
-        """What a record is served as: the record itself here (`ShardSource`: its conversation).
+    def serve(self, sample: ShardSample, record: dict[str, Any]) -> T:
+        """What a record of `sample` is served as.
 
         Raises:
             FrameToolError: the record's frames do not decode; the record is skipped and counted.
         """
-        return record
+        raise NotImplementedError
 
-    def records(self, *, epoch: int, rank: int, world_size: int, state: dict[str, Any] | None = None
-                ) -> Iterator[tuple[ShardSample, Any, dict[str, Any]]]:
-        """(sample, served record, state after it) for this rank's `num_examples` records of `kind`
-        in `epoch`, from `state` on (the module doc: skips and the wrap of a short exact epoch).
+    def examples(self, *, epoch: int, rank: int, world_size: int,
+                 state: dict[str, Any] | None = None) -> Iterator[tuple[T, dict[str, Any]]]:
+        """(served record, state after it) for this rank's `num_examples` records of `kind` in
+        `epoch`, from `state` on (the module doc: skips and the wrap of a short exact epoch).
 
         A state is eva-data's stream position before a video plus how many of its records were
         already used (after a video's last record: the position after that video), the records
@@ -195,8 +203,8 @@ class ShardRecords:
         total = self.num_examples(rank=rank, world_size=world_size)
         state = state or {}
         before, skip = state.get("stream"), int(state.get("skip", 0))
-        # A state written before these counts existed resumes with them at 0: the stream then
-        # serves past the epoch's end, where the consumer's own count (`eva_train.data.stream`) stops.
+        # A state without these counts resumes with them at 0: the stream then serves past the
+        # epoch's end, where the consumer's own count (`eva_train.data.loaders`) stops.
         served, skipped = int(state.get("served", 0)), int(state.get("skipped_records", 0))
         earlier = int(state.get("skipped_videos", 0)) - _skipped_samples(before)  # by the passes before this one
         while served < total:
@@ -217,9 +225,9 @@ class ShardRecords:
                         continue
                     served += 1
                     last = j + 1 == len(records)
-                    yield sample, item, {"stream": after if last else before, "skip": 0 if last else j + 1,
-                                         "served": served, "skipped_records": skipped,
-                                         "skipped_videos": earlier + sample.position.skipped_samples}
+                    yield item, {"stream": after if last else before, "skip": 0 if last else j + 1,
+                                 "served": served, "skipped_records": skipped,
+                                 "skipped_videos": earlier + sample.position.skipped_samples}
                     if served == total:
                         return
                 before, skip = after, 0
@@ -237,7 +245,7 @@ def _skipped_samples(stream_state: dict[str, Any] | None) -> int:
     return 0 if stream_state is None else int(stream_state["positions"]["0"]["skipped_samples"])
 
 
-class ShardSource(ShardRecords):
+class ShardSource(ShardRecords[ChatSample]):
     """The trajectory records of one kind in eva-data shards, as conversations.
 
     Args:
@@ -273,7 +281,20 @@ class ShardSource(ShardRecords):
         return ChatSample(messages=conversation.messages, trained_turns=conversation.trained_turns,
                           sample_id=conversation.sample_id, meta=conversation.meta)
 
-    def examples(self, *, epoch: int, rank: int, world_size: int,
-                 state: dict[str, Any] | None = None) -> Iterator[tuple[ChatSample, dict[str, Any]]]:
-        for _, chat, after in self.records(epoch=epoch, rank=rank, world_size=world_size, state=state):
-            yield chat, after
+
+class RlShardSource(ShardRecords[RlItem]):
+    """The RL prompt records of eva-data shards with their videos' bytes.
+
+    Args:
+        shards, seed, buffer_size, resample, synthesize: as `ShardRecords`.
+        examples_per_rank: prompts per rank per epoch; default from the record count.
+    """
+
+    def __init__(self, shards: str | list[str], *, seed: int = 0, buffer_size: int = 0, resample: bool = False,
+                 examples_per_rank: int | None = None, synthesize: list[str] | None = None) -> None:
+        super().__init__(shards, kind=RL_KIND, seed=seed, buffer_size=buffer_size, resample=resample,
+                         examples_per_rank=examples_per_rank, synthesize=synthesize)
+
+    def serve(self, sample: ShardSample, record: dict[str, Any]) -> RlItem:
+        """The prompt with its video's bytes."""
+        return RlItem(RlPrompt.from_dict(record), sample.video)

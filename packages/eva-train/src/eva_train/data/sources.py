@@ -1,29 +1,34 @@
-"""Where SFT conversations come from: the `ExampleSource` protocol the training stream reads.
+"""What training reads: the records (`ChatSample`, `RlItem`), the `Source` protocol that serves them
+per rank, and `ListSource`, a source over an in-memory list.
 
-A source serves, for one epoch and one data-parallel rank, a deterministic sequence of
-`ChatSample`s (a conversation in the Hugging Face chat format with its images decoded, and
-which turns are trained), each with the source's state after it (plain JSON-able data), and
-can continue from any such state. Those two properties are what makes a resumed job see
-exactly the samples an uninterrupted one would: the stream (`eva_train.data.stream`) stores the
-state in the checkpoint and asks the source to continue from it.
+A source serves, for one epoch and one data-parallel rank, a deterministic sequence of items
+(conversations for SFT and KTO, prompts with their videos for GRPO), each with the source's
+state after it (plain JSON-able data), and can continue from any such state. Those two
+properties are what makes a resumed job see exactly the items an uninterrupted one would: the
+loader (`eva_train.data.loaders`) stores the state in the checkpoint and asks the source to
+continue from it.
 
-Every rank must get the same number of samples per epoch (ranks that run out early would hang
+Every rank must get the same number of items per epoch (ranks that run out early would hang
 in the next collective), so `num_examples` is per rank and equal across ranks.
 
-`ListSource` serves an in-memory list (tests, benchmarks, small jobs): a seeded permutation
-per epoch, then rank r takes positions r, r + W, ... of it, cut to the same count on every
-rank (up to W - 1 samples of an epoch are skipped; the next epoch's permutation differs).
+`ListSource` serves an in-memory list (tests, benchmarks, small jobs, a benchmark folder's
+prompts): a seeded permutation per epoch, then rank r takes positions r, r + W, ... of it, cut
+to the same count on every rank (up to W - 1 items of an epoch are skipped; the next epoch's
+permutation differs).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from eva_core.video import VideoSource
 from eva_data.records.records import RlPrompt
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
 @dataclass
@@ -50,21 +55,29 @@ class ChatSample:
             raise ValueError(f"{len(self.trained_turns)} trained flags for {len(self.messages)} turns")
 
 
+@dataclass(frozen=True)
+class RlItem:
+    """One prompt and its video: a file path (folder source) or the encoded video's bytes (shards)."""
+
+    prompt: RlPrompt
+    video: VideoSource
+
+
 @runtime_checkable
-class ExampleSource(Protocol):
-    """A deterministic, restartable per-rank sequence of `ChatSample`s."""
+class Source(Protocol[T_co]):
+    """A deterministic, restartable per-rank sequence of items (`ChatSample`s, `RlItem`s)."""
 
     def num_examples(self, *, rank: int, world_size: int) -> int:
-        """Samples each rank reads per epoch (equal on every rank)."""
+        """Items each rank reads per epoch (equal on every rank)."""
         ...
 
     def examples(self, *, epoch: int, rank: int, world_size: int,
-                 state: dict[str, Any] | None = None) -> Iterator[tuple[ChatSample, dict[str, Any]]]:
-        """This rank's samples of `epoch`, each with the source state right after it.
+                 state: dict[str, Any] | None = None) -> Iterator[tuple[T_co, dict[str, Any]]]:
+        """This rank's items of `epoch`, each with the source state right after it.
 
         Args:
             state: a state yielded earlier for the same epoch and rank: continue after that
-                sample. None starts the epoch.
+                item. None starts the epoch.
         """
         ...
 
@@ -77,18 +90,18 @@ def rank_slice(order: Sequence[int], *, rank: int, world_size: int) -> list[int]
     return list(order[rank::world_size][:per_rank])
 
 
-class ListSource:
-    """An in-memory list of samples (or of zero-argument callables that build one, decoded lazily).
+class ListSource(Generic[T]):
+    """An in-memory list of items, or of zero-argument callables that build one (decoded lazily).
 
     Args:
-        items: the samples, or callables returning a `ChatSample` (to decode images only when read).
-        seed: seeds the per-epoch permutation.
+        items: the items; an item that is callable is called when read (to decode images only then).
+        seed: seeds the per-epoch permutation (epoch e: seed * 1_000_003 + e).
         shuffle: permute each epoch; False keeps the list order.
     """
 
-    def __init__(self, items: Sequence[ChatSample | Any], *, seed: int = 0, shuffle: bool = True) -> None:
+    def __init__(self, items: Sequence[T | Callable[[], T]], *, seed: int = 0, shuffle: bool = True) -> None:
         if not items:
-            raise ValueError("ListSource needs at least one sample")
+            raise ValueError("ListSource needs at least one item")
         self.items = list(items)
         self.seed = seed
         self.shuffle = shuffle
@@ -102,35 +115,13 @@ class ListSource:
     def num_examples(self, *, rank: int, world_size: int) -> int:
         count = len(self.items) // world_size
         if count == 0:
-            raise ValueError(f"{len(self.items)} samples cannot feed {world_size} ranks")
+            raise ValueError(f"{len(self.items)} items cannot feed {world_size} ranks")
         return count
 
     def examples(self, *, epoch: int, rank: int, world_size: int,
-                 state: dict[str, Any] | None = None) -> Iterator[tuple[ChatSample, dict[str, Any]]]:
+                 state: dict[str, Any] | None = None) -> Iterator[tuple[T, dict[str, Any]]]:
         order = rank_slice(self._order(epoch), rank=rank, world_size=world_size)
         start = 0 if state is None else int(state["next"])
         for position in range(start, len(order)):
             item = self.items[order[position]]
-            yield (item if isinstance(item, ChatSample) else item()), {"next": position + 1}
-
-
-@dataclass(frozen=True)
-class RlItem:
-    """One prompt and its video: a file path (folder source) or the encoded video's bytes (shards)."""
-
-    prompt: RlPrompt
-    video: VideoSource
-
-
-@runtime_checkable
-class RlSource(Protocol):
-    """A deterministic, restartable per-rank sequence of `RlItem`s (see the module doc)."""
-
-    def num_examples(self, *, rank: int, world_size: int) -> int:
-        """Prompts each rank reads per epoch (equal on every rank)."""
-        ...
-
-    def examples(self, *, epoch: int, rank: int, world_size: int,
-                 state: dict[str, Any] | None = None) -> Iterator[tuple[RlItem, dict[str, Any]]]:
-        """This rank's prompts of `epoch`, each with the state right after it (None: epoch start)."""
-        ...
+            yield (item() if callable(item) else item), {"next": position + 1}

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 import torch
 
-from eva_train.data.stream import ConversationStream, StreamPosition
+from eva_train.data.conversations import ConversationStream
+from eva_train.data.loaders import StreamPosition
 from eva_train.encoding.kl_pairs import batch_prompts, mismatched_batch
 from eva_train.objectives.reference import Reference
 

@@ -23,7 +23,7 @@ the learning curve. Under FSDP2 every rank plays its own prompts with the weight
 the micro-batch counts are made equal across ranks, and metrics are the ranks' means.
 
 Around the module: prompts from folders or eva-data shards with a resumable position
-(`eva_train.data.prompts`, `eva_train.data.rl_shards`), episode dumps in eva-eval's run format
+(`eva_train.data.prompts`, `eva_train.data.shards`), episode dumps in eva-eval's run format
 (`eva_train.callbacks.episode_dump`), and data-enhanced multi-stage training (`eva_train.data.curriculum`,
 `eva_train.callbacks.failures`).
 """
