@@ -135,6 +135,8 @@ class GRPOModule(PolicyModule):
 
     # ---- the step -------------------------------------------------------------------------------
     def training_step(self, batch: list[RlItem], batch_idx: int) -> dict[str, StepRecord]:
+        """Rollout -> score -> advantages -> optimise; the engine takes the new weights, the ranks'
+        mean metrics are logged once, and the step's record goes to the callbacks (`outputs`)."""
         step = self.global_step  # the step the episodes are sampled at; `optimise` advances it
         rollout = self.rollout(batch)
         t0 = time.perf_counter()
