@@ -1,5 +1,5 @@
-"""GRPO's pure pieces against hand computations: group advantages and the clipped surrogate
-with its KL penalty, masks and aggregations."""
+"""GRPO's pure pieces against hand computations: group advantages, the clipped surrogate with its
+KL penalty, masks and aggregations, lockstep micro-batches, the step's normaliser and record."""
 
 from __future__ import annotations
 
@@ -7,8 +7,15 @@ import math
 
 import pytest
 import torch
+from eva_train.encoding import microbatches
+from eva_train.encoding.episodes import EncodedEpisode
+from eva_train.encoding.masking import EncodedConversation
+from eva_train.encoding.microbatches import lockstep_micro_batches
 from eva_train.objectives.losses import grpo_loss
+from eva_train.rl import step as step_module
 from eva_train.rl.advantages import group_advantages
+from eva_train.rl.rollouts import RolloutSpec
+from eva_train.rl.step import StepRecord, loss_normalizer
 
 # --- advantages ----------------------------------------------------------------------------------
 
@@ -185,3 +192,86 @@ def test_grpo_loss_checks():
         grpo_loss(logps, old, adv, mask, aggregation="constant")
     with pytest.raises(ValueError, match="epsilon must be"):
         grpo_loss(logps, old, adv, mask, epsilon=0.0)
+
+
+# --- lockstep micro-batches, the step's normaliser, the step record ------------------------------
+
+
+def conversation(tokens: int, *, trained: int = 1, image: bool = False) -> EncodedConversation:
+    """A conversation of `tokens` ids whose last `trained` are trained; with one 1-token image when `image`."""
+    mask = torch.zeros(tokens, dtype=torch.bool)
+    mask[tokens - trained:] = True
+    types = torch.zeros(tokens, dtype=torch.int32)
+    if not image:
+        return EncodedConversation(torch.arange(tokens), mask, types, None, None)
+    types[1] = 1
+    return EncodedConversation(torch.arange(tokens), mask, types, torch.zeros(4, 8), torch.tensor([[1, 2, 2]]),
+                               image_spans=[(0, 3)])
+
+
+def other_ranks(monkeypatch, module, *extra_rows):
+    """Make `module.all_gather_rows` answer as rank 0 of 1 + len(extra_rows) ranks, the others
+    contributing `extra_rows[r]`."""
+    monkeypatch.setattr(module, "all_gather_rows", lambda rows: ([*rows, *extra_rows], 0))
+
+
+def test_one_process_cuts_the_rows_in_order():
+    rows = [conversation(3) for _ in range(5)]
+    micro = lockstep_micro_batches(rows, 2)
+    # ceil(5 / 2) = 3 micro-batches, rows 0-1, 2-3, 4; no filler, no blank row
+    assert [(m.start, len(m.rows), m.weight) for m in micro] == [(0, 2, 1.0), (2, 2, 1.0), (4, 1, 1.0)]
+    assert all(m.conversations == m.rows for m in micro)
+    assert lockstep_micro_batches([], 2) == []
+    with pytest.raises(ValueError, match="size must be >= 1"):
+        lockstep_micro_batches(rows, 0)
+
+
+def test_fillers_repeat_the_last_micro_batch_with_weight_zero(monkeypatch):
+    other_ranks(monkeypatch, microbatches, 4)  # another rank runs 4 micro-batches
+    rows = [("a", conversation(3)), ("b", conversation(3)), ("c", conversation(3))]
+    micro = lockstep_micro_batches(rows, 2, conversation=lambda r: r[1])
+    # 2 real micro-batches (rows a-b, c), then 2 fillers repeating c
+    assert [([r[0] for r in m.rows], m.start, m.weight) for m in micro] == [
+        (["a", "b"], 0, 1.0), (["c"], 2, 1.0), (["c"], 2, 0.0), (["c"], 2, 0.0)]
+    assert micro[2].conversations == [rows[2][1]]
+
+
+def test_a_rank_without_rows_cannot_keep_in_lockstep(monkeypatch):
+    other_ranks(monkeypatch, microbatches, 1)
+    with pytest.raises(RuntimeError, match="rank 0 has no row to train on while another rank has 1"):
+        lockstep_micro_batches([], 2)
+
+
+def test_the_blank_row_goes_only_where_no_image_is():
+    blank = conversation(3, trained=0, image=True)
+    rows = [conversation(4), conversation(4, image=True), conversation(4), conversation(4)]
+    micro = lockstep_micro_batches(rows, 2, blank=blank)
+    # rows 0-1 hold an image; rows 2-3 do not and get the blank row after them
+    assert micro[0].conversations == rows[:2]
+    assert micro[1].conversations == [*rows[2:], blank] and micro[1].rows == rows[2:]
+
+
+def episode(tokens: int, trained: int) -> EncodedEpisode:
+    return EncodedEpisode(conversation(tokens, trained=trained), torch.zeros(tokens))
+
+
+def test_loss_normalizer_counts_every_rank(monkeypatch):
+    encoded = [episode(6, 3), episode(5, 2)]
+    assert loss_normalizer(encoded, aggregation="token-mean") == 5.0  # 3 + 2 sampled tokens
+    assert loss_normalizer(encoded, aggregation="sequence-mean") == 2.0
+    assert loss_normalizer(encoded, aggregation="constant", constant=400.0) == 400.0
+    other_ranks(monkeypatch, step_module, (7, 1))  # another rank: 7 tokens in 1 episode
+    # (5 + 7) / 2 ranks = 6 tokens; (2 + 1) / 2 = 1.5 episodes
+    assert loss_normalizer(encoded, aggregation="token-mean") == 6.0
+    assert loss_normalizer(encoded, aggregation="sequence-mean") == 1.5
+    with pytest.raises(ValueError, match="unknown aggregation 'mean'"):
+        loss_normalizer(encoded, aggregation="mean")
+
+
+def test_callbacks_take_the_record_from_the_step_outputs():
+    record = StepRecord(step=3, scored=(), group_size=2, rollout=RolloutSpec(group_size=2), model="tiny")
+    assert StepRecord.from_outputs({"record": record}) is record
+    with pytest.raises(TypeError, match="GRPO steps only"):
+        StepRecord.from_outputs(torch.tensor(1.0))  # an SFT or KTO step's loss
+    with pytest.raises(ValueError, match="do not make groups of 0"):
+        StepRecord(step=0, scored=(), group_size=0, rollout=RolloutSpec(), model="tiny")

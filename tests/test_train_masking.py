@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from eva_core.protocol import IMAGE_PLACEHOLDER, turn_text
@@ -152,6 +154,12 @@ def test_token_logprobs_by_hand():
     assert torch.allclose(got, torch.tensor([-0.6931472, 2 - 2.1269280]), atol=1e-6)
     with pytest.raises(ValueError, match="targets"):
         token_logprobs(logits, torch.tensor([1]))
+    # The rollout engine's distribution: id 2 suppressed, T = 1/2 doubles [0, ln 3] -> (1/10, 9/10).
+    tempered = token_logprobs(torch.tensor([[0.0, math.log(3.0), 5.0]] * 2), torch.tensor([0, 1]),
+                              suppress=[2], temperature=0.5)
+    assert torch.allclose(tempered.exp(), torch.tensor([0.1, 0.9]), atol=1e-6)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        token_logprobs(logits, torch.tensor([1, 0]), temperature=0.0)
 
 
 def test_frames_kept_until_collation_give_the_same_batch(processor, conversations):

@@ -1,5 +1,10 @@
 """Choosing the next token from logits (greedy, or temperature plus nucleus sampling), the
-log-probability of the choice, and the seeds that make sampling reproducible per sample."""
+log-probability of the choice, and the seeds that make sampling reproducible per sample.
+
+Holds `sampling_logprobs` (the tempered log-softmax: the one formula of the distribution sampled
+from, which RL training also scores sampled tokens with, so the two agree), `sample_rows`,
+`next_tokens` and `sample_seed`.
+"""
 
 from __future__ import annotations
 
@@ -39,9 +44,10 @@ def sampling_logprobs(
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     scores = logits.float()
     if len(suppress):
-        scores = scores.clone()
-        scores[:, list(suppress)] = float("-inf")
-    logp = torch.log_softmax(scores / (temperature if temperature > 0 else 1.0), dim=-1)
+        scores = scores.index_fill(1, torch.as_tensor(list(suppress), device=scores.device), float("-inf"))
+    if temperature > 0.0 and temperature != 1.0:
+        scores = scores / temperature
+    logp = torch.log_softmax(scores, dim=-1)
     if top_p < 1.0:
         sorted_logp, order = logp.sort(dim=-1, descending=True)
         # Keep a token when the mass before it is below top_p: the top token always stays.

@@ -1,8 +1,9 @@
 """A GRPO step's episodes written as an eva-eval run, to read in its report and HTML viewer.
 
-Every `every_n_steps` steps, `EpisodeDump` writes the episodes of `module.last_rollout` as one
-run directory in eva-eval's format (`eva_eval.results`: `run.json` and `results.jsonl`, one
-`ResultRecord` a line), so that
+Every `every_n_steps` steps, `EpisodeDump` writes the episodes of the step's record
+(`eva_train.rl.step.StepRecord`, what GRPO's `training_step` returns) as one run directory in
+eva-eval's format (`eva_eval.results`: `run.json` and `results.jsonl`, one `ResultRecord` a
+line), so that
 
     eva-eval report runs/grpo-tiny/version_0/episodes     # every dumped step, one run each
 
@@ -20,18 +21,25 @@ with eva-eval's own loader and renderer, and compare `views` and `episode` with 
 writes for an evaluation episode (`eva_eval.outcomes`), so the two cannot drift apart silently.
 A video given as bytes (shard prompts) is written once per step under `videos/` when
 `save_videos` (the viewer decodes thumbnails from it); a path is referenced.
+
+Holds `episode_views`, `episode_record`, `write_step` (pure but for the files written) and the
+`EpisodeDump` callback.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from eva_core.episode import Episode
+
+from eva_train.rl.scoring import ScoredEpisode
+from eva_train.rl.step import StepRecord
 
 RUN_FILE = "run.json"  # eva_eval.results.RUN_FILE
 RESULTS_FILE = "results.jsonl"  # eva_eval.results.RESULTS_FILE
@@ -45,8 +53,8 @@ def episode_views(episode: Episode) -> list[dict[str, Any]]:
             for turn, step in enumerate(episode.steps) for call in step.calls if call.error is None]
 
 
-def episode_record(scored: Any, *, benchmark: str, video: str | None, sample: int) -> dict[str, Any]:
-    """One `eva_eval.results.ResultRecord` as a dict, for a `eva_train.stages.grpo.ScoredEpisode`."""
+def episode_record(scored: ScoredEpisode, *, benchmark: str, video: str | None, sample: int) -> dict[str, Any]:
+    """One `eva_eval.results.ResultRecord` as a dict, for a `eva_train.rl.scoring.ScoredEpisode`."""
     episode, prompt, reward = scored.episode, scored.item.prompt, scored.reward
     views = episode_views(episode)
     data = episode.to_dict()
@@ -83,7 +91,7 @@ def _video_path(video: Any, key: str, run_dir: Path, save_videos: bool) -> str |
     return str(path.resolve())
 
 
-def write_step(scored: list[Any], run_dir: Path, *, step: int, group_size: int, benchmark: str = "synthetic",
+def write_step(scored: Sequence[ScoredEpisode], run_dir: Path, *, step: int, group_size: int, benchmark: str = "synthetic",
                model: str = "", settings: dict[str, Any] | None = None, save_videos: bool = True) -> Path:
     """Write one step's scored episodes as an eva-eval run directory; returns it.
 
@@ -132,17 +140,13 @@ class EpisodeDump(L.Callback):
         self.dirpath = dirpath
         self.benchmark = benchmark
         self.save_videos = save_videos
-        self._step: int | None = None
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        self._step = trainer.global_step  # the step the rollout samples at (`collect_rollouts(step=...)`)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        rollout = pl_module.last_rollout
-        if rollout is None or self._step is None or self._step % self.every_n_steps:
+        record = StepRecord.from_outputs(outputs)
+        if record.step % self.every_n_steps:
             return
         root = Path(self.dirpath) if self.dirpath is not None else Path(trainer.log_dir or ".") / "episodes"
-        name = f"step-{self._step:06d}" + (f"-rank{trainer.global_rank}" if trainer.world_size > 1 else "")
-        write_step(rollout.scored, root / name, step=self._step, group_size=pl_module.rollout_spec.group_size,
-                   benchmark=self.benchmark, model=str(pl_module.model_spec.path),
-                   settings={"rollout": asdict(pl_module.rollout_spec)}, save_videos=self.save_videos)
+        name = f"step-{record.step:06d}" + (f"-rank{trainer.global_rank}" if trainer.world_size > 1 else "")
+        write_step(record.scored, root / name, step=record.step, group_size=record.group_size,
+                   benchmark=self.benchmark, model=record.model, settings={"rollout": asdict(record.rollout)},
+                   save_videos=self.save_videos)

@@ -3,12 +3,14 @@
 A prompt failed a step when the mean correctness of its G episodes is at most `max_group_score`
 (default 0: every sample wrong, no answer, or guarded); correctness is the reward function's score
 before the format floor (`eva_data.rewards.Reward.correctness`: 1/0 for a letter, ROUGE for open
-answers). `FailureLog` reads the step's episodes from `module.last_rollout` and appends the failed
-prompts as RL prompt records (the lines `eva_data.construct.build.read_failures` reads, with
-`meta.failed_stage` and `meta.group_score` added) to `DIR/stage-{epoch}/failures-rank{r}.jsonl`,
-where `eva_train.data.curriculum.Stages` builds the next stage's data from them. A prompt already in the
-file is not written again: a resumed run replays the steps after its checkpoint and finds the
-same failures.
+answers). `FailureLog` reads the step's episodes from the record the step returns
+(`eva_train.rl.step.StepRecord`) and appends the failed prompts as RL prompt records (the lines
+`eva_data.construct.build.read_failures` reads, with `meta.failed_stage` and `meta.group_score`
+added) to `DIR/stage-{epoch}/failures-rank{r}.jsonl`, where `eva_train.data.curriculum.Stages`
+builds the next stage's data from them. A prompt already in the file is not written again: a
+resumed run replays the steps after its checkpoint and finds the same failures.
+
+Holds `failed_prompts` (pure) and the `FailureLog` callback.
 """
 
 from __future__ import annotations
@@ -17,17 +19,19 @@ import json
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 from eva_data.records.records import RlPrompt
 
+from eva_train.rl.scoring import ScoredEpisode
+from eva_train.rl.step import StepRecord
 
-def failed_prompts(scored: Sequence[Any], *, group_size: int, max_group_score: float = 0.0) -> list[RlPrompt]:
+
+def failed_prompts(scored: Sequence[ScoredEpisode], *, group_size: int, max_group_score: float = 0.0) -> list[RlPrompt]:
     """The prompts whose group's mean correctness is at most `max_group_score`.
 
     Args:
-        scored: a step's `eva_train.stages.grpo.ScoredEpisode`s, prompt by prompt, `group_size` each.
+        scored: a step's `eva_train.rl.scoring.ScoredEpisode`s, prompt by prompt, `group_size` each.
         group_size: G.
         max_group_score: the largest mean correctness that still counts as failed.
 
@@ -74,11 +78,8 @@ class FailureLog(L.Callback):
         self._root(trainer)  # fail before training, not after the first step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        rollout = pl_module.last_rollout
-        if rollout is None:
-            return
-        failed = failed_prompts(rollout.scored, group_size=pl_module.rollout_spec.group_size,
-                                max_group_score=self.max_group_score)
+        record = StepRecord.from_outputs(outputs)
+        failed = failed_prompts(record.scored, group_size=record.group_size, max_group_score=self.max_group_score)
         path = self._root(trainer) / f"stage-{trainer.current_epoch}" / f"failures-rank{trainer.global_rank}.jsonl"
         if path not in self._written:
             self._written[path] = {json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines()

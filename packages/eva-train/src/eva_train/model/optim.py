@@ -9,8 +9,13 @@ weight decay 0.0, betas (0.9, 0.999). Weight decay, when set, skips biases and n
 AdamW's fused CUDA kernel is used only when the trainer does not clip gradients: a fused AdamW
 declares that its step unscales gradients itself (`_step_supports_amp_scaling`), and Lightning's
 mixed-precision plugins (`bf16-mixed`, `16-mixed`) then refuse gradient clipping at the first
-optimizer step (issue 15: `configs/sft-7b-lora.yaml` stopped there on an H200). The unfused
-(foreach) step costs a few milliseconds more on a LoRA model, far below one training step.
+optimizer step (measured: `configs/sft-7b-lora.yaml` with `bf16-mixed` and clipping stops there
+on an H200). The unfused (foreach) step costs a few milliseconds more on a LoRA model, far
+below one training step. `use_fused_adamw` decides, `build_optimizer` builds; every stage takes
+both through `eva_train.stages.base.PolicyModule.configure_optimizers`.
+
+Holds `OptimSpec`, `lr_factor` (the schedule's formula), `parameter_groups`, `use_fused_adamw`
+and `build_optimizer`.
 """
 
 from __future__ import annotations

@@ -8,8 +8,14 @@ states before the head), then takes log-softmax in float32. Hugging Face's own c
 and TRL's SFTTrainer compute logits at every position; this is most of the speed and memory
 difference measured in `benchmarks/sft_throughput.py`.
 
+The log-softmax is the rollout engine's own (`eva_core.backends.sampling.sampling_logprobs`:
+temperature, suppressed ids), so GRPO scores a sampled token under the formula that recorded
+its sampling log-probability.
+
 The whole computation is one call of the model's forward, so FSDP2's root unit gathers the
 output head as for any forward.
+
+Holds `token_logprobs`, `predicting_positions` and `policy_logprobs`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from eva_core.backends.sampling import sampling_logprobs
 from torch import Tensor, nn
 
 from eva_train.encoding.collate import Batch
@@ -24,7 +31,9 @@ from eva_train.encoding.collate import Batch
 
 def token_logprobs(logits: Tensor, targets: Tensor, *, suppress: Sequence[int] = (),
                    temperature: float = 1.0) -> Tensor:
-    """log p(target) under softmax(logits / temperature), in float32.
+    """log p(target) under softmax(logits / temperature), in float32: the rollout engine's own
+    `eva_core.backends.sampling.sampling_logprobs` (without a nucleus), so that training scores a
+    sampled token with the formula that recorded its sampling log-probability.
 
         z = logits / temperature
         log p_i = z_{i, y_i} - log sum_{v not suppressed} exp(z_{i, v})
@@ -34,7 +43,7 @@ def token_logprobs(logits: Tensor, targets: Tensor, *, suppress: Sequence[int] =
         targets: [N] long token ids.
         suppress: ids a rollout engine never samples (`generation_config.suppress_tokens`):
             left out of the normalisation, so that the result is the log-probability of the
-            distribution sampled from (at temperature 1), which rollouts record.
+            distribution sampled from, which rollouts record.
         temperature: the sampling temperature the targets were drawn at (> 0): GRPO's ratio
             compares the tempered distribution the rollout engine sampled from, as TRL and verl do.
 
@@ -45,10 +54,8 @@ def token_logprobs(logits: Tensor, targets: Tensor, *, suppress: Sequence[int] =
         raise ValueError(f"logits must be [N, V] and targets [N], got {tuple(logits.shape)}, {tuple(targets.shape)}")
     if temperature <= 0.0:
         raise ValueError(f"temperature must be > 0 for log-probabilities, got {temperature}")
-    z = logits.float() / temperature if temperature != 1.0 else logits.float()
-    if len(suppress):
-        z = z.index_fill(1, torch.as_tensor(list(suppress), device=z.device), float("-inf"))
-    return z.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(z, dim=-1)
+    logp = sampling_logprobs(logits, temperature=temperature, suppress=suppress)
+    return logp.gather(1, targets[:, None]).squeeze(1)
 
 
 def predicting_positions(trained: Tensor) -> Tensor:

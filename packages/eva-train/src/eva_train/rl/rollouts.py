@@ -1,5 +1,8 @@
 """Rollouts for online RL: G episodes sampled per prompt from the policy being trained.
 
+Holds `RolloutSpec` (how episodes are sampled), `RolloutGroup` (one prompt's G episodes),
+`prompt_key` and `collect_rollouts`.
+
 `collect_rollouts` is what a GRPO step calls first: each prompt (an agent `Task`) becomes G
 tasks with sample keys (step, prompt, sample), all run as one batch by the agent loop
 (`eva_core.agent.run_episodes`) on a rollout engine (`eva_core.policy.RolloutEngine`), so the
@@ -18,10 +21,45 @@ from dataclasses import dataclass, replace
 
 from eva_core.agent import AgentConfig, Task, run_episodes
 from eva_core.episode import Episode
-from eva_core.policy import RolloutEngine
+from eva_core.policy import GenerationConfig, RolloutEngine
 from torch import nn
 
 from eva_train.model.sharding import gathered_for_rollouts
+
+
+@dataclass
+class RolloutSpec:
+    """How episodes are sampled.
+
+    Attributes:
+        group_size: G, samples per prompt (paper: 8).
+        max_turns: assistant turns per episode (protocol: 6).
+        max_new_tokens: tokens per reply.
+        temperature: sampling temperature (> 0); training log-probs are taken at the same
+            temperature, so the first pass's ratio is 1 at any temperature.
+        budget: visual tokens per tool call (protocol: 12000).
+        max_context_tokens: longest context an episode may reach; None for no limit.
+        seed: seeds every sample by (seed, step, prompt, sample).
+        val_temperature: sampling temperature of the held-out episodes (0: greedy, what
+            evaluation runs; one episode per prompt).
+    """
+
+    group_size: int = 8
+    max_turns: int = 6
+    max_new_tokens: int = 2048
+    temperature: float = 1.0
+    budget: int = 12000
+    max_context_tokens: int | None = None
+    seed: int = 0
+    val_temperature: float = 0.0
+
+    def agent_config(self, *, temperature: float | None = None) -> AgentConfig:
+        """The agent loop's settings for these samples (`temperature` overrides the spec's)."""
+        temperature = self.temperature if temperature is None else temperature
+        return AgentConfig(max_turns=self.max_turns, budget=self.budget, tool_threads=1,
+                           generation=GenerationConfig(max_new_tokens=self.max_new_tokens,
+                                                       temperature=temperature, seed=self.seed,
+                                                       max_context_tokens=self.max_context_tokens))
 
 
 @dataclass

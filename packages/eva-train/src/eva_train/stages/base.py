@@ -1,20 +1,21 @@
 """The shared base of the stage modules: loading, LoRA, sharding, optimizer, checkpoints, step metrics.
 
 `PolicyModule` is a LightningModule that owns the policy and nothing stage-specific. A stage
-(`eva_train.stages.sft.SFTModule`, later KTO and GRPO) subclasses it and writes `training_step` as a
-recipe: batch -> log-probs -> a pure loss function -> one `log_dict` -> loss. Stages never
-inherit from each other.
+(`eva_train.stages.sft`, `.kto`, `.grpo`) subclasses it and writes `training_step` as a recipe:
+batch -> log-probs -> a pure loss function -> one `log_dict` -> loss. Stages never inherit from
+each other.
 
 - `configure_model` loads the policy (`eva_train.model.loading.load_model`) and, under Lightning's
   `ModelParallelStrategy`, shards it with FSDP2 (`eva_train.model.sharding.apply_fsdp`) over the
   data-parallel mesh. It runs once per process, after the distributed setup; single-device and
   DDP runs take the same path without the sharding.
-- The reference hook: a stage that needs pi_ref (KTO, later GRPO) passes a `ReferenceSpec`,
+- The reference hook: a stage that needs pi_ref (KTO, GRPO) passes a `ReferenceSpec`,
   and `configure_model` builds `self.reference` beside the policy (`eva_train.objectives.reference`: the
   policy with adapters disabled, a frozen copy sharded like the policy, or precomputed
   log-probs). A frozen copy is the submodule `reference_model`, never in checkpoints.
-- `configure_optimizers`: AdamW with warmup and cosine decay over the trainer's estimated
-  number of optimizer steps (`eva_train.model.optim`); fused on CUDA unless the trainer clips gradients.
+- `configure_optimizers`: AdamW with warmup and cosine decay over the run's optimizer steps
+  (`eva_train.model.optim`): the trainer's estimated batches times `optimizer_steps_per_batch`
+  (1, or GRPO's `passes`); fused on CUDA unless the trainer clips gradients.
 - Checkpoints hold only the trained parameters (LoRA adapters, or the unfrozen weights): the
   frozen ones are reloaded from `model.path`, which the checkpoint's hyperparameters name.
   A 7B LoRA checkpoint is then tens of MB, not 16 GB. The torch RNG state is saved and
@@ -62,11 +63,18 @@ class PolicyModule(L.LightningModule):
         optim: optimizer and schedule.
         sharding: FSDP2 options, used under `ModelParallelStrategy` only.
         reference: build a reference policy (stages that need pi_ref); None builds none.
+        optimizer_steps_per_batch: optimizer steps a training batch makes (more than 1 for a
+            stage that optimises by hand over each batch several times); the schedule's length
+            is the trainer's estimated batches times this.
     """
 
     def __init__(self, model: ModelSpec, lora: LoraSpec | None = None, optim: OptimSpec | None = None,
-                 sharding: ShardingSpec | None = None, reference: ReferenceSpec | None = None) -> None:
+                 sharding: ShardingSpec | None = None, reference: ReferenceSpec | None = None,
+                 optimizer_steps_per_batch: int = 1) -> None:
         super().__init__()
+        if optimizer_steps_per_batch < 1:
+            raise ValueError(f"optimizer_steps_per_batch must be >= 1, got {optimizer_steps_per_batch}")
+        self.optimizer_steps_per_batch = optimizer_steps_per_batch
         self.model_spec = model
         self.lora_spec = lora
         self.optim_spec = optim or OptimSpec()
@@ -115,8 +123,8 @@ class PolicyModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         fused = use_fused_adamw(self.device.type, self.trainer.gradient_clip_val)
-        optimizer, scheduler = build_optimizer(self.policy, self.optim_spec, fused=fused,
-                                               total_steps=int(self.trainer.estimated_stepping_batches))
+        steps = int(self.trainer.estimated_stepping_batches) * self.optimizer_steps_per_batch
+        optimizer, scheduler = build_optimizer(self.policy, self.optim_spec, fused=fused, total_steps=steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- step metrics ---------------------------------------------------------------------
