@@ -275,3 +275,18 @@ def test_callbacks_take_the_record_from_the_step_outputs():
         StepRecord.from_outputs(torch.tensor(1.0))  # an SFT or KTO step's loss
     with pytest.raises(ValueError, match="do not make groups of 0"):
         StepRecord(step=0, scored=(), group_size=0, rollout=RolloutSpec(), model="tiny")
+
+
+def test_clip_grad_norm_by_hand():
+    from eva_train.model.optim import clip_grad_norm
+
+    model = torch.nn.Linear(2, 1, bias=True)
+    model.weight.grad = torch.tensor([[3.0, 0.0]])
+    model.bias.grad = torch.tensor([4.0])
+    assert clip_grad_norm(model, None) == pytest.approx(5.0)  # sqrt(3^2 + 4^2), nothing scaled
+    assert model.weight.grad.tolist() == [[3.0, 0.0]]
+    assert clip_grad_norm(model, 1.0) == pytest.approx(5.0)  # scaled by 1 / 5
+    assert model.weight.grad.tolist() == [pytest.approx([0.6, 0.0], abs=1e-6)]
+    assert model.bias.grad.tolist() == pytest.approx([0.8], abs=1e-6)
+    model.bias.grad = torch.tensor([float("inf")])
+    assert clip_grad_norm(model, 1.0) == float("inf")

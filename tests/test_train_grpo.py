@@ -4,6 +4,7 @@ optimizer steps after which every trainable parameter moved and the reference di
 from __future__ import annotations
 
 import csv
+import math
 
 import lightning as L
 import pytest
@@ -12,7 +13,7 @@ from eva_data import rewards
 from eva_data.rewards import RewardConfig
 from eva_train.data.datamodules import RlPromptDataModule
 from eva_train.data.prompts import load_rl_items
-from eva_train.model.loading import ModelSpec
+from eva_train.model.loading import LoraSpec, ModelSpec
 from eva_train.model.optim import OptimSpec
 from eva_train.objectives.reference import ModelReference, ReferenceSpec
 from eva_train.stages.grpo import GRPOLossSpec, GRPOModule, RolloutSpec
@@ -38,7 +39,7 @@ def test_grpo_fit_moves_every_trainable_parameter(tmp_path, rl_folder, tiny_mode
     spec = ModelSpec(path=str(tiny_model_dir), dtype="float32", freeze_vision_tower=True)
     module = GRPOModule(spec, optim=OptimSpec(lr=1e-3, warmup_ratio=0.0, schedule="constant"),
                         rollout=RolloutSpec(group_size=2, max_turns=2, max_new_tokens=8, seed=1),
-                        loss=GRPOLossSpec(kl_coef=0.1, micro_batch_size=2, passes=2),
+                        loss=GRPOLossSpec(kl_coef=0.1, micro_batch_size=2, passes=2, mask_truncated=False),
                         reward=RewardConfig(name="first_sample"))
     module.configure_model()
     assert isinstance(module.reference, ModelReference)
@@ -92,7 +93,8 @@ def test_a_rollout_trains_exactly_the_sampled_replies(rl_folder, tiny_model_dir,
     from eva_core.backends.forced import AppendToolCall, frame_select_call
 
     module = GRPOModule(ModelSpec(path=str(tiny_model_dir), dtype="float32"),
-                        rollout=RolloutSpec(group_size=2, max_turns=2, max_new_tokens=6, seed=2))
+                        rollout=RolloutSpec(group_size=2, max_turns=2, max_new_tokens=6, seed=2),
+                        loss=GRPOLossSpec(mask_truncated=False))  # every episode ends at the turn limit
     module.configure_model()
     engine = module.engine
     call = "\n" + frame_select_call(0.0, 4.0, 2, 0.25)
@@ -121,6 +123,27 @@ def test_a_rollout_trains_exactly_the_sampled_replies(rl_folder, tiny_model_dir,
         assert all("frame_select" not in tokenizer.decode(r) for r in runs)
 
 
+def test_truncated_episodes_carry_no_loss_by_default(rl_folder, tiny_model_dir, one_torch_thread):
+    """Episodes ended by the turn limit: their rewards count in the group, their tokens train
+    nothing (`mask_truncated`, the default) unless the config keeps them."""
+    from eva_core.backends.forced import AppendToolCall, frame_select_call
+    from eva_core.episode import StopReason
+
+    module = GRPOModule(ModelSpec(path=str(tiny_model_dir), dtype="float32"),
+                        rollout=RolloutSpec(group_size=2, max_turns=2, max_new_tokens=6, seed=2))
+    module.configure_model()
+    module.engine = AppendToolCall(engine := module.engine, "\n" + frame_select_call(0.0, 4.0, 2, 0.25))
+    module.engine.suppress = engine.suppress
+    items = load_rl_items(rl_folder)[:1]
+    rollout = module.rollout(items)
+    assert all(s.episode.stop_reason == StopReason.MAX_TURNS_EXCEEDED and s.episode.truncated for s in rollout.scored)
+    assert rollout.metrics["truncated_rate"] == 1.0 and len(rollout.encoded) == 2
+    assert all(not e.conversation.trained.any() for e in rollout.encoded)
+    module.loss_spec.mask_truncated = False
+    kept = module.rollout(items)
+    assert all(e.conversation.trained.any() for e in kept.encoded)
+
+
 def test_a_blank_image_row_changes_nothing_for_the_other_rows(rl_folder, tiny_model_dir, one_torch_thread):
     """The row FSDP2 ranks add to a micro-batch without frames: the vision tower runs, the other
     rows' log-probabilities and the gradients of their loss are unchanged."""
@@ -129,7 +152,8 @@ def test_a_blank_image_row_changes_nothing_for_the_other_rows(rl_folder, tiny_mo
     from eva_train.objectives.logprobs import policy_logprobs
 
     module = GRPOModule(ModelSpec(path=str(tiny_model_dir), dtype="float32"),
-                        rollout=RolloutSpec(group_size=2, max_turns=1, max_new_tokens=6, seed=2))
+                        rollout=RolloutSpec(group_size=2, max_turns=1, max_new_tokens=6, seed=2),
+                        loss=GRPOLossSpec(mask_truncated=False))
     module.configure_model()
     rollout = module.rollout(load_rl_items(rl_folder)[:1])  # one turn, no call: no frames
     rows = [e.conversation for e in rollout.encoded]
@@ -153,3 +177,71 @@ def test_a_blank_image_row_changes_nothing_for_the_other_rows(rl_folder, tiny_mo
     assert visual and not any(".visual." in f".{n}" for n in plain_grads)  # the tower ran, with zero gradient
     assert all(padded_grads[n].abs().max() == 0 for n in visual)
     assert all(torch.allclose(plain_grads[n], padded_grads[n], atol=1e-6) for n in plain_grads)
+
+
+def test_pi_old_is_the_training_forward_not_the_sampler(rl_folder, tiny_model_dir, one_torch_thread):
+    """A sampler whose log-probs are 0.3 nats off (bf16 kernels, KV cache): the ratio is still
+    exactly 1 on the first pass, the gap is measured, and the capped correction weighs by it."""
+    from eva_core.backends.forced import AppendToolCall, frame_select_call
+    from eva_train.encoding.microbatches import lockstep_micro_batches
+
+    module = GRPOModule(ModelSpec(path=str(tiny_model_dir), dtype="float32"),
+                        rollout=RolloutSpec(group_size=2, max_turns=2, max_new_tokens=6, seed=2),
+                        loss=GRPOLossSpec(mask_truncated=False))
+    module.configure_model()
+    module.engine = AppendToolCall(engine := module.engine, "\n" + frame_select_call(0.0, 4.0, 2, 0.25))
+    module.engine.suppress = engine.suppress
+    rollout = module.rollout(load_rl_items(rl_folder)[:1])
+    for e in rollout.encoded:
+        e.sampled_logprobs[e.conversation.trained] += 0.3  # the sampler's view of the same tokens
+    rollout.advantages = torch.tensor([1.0, 0.5])  # a loss of -(n0 + 0.5 n1) / (n0 + n1) at ratio 1
+    micro = lockstep_micro_batches(rollout.encoded, 4, conversation=lambda e: e.conversation)[0]
+    loss, metrics = module.micro_batch_loss(micro, rollout.advantages, normalizer=None, measure_gap=True)
+    assert metrics["ratio"].item() == 1.0 and metrics["clip_fraction"].item() == 0.0
+    assert metrics["logp_gap_mean"].item() == pytest.approx(0.3, abs=1e-4)
+    assert metrics["logp_gap_max"].item() == pytest.approx(0.3, abs=1e-4)
+    assert metrics["logp_gap_share"].item() == 1.0  # |e^-0.3 - 1| = 0.26 > 0.1 on every token
+    # several passes: pi_old from a no-grad forward before the first, the same numbers
+    old, _ = module.forward_logps(micro)
+    _, again = module.micro_batch_loss(micro, rollout.advantages, normalizer=None, old=old)
+    assert again["ratio"].item() == pytest.approx(1.0, abs=1e-6)
+    # the capped importance-sampling correction: every surrogate term weighed by e^-0.3
+    module.loss_spec.importance_sampling_cap = 3.0
+    weighted, _ = module.micro_batch_loss(micro, rollout.advantages, normalizer=None)
+    assert weighted.item() == pytest.approx(loss.item() * math.exp(-0.3), rel=1e-4)
+
+
+def test_a_non_finite_gradient_norm_skips_the_optimizer_step(rl_folder, tiny_model_dir, one_torch_thread,
+                                                             monkeypatch, recwarn):
+    """The first batch's norm is NaN: no update, no schedule step, a counted warning; the step is
+    not counted either, so the next batch makes step 1."""
+    import eva_train.stages.grpo as grpo
+
+    monkeypatch.setitem(rewards.REWARDS, "first_sample", lambda x: float(x.episode.episode_id.endswith("g0")))
+    module = GRPOModule(ModelSpec(path=str(tiny_model_dir), dtype="float32", freeze_vision_tower=True),
+                        optim=OptimSpec(lr=1e-3, warmup_ratio=0.0, schedule="constant"),
+                        rollout=RolloutSpec(group_size=2, max_turns=2, max_new_tokens=8, seed=1),
+                        loss=GRPOLossSpec(micro_batch_size=2, mask_truncated=False),
+                        reward=RewardConfig(name="first_sample"))
+    norms = iter([float("nan"), 0.5])
+    monkeypatch.setattr(grpo, "clip_grad_norm", lambda model, max_norm: next(norms))
+    module.configure_model()
+    before = {n: p.detach().clone() for n, p in module.policy.named_parameters() if p.requires_grad}
+    after_batch = []
+
+    class Watch(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            after_batch.append((trainer.global_step, all(torch.equal(p, before[n]) for n, p in
+                                                         pl_module.policy.named_parameters() if p.requires_grad)))
+
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=str(rl_folder.parent),
+                        callbacks=[ForceToolCalls(), Watch()], enable_checkpointing=False)
+    trainer.fit(module, RlPromptDataModule(str(rl_folder), prompts_per_step=2))
+    assert after_batch == [(0, True), (1, False)] and module.skipped_steps == 1
+    assert any("gradient norm nan; the optimizer step is skipped (1 so far)" in str(w.message) for w in recwarn)
+
+
+def test_grpo_refuses_lora_dropout(tiny_model_dir):
+    with pytest.raises(ValueError, match=r"GRPO needs lora.dropout: 0 \(got 0.05\)"):
+        GRPOModule(ModelSpec(path=str(tiny_model_dir)), lora=LoraSpec(r=4, alpha=8, dropout=0.05))

@@ -39,6 +39,8 @@ def test_two_process_grpo_equals_one_process_with_uneven_micro_batches(tmp_path)
         assert a["train/reward_mean"] == pytest.approx(b["train/reward_mean"])
         # the loss is the mean over every sampled token of the step, whichever rank holds the token
         assert a["train/loss"] == pytest.approx(b["train/loss"], abs=1e-6)
+        # clipping: the norm over both ranks' gradient shards is the single process's whole norm
+        assert a["train/grad_norm"] == pytest.approx(b["train/grad_norm"], rel=1e-5) and a["train/grad_norm"] > 0.05
     assert fsdp["weights"].keys() == single["weights"].keys()
     # The keys' bias gets a gradient that is 0 but for rounding (softmax ignores a shift shared by every
     # key), which AdamW normalises into full-size steps of random sign: it is not compared.

@@ -39,10 +39,12 @@ from grpo_helpers import QUESTION, ForcedEngine, write_rl_folder  # noqa: E402  
 from lightning.pytorch.strategies import ModelParallelStrategy  # noqa: E402
 
 PROMPTS = 4
+MAX_GRAD_NORM = 0.05  # below every step's norm: each update is clipped, by the norm over both ranks' shards
 MAX_CONTEXT = 160  # the short prompts (~60 tokens) fit, with the forced call's frames; the long one does not
 NO_TOOL = "Answer without looking (NOTOOL). " + QUESTION
 LONG_QUESTION = "Describe every shape you see, one by one, with its colour and position. " * 12 + QUESTION
-METRICS = ("train/loss", "train/reward_mean", "train/trained_tokens", "train/micro_batches", "train/ratio")
+METRICS = ("train/loss", "train/reward_mean", "train/trained_tokens", "train/micro_batches", "train/ratio",
+           "train/grad_norm")
 
 
 class ForceSomeToolCalls(L.Callback):
@@ -84,7 +86,7 @@ def main() -> None:
                         sharding=ShardingSpec(param_dtype=None),
                         rollout=RolloutSpec(group_size=2, max_turns=2, max_new_tokens=8, seed=3,
                                             max_context_tokens=MAX_CONTEXT),
-                        loss=GRPOLossSpec(micro_batch_size=1), reward=RewardConfig(name="first_sample"))
+                        loss=GRPOLossSpec(micro_batch_size=1, mask_truncated=False, max_grad_norm=MAX_GRAD_NORM), reward=RewardConfig(name="first_sample"))
     record = Record()
     strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1) if fsdp else "auto"
     trainer = L.Trainer(accelerator="cpu", devices=2 if fsdp else 1, strategy=strategy, max_steps=2,

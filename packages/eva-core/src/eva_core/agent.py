@@ -268,7 +268,8 @@ def _advance(state: _Running, generation: Generation, model_seconds: float, conf
     state.steps.append(Step(
         reply=text, prompt_tokens=generation.prompt_tokens, completion_tokens=generation.completion_tokens,
         visual_tokens=generation.visual_tokens, prefill_tokens=generation.prefill_tokens,
-        tokens=generation.tokens, model_seconds=model_seconds, answer=parsed.answer, calls=records,
+        tokens=generation.tokens, model_seconds=model_seconds, answer=parsed.answer,
+        finish_reason=generation.finish_reason, calls=records,
         tool_text=tool_text, tool_seconds=tool_seconds, frames=frames))
     if stop == StopReason.ANSWER_FOUND:
         state.answer = parsed.answer or ""

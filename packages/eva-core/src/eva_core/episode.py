@@ -149,6 +149,9 @@ class Step:
         model_seconds: wall time of the generate call that produced the reply (a batched call
             counts fully for each episode in it).
         answer: the answer read from the reply, None when it holds none.
+        finish_reason: how the reply ended (`eva_core.policy.Generation.finish_reason`): "stop"
+            at an end token, "length" cut at max_new_tokens or the context limit; None when
+            the backend does not say.
         calls: the candidate calls read from the reply, in order.
         tool_text: the tool turn's text, each image written as `<image>`; None when no tool
             turn followed the reply.
@@ -167,6 +170,7 @@ class Step:
     tokens: TurnTokens | None = None
     model_seconds: float = 0.0
     answer: str | None = None
+    finish_reason: str | None = None
     calls: list[ToolCallRecord] = field(default_factory=list)
     tool_text: str | None = None
     tool_seconds: float = 0.0
@@ -256,6 +260,14 @@ class Episode:
     def total_tokens(self) -> int:
         """Prompt plus completion of the last turn, images included (docs/protocol.md, "Metrics")."""
         return self.steps[-1].prompt_tokens + self.steps[-1].completion_tokens if self.steps else 0
+
+    @property
+    def truncated(self) -> bool:
+        """Ended by a limit rather than by the model: the turn limit, the context limit, or a
+        last reply cut at the token limit (finish reason "length")."""
+        if self.stop_reason in (StopReason.MAX_TURNS_EXCEEDED, StopReason.CONTEXT_EXCEEDED):
+            return True
+        return bool(self.steps) and self.steps[-1].finish_reason == "length"
 
     @property
     def model_seconds(self) -> float:

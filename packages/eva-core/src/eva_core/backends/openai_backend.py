@@ -380,6 +380,7 @@ class OpenAIPolicy:
             completion_tokens=int(usage.get("completion_tokens") or 0),
             visual_tokens=self._visual_tokens(request.messages),
             prefill_tokens=prompt_tokens - int(cached) if cached is not None else None,
+            finish_reason=finish if (finish := payload["choices"][0].get("finish_reason")) in ("stop", "length") else None,
             seconds=time.perf_counter() - start,
             extra={"finish_reason": payload["choices"][0].get("finish_reason"), "server_tool_calls": lifted},
         )

@@ -123,3 +123,20 @@ def build_optimizer(model: nn.Module, spec: OptimSpec, *, total_steps: int,
                                min_ratio=spec.min_lr_ratio),
     )
     return optimizer, scheduler
+
+
+def clip_grad_norm(model: nn.Module, max_norm: float | None) -> float:
+    """The total L2 norm of the trainable parameters' gradients, and, with `max_norm`, the
+    gradients scaled in place so that it is at most `max_norm` (torch's `clip_grad_norm_`).
+
+    Under FSDP2 the gradients are sharded DTensors: the norm is taken over every rank's shards,
+    so all ranks clip by the same global factor and return the same value. A non-finite norm is
+    returned as it is (the gradients are then not usable: skip the step).
+    """
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params:
+        return 0.0
+    total = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm else float("inf"))
+    if hasattr(total, "full_tensor"):  # a DTensor: gather the reduced norm
+        total = total.full_tensor()
+    return float(total)

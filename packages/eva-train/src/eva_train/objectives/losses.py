@@ -306,3 +306,59 @@ def grpo_loss(logps: Tensor, old_logps: Tensor, advantages: Tensor, mask: Tensor
     if entropy is not None:
         metrics["entropy"] = masked_mean(entropy)
     return loss, metrics
+
+
+def sampler_gap(train_logps: Tensor, sampled_logps: Tensor, mask: Tensor, *, threshold: float = 0.1
+                ) -> dict[str, Tensor]:
+    """How far the rollout engine's log-probs are from the training forward's, on sampled tokens.
+
+    With pi_old taken from the training forward (`GRPOModule`), the sampler's log-probs train
+    nothing; this measures the gap they would have put into the ratio (verl's and TRL's
+    "mismatch" metrics: different kernels, batch shapes and KV cache in bf16 make it non-zero
+    on a GPU even fully on-policy):
+
+        d_bt = |logp_train_bt - logp_sampled_bt|
+        mean = sum_bt m_bt d_bt / sum_bt m_bt,   max = max_{m_bt = 1} d_bt
+        share = sum_bt m_bt [|exp(logp_train_bt - logp_sampled_bt) - 1| > threshold] / sum_bt m_bt
+
+    Args:
+        train_logps, sampled_logps: [B, T] float log-probs of the same tokens.
+        mask: [B, T] 1 (or True) on sampled tokens.
+        threshold: the ratio deviation counted in `share`.
+
+    Returns:
+        Detached {"mean", "max", "share"}; all 0 without a sampled token.
+    """
+    _check_token_tensors(train_logps, mask)
+    if sampled_logps.shape != train_logps.shape:
+        raise ValueError(f"sampled_logps must be [B, T] like train_logps, got {tuple(sampled_logps.shape)}")
+    m = mask.bool()
+    diff = (train_logps.detach().float() - sampled_logps.float())[m]
+    if diff.numel() == 0:
+        zero = torch.zeros((), device=train_logps.device)
+        return {"mean": zero, "max": zero, "share": zero}
+    return {"mean": diff.abs().mean(), "max": diff.abs().max(),
+            "share": ((diff.exp() - 1.0).abs() > threshold).float().mean()}
+
+
+def importance_weights(old_logps: Tensor, sampled_logps: Tensor, *, cap: float) -> Tensor:
+    """Truncated importance sampling of a sampler that is not the trained policy (Yao et al.
+    2025, "Your efficient RL framework secretly brings you off-policy RL training"; TRL's
+    `vllm_importance_sampling_cap`):
+
+        w_bt = min(exp(old_logp_bt - sampled_logp_bt), cap)
+
+    Args:
+        old_logps: [B, T] pi_old from the training forward.
+        sampled_logps: [B, T] the rollout engine's log-probs of the same tokens.
+        cap: the largest weight (TRL: 3).
+
+    Returns:
+        [B, T] detached weights for `grpo_loss(token_weights=)`.
+    """
+    if cap <= 0:
+        raise ValueError(f"the importance-sampling cap must be > 0, got {cap}")
+    if old_logps.shape != sampled_logps.shape:
+        raise ValueError(f"old and sampled log-probs differ in shape: {tuple(old_logps.shape)}, "
+                         f"{tuple(sampled_logps.shape)}")
+    return (old_logps.detach().float() - sampled_logps.float()).exp().clamp(max=cap)

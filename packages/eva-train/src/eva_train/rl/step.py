@@ -8,7 +8,7 @@ across ranks) and `StepRecord` (the frozen record a training step hands its call
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -42,24 +42,36 @@ class StepRollout:
             raise ValueError(f"{tuple(self.advantages.shape)} advantages for {len(self.encoded)} encoded episodes")
 
 
-def step_rollout(played: ScoredRollouts, processor, *, group_size: int, scale_by_std: bool = True) -> StepRollout:
+def step_rollout(played: ScoredRollouts, processor, *, group_size: int, scale_by_std: bool = True,
+                 mask_truncated: bool = True) -> StepRollout:
     """Group-relative advantages of the scored episodes, and the training sequences of those that have turns.
 
     An episode that ended before its first turn (its context was full) has no token to train
     on: it counts in its group's advantages and metrics, and is left out of the sequences.
+
+    A truncated episode (`Episode.truncated`: the turn limit, the context limit, or a last reply
+    cut at the token limit) did not end on its own, so its reward says little about its tokens:
+    with `mask_truncated` its tokens carry no loss and count in no normaliser (its trained mask
+    is zeroed; the row stays, so every rank's forwards are unchanged), while its reward still
+    counts in its group's advantages, as TRL's `mask_truncated_completions` and DAPO's
+    overlong filtering do.
 
     Args:
         played: the step's scored episodes, prompt by prompt, `group_size` each.
         processor: the model's processor (`encode_episode`).
         group_size: G.
         scale_by_std: divide advantages by the group's std (False: Dr. GRPO).
+        mask_truncated: leave truncated episodes out of the loss.
     """
     scored = played.scored
     rewards = torch.tensor([s.reward.total for s in scored])
     advantages = group_advantages(rewards, group_size, scale_by_std=scale_by_std)
     keep = [i for i, s in enumerate(scored) if s.episode.steps]
     encoded = [encode_episode(scored[i].episode, processor) for i in keep]
+    if mask_truncated:
+        encoded = [without_loss(e) if scored[i].episode.truncated else e for i, e in zip(keep, encoded, strict=True)]
     metrics = episode_metrics(scored) | {
+        "truncated_rate": sum(s.episode.truncated for s in scored) / len(scored),
         "zero_advantage_groups": float((advantages.view(-1, group_size) == 0).all(dim=1).float().mean()),
         "rollout_s": played.rollout_s, "tool_s": sum(s.episode.tool_seconds for s in scored),
         "reward_s": played.reward_s,
@@ -74,16 +86,27 @@ def loss_normalizer(encoded: list[EncodedEpisode], *, aggregation: str, constant
     "token-mean": the step's sampled tokens over all ranks; "sequence-mean": its episodes over all
     ranks; both divided by the world size, since data parallelism averages the ranks' gradients,
     so the step's loss is the mean over every sampled token (or episode) whatever rank holds it.
-    "constant": Dr. GRPO's `constant`, as given.
+    "constant": Dr. GRPO's `constant` over the world size, for the same reason: W ranks each
+    dividing their share by C / W and averaged make the whole step's sum over C.
+    An episode without trained tokens (a masked truncated one) counts in neither.
     """
-    if aggregation == "constant":
-        return constant
-    if aggregation not in ("token-mean", "sequence-mean"):
+    if aggregation not in ("token-mean", "sequence-mean", "constant"):
         raise ValueError(f"unknown aggregation {aggregation!r}")
-    tokens = sum(int(e.conversation.trained.sum()) for e in encoded)
-    counts, _ = all_gather_rows([(tokens, len(encoded))])
+    if aggregation == "constant" and constant is None:
+        raise ValueError("aggregation 'constant' needs the constant (Dr. GRPO's normaliser)")
+    tokens = [int(e.conversation.trained.sum()) for e in encoded]
+    counts, _ = all_gather_rows([(sum(tokens), sum(1 for n in tokens if n))])
+    world = len(counts)
+    if aggregation == "constant":
+        return constant / world
     column = {"token-mean": 0, "sequence-mean": 1}[aggregation]
-    return sum(c[column] for c in counts) / len(counts)
+    return sum(c[column] for c in counts) / world
+
+
+def without_loss(encoded: EncodedEpisode) -> EncodedEpisode:
+    """The same sequence with no trained token (its forward still runs; nothing trains)."""
+    conversation = replace(encoded.conversation, trained=torch.zeros_like(encoded.conversation.trained))
+    return replace(encoded, conversation=conversation)
 
 
 @dataclass(frozen=True)

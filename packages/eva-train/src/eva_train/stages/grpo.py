@@ -16,10 +16,17 @@ them, and raises the probability of the better episodes of each group. One train
             -> `engine.sync_weights()` -> one `log_dict` -> the step's record to the callbacks.
 
 Manual optimisation: one Lightning batch (a list of prompts) makes `passes` optimizer steps;
-the schedule counts optimizer steps. `old` log-probs are the engine's sampling log-probs
-(`TurnTokens.completion_logprobs`), equal to the training forward's at the same temperature
-(`policy_logprobs(temperature=)`; tested), so the first pass has ratio 1. The "token-mean"
-normaliser is the step's count of sampled tokens over all ranks (`eva_train.rl.step.loss_normalizer`).
+the schedule counts optimizer steps. pi_old, the ratio's denominator, is the training forward's
+own log-probs, never the sampler's (as TRL and verl): with one pass, the forward's log-probs
+detached (ratio exactly 1); with several, a no-grad forward over the step's micro-batches before
+the first pass. The engine's sampling log-probs (`TurnTokens.completion_logprobs`) differ from
+the trainer's on a GPU (kernels, batch shapes, KV cache, bf16): they are measured against it
+(`train/logp_gap_mean`, `_max`, `_share`: tokens whose ratio to the sampler is off by more than
+0.1) and feed an optional capped importance-sampling correction (`loss.importance_sampling_cap`).
+Before each optimizer step the gradients' norm is clipped (`loss.max_grad_norm`, logged as
+`train/grad_norm`); a non-finite norm skips the step. Episodes cut by a limit carry no loss
+(`loss.mask_truncated`, `train/truncated_rate`). The "token-mean" normaliser is the step's count
+of sampled tokens over all ranks (`eva_train.rl.step.loss_normalizer`). LoRA dropout must be 0.
 The completeness reward ("csv") judges with the reference model.
 
 `training_step` returns `{"record": StepRecord}` (`eva_train.rl.step`), which Lightning passes to
@@ -42,6 +49,7 @@ import torch
 from eva_core.agent import AgentConfig
 from eva_core.backends.transformers_backend import TransformersPolicy
 from eva_data.rewards import Judge, RewardConfig, policy_judge
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from transformers import AutoProcessor
 
@@ -52,10 +60,10 @@ from eva_train.encoding.masking import EncodedConversation
 from eva_train.encoding.microbatches import MicroBatch, lockstep_micro_batches
 from eva_train.model.distributed import all_gather_rows
 from eva_train.model.loading import LoraSpec, ModelSpec
-from eva_train.model.optim import OptimSpec
+from eva_train.model.optim import OptimSpec, clip_grad_norm
 from eva_train.model.sharding import ShardingSpec, is_sharded
 from eva_train.objectives.logprobs import policy_logprobs
-from eva_train.objectives.losses import grpo_loss
+from eva_train.objectives.losses import grpo_loss, importance_weights, sampler_gap
 from eva_train.objectives.reference import AdapterReference, ModelReference, ReferenceSpec
 from eva_train.rl.rollouts import RolloutSpec
 from eva_train.rl.scoring import ScoredEpisode, ScoredRollouts, episode_metrics, play_and_score
@@ -79,6 +87,16 @@ class GRPOLossSpec:
         scale_by_std: divide advantages by the group's std (False: Dr. GRPO).
         passes: optimizer steps over each rollout batch.
         micro_batch_size: episodes per forward.
+        max_grad_norm: clip the gradients' total norm to this before each optimizer step (verl,
+            TRL and OpenRLHF: 1.0); None only measures it. Lightning's `trainer.gradient_clip_val`
+            does not apply to manual optimisation (Lightning refuses it), so it lives here. A
+            non-finite norm skips the optimizer step, with a warning, as verl does.
+        dual_clip: C of dual-clip where A < 0 (verl: 3); None turns it off.
+        log_ratio_clamp: bound of the log-ratio before exp (verl: 20); None turns it off.
+        mask_truncated: leave episodes cut by a limit out of the loss (`eva_train.rl.step.step_rollout`).
+        importance_sampling_cap: weigh each token by min(pi_old / pi_sampler, cap), the truncated
+            importance-sampling correction of a sampler whose log-probs differ from the trainer's
+            (TRL: 3.0 with vLLM); None (default) trains without it.
     """
 
     epsilon: float = 0.2
@@ -89,6 +107,11 @@ class GRPOLossSpec:
     scale_by_std: bool = True
     passes: int = 1
     micro_batch_size: int = 4
+    max_grad_norm: float | None = 1.0
+    dual_clip: float | None = 3.0
+    log_ratio_clamp: float | None = 20.0
+    mask_truncated: bool = True
+    importance_sampling_cap: float | None = None
 
 
 class GRPOModule(PolicyModule):
@@ -115,6 +138,9 @@ class GRPOModule(PolicyModule):
             raise ValueError("GRPO scores fresh episodes: the reference cannot be precomputed")
         if self.loss_spec.passes < 1 or self.loss_spec.micro_batch_size < 1:
             raise ValueError("passes and micro_batch_size must be >= 1")
+        if lora is not None and lora.dropout > 0:
+            raise ValueError(f"GRPO needs lora.dropout: 0 (got {lora.dropout}): dropout makes the trained forward "
+                             "differ from the sampled one, so the ratio is not 1 on-policy")
         super().__init__(model=model, lora=lora, optim=optim, sharding=sharding,
                          reference=(reference or ReferenceSpec()) if needs_reference else None,
                          optimizer_steps_per_batch=self.loss_spec.passes)
@@ -126,6 +152,7 @@ class GRPOModule(PolicyModule):
         self.processor = None
         self.engine: TransformersPolicy | None = None
         self._blank_row: EncodedConversation | None = None  # built on the first sharded step
+        self.skipped_steps = 0  # optimizer steps skipped for a non-finite gradient norm
 
     def configure_model(self) -> None:
         super().configure_model()
@@ -157,28 +184,48 @@ class GRPOModule(PolicyModule):
         """Rollout -> score -> advantages: G episodes per prompt, their rewards, the training sequences."""
         g = self.rollout_spec.group_size
         played = self.play(items, group_size=g, step=self.global_step, config=self.rollout_spec.agent_config())
-        return step_rollout(played, self.processor, group_size=g, scale_by_std=self.loss_spec.scale_by_std)
+        return step_rollout(played, self.processor, group_size=g, scale_by_std=self.loss_spec.scale_by_std,
+                            mask_truncated=self.loss_spec.mask_truncated)
 
     def optimise(self, rollout: StepRollout, micro_batches: list[MicroBatch[EncodedEpisode]]) -> dict[str, float]:
         """`passes` optimizer steps over the episodes, micro-batch by micro-batch; a filler's loss
-        is multiplied by its weight 0 and left out of the metrics."""
+        is multiplied by its weight 0 and left out of the metrics.
+
+        pi_old is the training forward's own log-probs (module doc): the first pass's, detached,
+        with one pass; with several, a no-grad forward before the first pass. Each step clips the
+        gradients' norm and skips itself when the norm is not finite."""
         spec = self.loss_spec
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         normalizer = loss_normalizer(rollout.encoded, aggregation=spec.aggregation, constant=spec.constant)
+        old = [self.forward_logps(micro)[0] for micro in micro_batches] if spec.passes > 1 else None
         sums: dict[str, float] = {}
-        for _ in range(spec.passes):
-            for micro in micro_batches:
-                loss, metrics = self.micro_batch_loss(micro, rollout.advantages, normalizer=normalizer)
+        gap_max, norms = 0.0, []
+        for p in range(spec.passes):
+            for m, micro in enumerate(micro_batches):
+                loss, metrics = self.micro_batch_loss(micro, rollout.advantages, normalizer=normalizer,
+                                                      old=None if old is None else old[m], measure_gap=p == 0)
                 self.manual_backward(loss * micro.weight)
                 if micro.weight:
+                    gap_max = max(gap_max, float(metrics.pop("logp_gap_max", 0.0)))
                     for k, v in {"loss": loss.detach(), **metrics}.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
-            optimizer.step()
+            norms.append(clip_grad_norm(self.policy, spec.max_grad_norm))
+            if math.isfinite(norms[-1]):
+                optimizer.step()
+                scheduler.step()
+            else:  # not taken, so not counted: global_step and the schedule count the steps taken
+                self.skipped_steps += 1
+                rank_zero_warn(f"GRPO step {self.global_step}: gradient norm {norms[-1]}; the optimizer step is "
+                               f"skipped ({self.skipped_steps} so far)")
             optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
         real = sum(1 for micro in micro_batches if micro.weight)
-        out = {k: v / (real * spec.passes) for k, v in sums.items() if k not in ("loss", "trained_tokens")}
+        # micro-batch means; the sampler gap is measured on the first pass only
+        out = {k: v / (real if k.startswith("logp_gap") else real * spec.passes) for k, v in sums.items()
+               if k not in ("loss", "trained_tokens")}
+        out["logp_gap_max"] = gap_max
         out["loss"] = sums.get("loss", 0.0) / spec.passes  # the summed micro-batches make one step's loss
+        out["grad_norm"] = sum(norms) / len(norms)
+        out["skipped_steps"] = float(self.skipped_steps)
         out["trained_tokens"] = float(sum(int(e.conversation.trained.sum()) for e in rollout.encoded))
         out["micro_batches"] = float(len(micro_batches))
         return out
@@ -190,22 +237,42 @@ class GRPOModule(PolicyModule):
                               reward=self.reward_config, judge=self._judge(),
                               model=self.policy if is_sharded(self.policy) else None)
 
+    def forward_logps(self, micro: MicroBatch[EncodedEpisode]) -> tuple[Tensor, Batch]:
+        """[n, T] log-probs of the micro-batch's sampled tokens under the policy, no gradient
+        (pi_old of several passes), and the collated batch."""
+        batch = collate(micro.conversations, pad_id=self.processor.tokenizer.pad_token_id).to(self.device)
+        with torch.no_grad():
+            logps = policy_logprobs(self.policy, batch, suppress=self.engine.suppress,
+                                    temperature=self.rollout_spec.temperature)
+        return logps[:len(micro.rows)], batch
+
     def micro_batch_loss(self, micro: MicroBatch[EncodedEpisode], advantages: Tensor, *,
-                         normalizer: float | None) -> tuple[Tensor, dict[str, Tensor]]:
-        """`grpo_loss` of one micro-batch: the policy's log-probs against the engine's sampling ones."""
+                         normalizer: float | None, old: Tensor | None = None,
+                         measure_gap: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+        """`grpo_loss` of one micro-batch against pi_old: `old` when given, else the forward's own
+        log-probs, detached (one pass: ratio exactly 1). The engine's sampling log-probs give the
+        `logp_gap_*` metrics (`measure_gap`) and the optional importance-sampling weights."""
         spec = self.loss_spec
         batch = collate(micro.conversations, pad_id=self.processor.tokenizer.pad_token_id).to(self.device)
         n = len(micro.rows)  # rows past n are the blank-image row's
-        old = torch.zeros((n, batch.trained.shape[1]), dtype=torch.float32, device=self.device)
+        sampled = torch.zeros((n, batch.trained.shape[1]), dtype=torch.float32, device=self.device)
         for b, e in enumerate(micro.rows):
-            old[b, :e.sampled_logprobs.numel()] = e.sampled_logprobs
+            sampled[b, :e.sampled_logprobs.numel()] = e.sampled_logprobs
         logps = policy_logprobs(self.policy, batch, suppress=self.engine.suppress,
                                 temperature=self.rollout_spec.temperature)[:n]
+        old = logps.detach() if old is None else old
+        mask = batch.trained[:n]
+        weights = (None if spec.importance_sampling_cap is None
+                   else importance_weights(old, sampled, cap=spec.importance_sampling_cap))
         ref = self._reference_logps(batch)
-        return grpo_loss(logps, old, advantages[micro.start:micro.start + n].to(self.device), batch.trained[:n],
-                         ref_logps=None if ref is None else ref[:n], epsilon=spec.epsilon,
-                         epsilon_high=spec.epsilon_high, kl_coef=spec.kl_coef, aggregation=spec.aggregation,
-                         normalizer=normalizer)
+        loss, metrics = grpo_loss(
+            logps, old, advantages[micro.start:micro.start + n].to(self.device), mask,
+            ref_logps=None if ref is None else ref[:n], epsilon=spec.epsilon, epsilon_high=spec.epsilon_high,
+            kl_coef=spec.kl_coef, aggregation=spec.aggregation, normalizer=normalizer, dual_clip=spec.dual_clip,
+            log_ratio_clamp=spec.log_ratio_clamp, token_weights=weights)
+        if measure_gap:
+            metrics |= {f"logp_gap_{k}": v for k, v in sampler_gap(logps, sampled, mask).items()}
+        return loss, metrics
 
     def _reference_logps(self, batch: Batch) -> Tensor | None:
         """[B, T] log pi_ref of the batch's trained tokens at the rollout temperature; None without a KL term."""
