@@ -103,3 +103,16 @@ def test_one_worker_gives_the_same_batches_and_leaves_the_global_rng_alone(conve
     assert worker.position.epoch == 1
     with pytest.raises(ValueError, match="0 or 1"):
         ResumableLoader(_stream(conversations, tiny_model_dir), num_workers=2)
+
+
+def test_every_validation_pass_serves_the_same_conversations(conversations, tiny_model_dir):
+    """A validation curve compares one set of items: the second pass (and one cut short, as
+    Lightning's sanity check cuts it) does not move the next pass on."""
+    from eva_train.data.datamodules import SFTDataModule
+
+    data = SFTDataModule(str(tiny_model_dir), ListSource(conversations, seed=0),
+                         val=ListSource(conversations[:4], seed=0, shuffle=False), batch_size=2, window_batches=1)
+    loader = data.val_dataloader()  # Lightning builds it once and iterates it at every validation
+    next(iter(loader))  # the sanity check: one batch, then dropped
+    passes = [[_fingerprint(b) for b in loader] for _ in range(2)]
+    assert len(passes[0]) == 2 and passes[0] == passes[1]

@@ -59,11 +59,6 @@ class ResumableDataModule(L.LightningDataModule):
         loader_seed: seeds the loaders' DataLoader generator (`ResumableLoader`).
     """
 
-    restart_validation: ClassVar[bool] = False
-    """True: every validation pass serves epoch 0 of the validation source from its start.
-    False: a pass continues where the previous one stopped (after a full pass: the source's
-    next epoch)."""
-
     def __init__(self, train: Source[Any], val: Source[Any] | None = None, *, stages: Stages | None = None,
                  num_workers: int = 0, loader_seed: int = 0) -> None:
         super().__init__()
@@ -95,7 +90,7 @@ class ResumableDataModule(L.LightningDataModule):
         return ResumableLoader(self.stream(source, shuffle=train, rank=rank, world_size=world),
                                num_workers=self.num_workers, seed=self.loader_seed,
                                epoch_fn=(lambda: trainer.current_epoch) if train and trainer is not None else None,
-                               resume=train or not self.restart_validation)
+                               resume=train)  # every validation pass: the same items, from the start
 
     def train_dataloader(self) -> ResumableLoader:
         """The loader of the trainer's epoch, continuing from the stored or the last loader's position."""
@@ -197,8 +192,6 @@ class RlPromptDataModule(ResumableDataModule):
         stages: data-enhanced multi-stage training (`eva_train.data.curriculum.Stages`): epoch k > 0 trains
             on the failures of epoch k - 1; needs `reload_dataloaders_every_n_epochs: 1`.
     """
-
-    restart_validation = True
 
     def __init__(self, root: str | None = None, prompts_per_step: int = 8, synthesize: str | None = None, n: int = 16,
                  seed: int = 0, shuffle_seed: int = 0, *, source: Source[RlItem] | None = None,
