@@ -116,3 +116,12 @@ def test_every_validation_pass_serves_the_same_conversations(conversations, tiny
     next(iter(loader))  # the sanity check: one batch, then dropped
     passes = [[_fingerprint(b) for b in loader] for _ in range(2)]
     assert len(passes[0]) == 2 and passes[0] == passes[1]
+
+
+def test_missing_data_is_built_once_per_job_not_once_per_node(conversations, tiny_model_dir):
+    """Two nodes building one shared folder at once corrupt it (measured: a JSONDecodeError in
+    eva-data's packing): only global rank 0 prepares, the other ranks wait."""
+    from eva_train.data.datamodules import RlPromptDataModule, SFTDataModule
+
+    assert SFTDataModule(str(tiny_model_dir), ListSource(conversations)).prepare_data_per_node is False
+    assert RlPromptDataModule("unused", prompts_per_step=1).prepare_data_per_node is False

@@ -62,6 +62,9 @@ class ResumableDataModule(L.LightningDataModule):
     def __init__(self, train: Source[Any], val: Source[Any] | None = None, *, stages: Stages | None = None,
                  num_workers: int = 0, loader_seed: int = 0) -> None:
         super().__init__()
+        # One process builds missing data for the whole job (the others wait at Lightning's barrier):
+        # every node's local rank 0 writing one shared folder at once corrupts it.
+        self.prepare_data_per_node = False
         self.train_source = train
         self.val_source = val
         self.stages = stages
@@ -75,7 +78,7 @@ class ResumableDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def prepare_data(self) -> None:
-        """Let sources build missing data (synthetic shards), once per node before training."""
+        """Let sources build missing data (synthetic shards), once per job (global rank 0) before training."""
         for source in (self.train_source, self.val_source):
             if source is not None and callable(getattr(source, "prepare", None)):
                 source.prepare()
