@@ -27,7 +27,6 @@ from pathlib import Path
 
 import torch
 from eva_core.agent import AgentConfig, run_episode
-from eva_core.backends import TransformersPolicy
 from eva_core.policy import GenerationConfig
 from tiny_episodes import add_episode_options, forced, parse_episode_options, tiny_setup
 
@@ -50,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         setup = tiny_setup(args, Path(tmp))
         reuse, video = setup.policy, setup.video
-        fresh = TransformersPolicy(reuse.model, reuse.processor, reuse_kv_cache=False)
+        fresh = setup.same_weights(reuse_kv_cache=False)
         run(reuse, video, args)  # warm-up: first-call overheads out of the timings
         results = {"reuse": [], "no reuse": []}
         for _ in range(args.repeats):

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 from eva_core.agent import AgentConfig, Task, run_episodes
-from eva_core.backends import TransformersPolicy
 from eva_core.policy import GenerationConfig
 from tiny_episodes import add_episode_options, forced, parse_episode_options, tiny_setup
 
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         setup = tiny_setup(args, Path(tmp))
         shared, video = setup.policy, setup.video
-        unshared = TransformersPolicy(shared.model, shared.processor, share_prefill=False)
+        unshared = setup.same_weights(share_prefill=False)
         runs = {name: rollout(engine, video, args) for name, engine in (("shared", shared), ("unshared", unshared))}
 
     n = args.prompts * args.group

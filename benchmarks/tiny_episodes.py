@@ -57,6 +57,10 @@ class TinySetup:
     model_name: str
     n_params: int
 
+    def same_weights(self, **options) -> TransformersPolicy:
+        """Another policy on the same model and processor, with other `TransformersPolicy` options."""
+        return TransformersPolicy(self.policy.model, self.policy.processor, **options)
+
 
 def tiny_setup(args: argparse.Namespace, tmp: Path) -> TinySetup:
     """Load the tiny model (or build the `--hidden-size`/`--layers` one in `tmp`) and write the video into `tmp`."""
