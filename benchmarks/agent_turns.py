@@ -27,49 +27,29 @@ from pathlib import Path
 
 import torch
 from eva_core.agent import AgentConfig, run_episode
-from eva_core.backends import TransformersPolicy
-from eva_core.backends.forced import AppendToolCall, frame_select_call
 from eva_core.policy import GenerationConfig
-from eva_core.sample_video import write_sample_video
-from eva_core.tiny_model import TinyModelSpec, build_tiny_model, tiny_model_dir
+from tiny_episodes import add_episode_options, forced, parse_episode_options, tiny_setup
 
 QUESTION = "What happens in the video? A. a dog runs B. a car stops C. a door opens D. nothing"
 
 
 def run(policy, video, args) -> tuple[list, float]:
-    suffix = "\n" + frame_select_call(0.0, args.duration, args.nframes, args.resize)
     config = AgentConfig(max_turns=args.turns, generation=GenerationConfig(max_new_tokens=args.max_new_tokens))
     start = time.perf_counter()
-    episode = run_episode(AppendToolCall(policy, suffix), video, QUESTION, config)
+    episode = run_episode(forced(policy, args), video, QUESTION, config)
     return episode, time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--turns", type=int, default=6)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--nframes", type=int, default=8)
-    parser.add_argument("--resize", type=float, default=0.5)
-    parser.add_argument("--duration", type=float, default=12.0)
+    add_episode_options(parser, turns=6, max_new_tokens=32, nframes=8, resize=0.5)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--hidden-size", type=int, default=None, help="a larger random model (multiple of 64)")
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_episode_options(parser, argv)
 
     with tempfile.TemporaryDirectory() as tmp:
-        if args.hidden_size:
-            spec = TinyModelSpec.scaled(args.hidden_size, args.layers)
-            model_dir = build_tiny_model(Path(tmp) / "model", spec=spec)
-        else:
-            model_dir = tiny_model_dir()
-        video = write_sample_video(Path(tmp) / "video.mp4", duration=args.duration, fps=10, width=336,
-                                   height=252, gop=10)
-        reuse = TransformersPolicy.from_pretrained(str(model_dir), device="cpu", dtype="float32")
-        fresh = TransformersPolicy(reuse.model, reuse.processor, reuse_kv_cache=False)
-        n_params = sum(p.numel() for p in reuse.model.parameters())
+        setup = tiny_setup(args, Path(tmp))
+        reuse, video = setup.policy, setup.video
+        fresh = setup.same_weights(reuse_kv_cache=False)
         run(reuse, video, args)  # warm-up: first-call overheads out of the timings
         results = {"reuse": [], "no reuse": []}
         for _ in range(args.repeats):
@@ -78,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     a, b = results["reuse"][0][0], results["no reuse"][0][0]
     same = all([s.reply for s in e.steps] == [s.reply for s in a.steps] for e, _ in results["reuse"] + results["no reuse"])
-    print(f"model: {model_dir.name if not args.hidden_size else 'random'} ({n_params / 1e6:.2f}M parameters), "
+    print(f"model: {setup.model_name} ({setup.n_params / 1e6:.2f}M parameters), "
           f"{args.turns} turns, {args.nframes} frames x resize {args.resize} per call, "
           f"{args.max_new_tokens} new tokens per turn, torch threads {torch.get_num_threads()}")
     print(f"stop: {a.stop_reason}, turns run: {len(a.steps)}; same replies with and without reuse: {same}")

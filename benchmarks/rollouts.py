@@ -25,24 +25,20 @@ from pathlib import Path
 
 import torch
 from eva_core.agent import AgentConfig, Task, run_episodes
-from eva_core.backends import TransformersPolicy
-from eva_core.backends.forced import AppendToolCall, frame_select_call
 from eva_core.policy import GenerationConfig
-from eva_core.sample_video import write_sample_video
-from eva_core.tiny_model import TinyModelSpec, build_tiny_model, tiny_model_dir
+from tiny_episodes import add_episode_options, forced, parse_episode_options, tiny_setup
 
 SUBJECTS = ["a dog", "a car", "a door", "a bird", "a ball", "a cup", "a lamp", "a boat", "a tree", "a clock"]
 
 
 def rollout(engine, video, args):
-    forced = AppendToolCall(engine, "\n" + frame_select_call(0.0, args.duration, args.nframes, args.resize))
     tasks = [Task(video, f"What does {SUBJECTS[p % len(SUBJECTS)]} do in the video? A. moves B. stays",
                   episode_id=f"p{p}g{g}", sample_key=(0, p, g))
              for p in range(args.prompts) for g in range(args.group)]
     config = AgentConfig(max_turns=args.turns, generation=GenerationConfig(
         max_new_tokens=args.max_new_tokens, temperature=1.0, seed=args.seed))
     start = time.perf_counter()
-    episodes = run_episodes(forced, tasks, config)
+    episodes = run_episodes(forced(engine, args), tasks, config)
     return episodes, time.perf_counter() - start
 
 
@@ -50,34 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--group", type=int, default=8, help="samples per prompt (GRPO's G)")
-    parser.add_argument("--turns", type=int, default=2)
-    parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--nframes", type=int, default=4)
-    parser.add_argument("--resize", type=float, default=0.25)
-    parser.add_argument("--duration", type=float, default=12.0)
+    add_episode_options(parser, turns=2, max_new_tokens=16, nframes=4, resize=0.25)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--hidden-size", type=int, default=None, help="a larger random model (multiple of 64)")
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_episode_options(parser, argv)
 
     with tempfile.TemporaryDirectory() as tmp:
-        if args.hidden_size:  # as benchmarks/agent_turns.py builds its larger variant
-            spec = TinyModelSpec.scaled(args.hidden_size, args.layers)
-            model_dir = build_tiny_model(Path(tmp) / "model", spec=spec)
-        else:
-            model_dir = tiny_model_dir()
-        video = write_sample_video(Path(tmp) / "video.mp4", duration=args.duration, fps=10, width=336,
-                                   height=252, gop=10)
-        shared = TransformersPolicy.from_pretrained(str(model_dir), device="cpu", dtype="float32")
-        unshared = TransformersPolicy(shared.model, shared.processor, share_prefill=False)
-        n_params = sum(p.numel() for p in shared.model.parameters())
+        setup = tiny_setup(args, Path(tmp))
+        shared, video = setup.policy, setup.video
+        unshared = setup.same_weights(share_prefill=False)
         runs = {name: rollout(engine, video, args) for name, engine in (("shared", shared), ("unshared", unshared))}
 
     n = args.prompts * args.group
-    print(f"model: {n_params / 1e6:.2f}M parameters; {args.prompts} prompts x G={args.group} samples = {n} "
+    print(f"model: {setup.n_params / 1e6:.2f}M parameters; {args.prompts} prompts x G={args.group} samples = {n} "
           f"episodes, {args.turns} turns, {args.nframes} frames x resize {args.resize} per call, "
           f"{args.max_new_tokens} new tokens per turn, torch threads {torch.get_num_threads()}")
     traces = {name: [[(s.tokens.prompt_ids, s.tokens.completion_ids) for s in e.steps] for e in eps]

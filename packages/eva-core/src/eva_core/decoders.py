@@ -21,8 +21,9 @@ from __future__ import annotations
 import bisect
 import functools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -148,15 +149,15 @@ class TorchCodecDecoder:
             raise classify_unreadable(source, error) from error
 
     def frames_at(self, indices: list[int]) -> DecodedFrames:
-        try:
-            batch = self._decoder.get_frames_at(indices)
-        except Exception as error:  # noqa: BLE001
-            raise classify_unreadable(self._source, error) from error
-        return DecodedFrames(data=batch.data, pts=batch.pts_seconds.tolist())
+        return self._batch(self._decoder.get_frames_at, indices)
 
     def frames_played_at(self, seconds: list[float]) -> DecodedFrames:
+        return self._batch(self._decoder.get_frames_played_at, seconds)
+
+    def _batch(self, get: Callable[[list], Any], keys: list) -> DecodedFrames:
+        """`get(keys)` (a torchcodec batch getter), its errors classified as the tool's."""
         try:
-            batch = self._decoder.get_frames_played_at(seconds)
+            batch = get(keys)
         except Exception as error:  # noqa: BLE001
             raise classify_unreadable(self._source, error) from error
         return DecodedFrames(data=batch.data, pts=batch.pts_seconds.tolist())

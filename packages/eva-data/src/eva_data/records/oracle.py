@@ -45,14 +45,14 @@ from eva_core.frame_select import (
     shown_seconds,
 )
 from eva_core.protocol import video_length
-from eva_core.reader import VideoReader
+from eva_core.reader import ReaderCache, VideoReader
 from eva_core.scripted import ScriptedPolicy
 from eva_core.video import VideoInfo, VideoSource
 
 from eva_data.records.convert import trajectory_from_episode
 from eva_data.records.counterpart import VIEW_AGENT, look_trajectory, uniform_trajectory
 from eva_data.records.records import SftTrajectory, Source, rl_prompt_from_item
-from eva_data.synth.benchmark import ANNOTATIONS, load_plans
+from eva_data.synth.benchmark import load_items, load_plans
 from eva_data.synth.events import Event, VideoPlan
 from eva_data.synth.glyphs import is_digit
 from eva_data.synth.questions import article
@@ -97,6 +97,16 @@ def plan_call(info: VideoInfo, start: float, end: float, nframes: int, resize: f
 
 def _sees_all(call: Call, windows: Sequence[tuple[float, float]]) -> bool:
     return all(call.first_inside(w) is not None for w in windows)
+
+
+def caught_by(survey: Call, events: Sequence[Event]) -> list[tuple[Event, str]]:
+    """The events a scan sees, each with the label of its first frame inside the event's window."""
+    return [(e, label) for e in events if (label := survey.first_inside(e.window)) is not None]
+
+
+def describe_caught(caught: Sequence[tuple[Event, str]]) -> str:
+    """What a scan shows of the events it caught: "a red shape at [00:03]; a blue shape at [00:10]"."""
+    return "; ".join(f"{article(e.colour).lower()} {e.colour} shape at [{label}]" for e, label in caught)
 
 
 def _describe(event: Event) -> str:
@@ -192,7 +202,7 @@ def cued_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo, survey: 
     second = (f"Summary: the scan shows a white background at [{cue_label}]; the rest is grey background.\nPlan: the shape "
               f"appears in that part of the video, so I will look closer at its middle ({zoom.nframes} frames).\n"
               f"<tool_call>{zoom.json()}</tool_call>")
-    third = (f"Summary: the look at the middle shows {article(event.colour).lower()} {event.colour} shape at [{seen}].\n"
+    third = (f"Summary: the look at the middle shows {describe_caught([(event, seen)])}.\n"
              f"Reflection: the shape is {event.colour}, which is option {truth}.\n<answer>{truth}</answer>")
     return OracleScript(turns=(first, second, third), calls=((survey,), (zoom,)))
 
@@ -225,7 +235,7 @@ def hinted_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo,
              f"Plan: the shape is on screen for a few seconds only, so I will look closely at the part of the video "
              f"the question names ({look.nframes} frames at low resolution: colour shows).\n"
              f"<tool_call>{look.json()}</tool_call>")
-    second = (f"Summary: the look shows {article(event.colour).lower()} {event.colour} shape at [{seen}].\n"
+    second = (f"Summary: the look shows {describe_caught([(event, seen)])}.\n"
               f"Reflection: the shape is {event.colour}, which is option {truth}.\n<answer>{truth}</answer>")
     return OracleScript(turns=(first, second), calls=((look,),))
 
@@ -254,8 +264,7 @@ def oracle_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo, config
     if survey is None:
         return None
     targets = [plan.events[i] for i in item["event_ids"]]
-    caught = [(e, label) for e in plan.events if (label := survey.first_inside(e.window)) is not None]
-    spotted = "; ".join(f"{article(e.colour).lower()} {e.colour} shape at [{label}]" for e, label in caught)
+    caught = caught_by(survey, plan.events)
     if _alone(item, plan):
         # Nothing item-specific is copied from the question (a tiny model learns a constant
         # opening at once, and derails when copying a character): the opening depends only on
@@ -265,8 +274,8 @@ def oracle_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo, config
                  f"question asks about the colour of a shape.\nPlan: colour shows even at low resolution, so I will "
                  f"scan the whole video at low resolution ({survey.nframes} frames) to find the shape.\n"
                  f"<tool_call>{survey.json()}</tool_call>")
-        second = (f"Summary: the scan shows {spotted}; the rest is grey background with moving blocks. It is the only "
-                  f"coloured shape in the video, so it is the one the question asks about.\n"
+        second = (f"Summary: the scan shows {describe_caught(caught)}; the rest is grey background with moving "
+                  f"blocks. It is the only coloured shape in the video, so it is the one the question asks about.\n"
                   f"Reflection: the shape is {event.colour}, which is option {item['reward_model']['ground_truth']}.\n"
                   f"<answer>{item['reward_model']['ground_truth']}</answer>")
         return OracleScript(turns=(first, second), calls=((survey,),))
@@ -294,11 +303,10 @@ def oracle_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo, config
         return None
 
     first = f"{opening}\n<tool_call>{survey.json()}</tool_call>"
-    spotted = "; ".join(f"{article(e.colour).lower()} {e.colour} shape at [{label}]" for e, label in caught)
     which = f"The {targets[0].colour} ones are the candidates. " if item["question_type"] == "character" else ""
-    second = (f"Summary: the scan shows {spotted}; the rest is grey background with moving blocks. At this "
-              f"resolution no character can be read.\nPlan: {which}I will look at each of these moments at full "
-              f"resolution.\n<tool_call>" + "\n".join(c.json() for _, c in zooms) + "</tool_call>")
+    second = (f"Summary: the scan shows {describe_caught(caught)}; the rest is grey background with moving "
+              f"blocks. At this resolution no character can be read.\nPlan: {which}I will look at each of these "
+              f"moments at full resolution.\n<tool_call>" + "\n".join(c.json() for _, c in zooms) + "</tool_call>")
     looks = "; ".join(f"at [{seen[e.index]}] {_describe(e)}" for e, _ in zooms)
     reflection, answer = _reasoning(item, targets, seen)
     third = f"Summary: at full resolution, {looks}.\nReflection: {reflection}\n<answer>{answer}</answer>"
@@ -366,16 +374,13 @@ def write_records(root: str | os.PathLike, *, config: AgentConfig = PROTOCOL,
     uniform_counts = (uniform_frames,) if isinstance(uniform_frames, int) else tuple(uniform_frames)
     root = Path(root)
     plans = load_plans(root)
-    items = [json.loads(line) for line in (root / ANNOTATIONS).read_text(encoding="utf-8").splitlines() if line]
-    readers: dict[str, VideoReader] = {}
+    items = load_items(root)
+    readers = ReaderCache(maxsize=1)  # items come grouped by video: keep one open
     written, uniform, looks, skipped = 0, 0, 0, Counter()
     with open(root / TRAJECTORIES, "w", encoding="utf-8") as out:
         for item in items:
-            path = item["videos"][0]
-            if path not in readers:
-                readers.clear()  # items come grouped by video: keep one open
-                readers[path] = VideoReader(root / path)
-            trajectory = oracle_trajectory(item, plans[item["video_id"]], readers[path], config=config,
+            reader = readers.get(root / item["videos"][0])
+            trajectory = oracle_trajectory(item, plans[item["video_id"]], reader, config=config,
                                            survey_frames=survey_frames)
             if trajectory is None:
                 skipped[item["question_type"]] += 1
@@ -384,13 +389,13 @@ def write_records(root: str | os.PathLike, *, config: AgentConfig = PROTOCOL,
                 written += 1
                 if look_counterparts:
                     call = next(s for s in reversed(trajectory.episode.steps) if s.calls).calls[0].effective
-                    look = look_trajectory(item, readers[path], start_time=call["start_time"],
+                    look = look_trajectory(item, reader, start_time=call["start_time"],
                                            end_time=call["end_time"], nframes=call["nframes"], resize=call["resize"],
                                            video_key=item["video_id"])
                     out.write(json.dumps(look.to_dict()) + "\n")
                     looks += 1
             for nframes in uniform_counts:
-                counterpart = uniform_trajectory(item, readers[path], nframes=nframes, resize=uniform_resize,
+                counterpart = uniform_trajectory(item, reader, nframes=nframes, resize=uniform_resize,
                                                  video_key=item["video_id"])
                 out.write(json.dumps(counterpart.to_dict()) + "\n")
                 uniform += 1

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from eva_core.agent import AgentConfig, run_episode
-from eva_core.reader import VideoReader
+from eva_core.reader import ReaderCache, VideoReader
 from eva_core.scripted import ScriptedPolicy
 
 from eva_data.records.convert import trajectory_from_episode
@@ -42,12 +42,13 @@ from eva_data.records.oracle import (
     TRAJECTORIES,
     Call,
     OracleScript,
+    caught_by,
+    describe_caught,
     oracle_script,
 )
 from eva_data.records.records import KtoTrajectory, SftTrajectory, Source, record_from_dict
-from eva_data.synth.benchmark import ANNOTATIONS, load_plans
+from eva_data.synth.benchmark import load_items, load_plans
 from eva_data.synth.events import VideoPlan
-from eva_data.synth.questions import article
 
 SURVEY_THEN_GUESS = "survey_then_guess"
 ORACLE_RULE = "oracle"
@@ -110,8 +111,7 @@ def shortcut_turns(item: dict[str, Any], plan: VideoPlan, reader: VideoReader, *
     if plan.cue is not None:
         return (wrong_hint_turns if plan.cue_hint else wrong_window_turns)(item, plan, script)
     survey = script.calls[0][0]
-    caught = [(e, label) for e in plan.events if (label := survey.first_inside(e.window)) is not None]
-    spotted = "; ".join(f"{article(e.colour).lower()} {e.colour} shape at [{label}]" for e, label in caught)
+    spotted = describe_caught(caught_by(survey, plan.events))
     answer = guess(item, random.Random(f"shortcut-{item['index']}"))
     second = (f"Summary: the scan shows {spotted or 'coloured shapes'}; at this resolution no character can be "
               f"read.\nReflection: that is enough to answer without looking closer.\n<answer>{answer}</answer>")
@@ -160,20 +160,15 @@ def write_kto_records(root: str | os.PathLike, *, config: AgentConfig = PROTOCOL
     of each oracle trajectory and one undesirable survey-then-guess trajectory of its item."""
     root = Path(root)
     plans = load_plans(root)
-    items = {item["index"]: item for line in (root / ANNOTATIONS).read_text(encoding="utf-8").splitlines()
-             if line and (item := json.loads(line))}
+    items = {item["index"]: item for item in load_items(root)}
     lines = (root / TRAJECTORIES).read_text(encoding="utf-8").splitlines()
     oracles = [r for line in lines if line and isinstance(r := record_from_dict(json.loads(line)), SftTrajectory)
                and r.meta.get("view", VIEW_AGENT) == VIEW_AGENT]  # counterparts (uniform, look) are no agent trajectory
-    readers: dict[str, VideoReader] = {}
+    readers = ReaderCache(maxsize=1)  # records come grouped by video: keep one open
     added: list[KtoTrajectory] = []
     for oracle in oracles:
         item = items[oracle.item_index]
-        path = item["videos"][0]
-        if path not in readers:
-            readers.clear()  # records come grouped by video: keep one open
-            readers[path] = VideoReader(root / path)
-        bad = shortcut_trajectory(item, plans[item["video_id"]], readers[path], config=config,
+        bad = shortcut_trajectory(item, plans[item["video_id"]], readers.get(root / item["videos"][0]), config=config,
                                   survey_frames=survey_frames)
         if bad is None:
             raise RuntimeError(f"item {item['index']} has an oracle trajectory but no oracle scan")

@@ -149,6 +149,12 @@ def write_benchmark(out: str | Path, *, n: int, seed: int, config: SynthConfig, 
                             items_by_type=by_type)
 
 
+def load_items(root: str | Path) -> list[dict[str, Any]]:
+    """The items of a generated folder's annotations.jsonl, in file order."""
+    with open(Path(root) / ANNOTATIONS, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def load_plans(root: str | Path) -> dict[str, VideoPlan]:
     """video_id -> plan, from a generated folder's plans.jsonl."""
     with open(Path(root) / PLANS, encoding="utf-8") as f:
