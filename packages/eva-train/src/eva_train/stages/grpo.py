@@ -20,7 +20,8 @@ the schedule counts optimizer steps. `old` log-probs are the engine's sampling l
 (`TurnTokens.completion_logprobs`), equal to the training forward's at the same temperature
 (`policy_logprobs(temperature=)`; tested), so the first pass has ratio 1. The "token-mean"
 normaliser is the step's count of sampled tokens over all ranks (`eva_train.rl.step.loss_normalizer`).
-The completeness reward ("csv") judges with the reference model.
+The completeness reward ("csv") judges with the reference model, under FSDP2 with its weights
+gathered like the policy's for the rollouts (`eva_train.rl.scoring`).
 
 `training_step` returns `{"record": StepRecord}` (`eva_train.rl.step`), which Lightning passes to
 every callback's `on_train_batch_end` as `outputs`: episode dumps (`eva_train.callbacks.episode_dump`)
@@ -185,10 +186,12 @@ class GRPOModule(PolicyModule):
 
     # ---- the pieces of a step -------------------------------------------------------------------
     def play(self, items: list[RlItem], *, group_size: int, step: int, config: AgentConfig) -> ScoredRollouts:
-        """Episodes of every prompt (`group_size` each) on the engine, scored with the step's reward."""
+        """Episodes of every prompt (`group_size` each) on the engine, scored with the step's reward;
+        when sharded, the policy and the judge's model generate with their weights gathered."""
+        sharded = is_sharded(self.policy)
         return play_and_score(self.engine, items, group_size=group_size, step=step, config=config,
-                              reward=self.reward_config, judge=self._judge(),
-                              model=self.policy if is_sharded(self.policy) else None)
+                              reward=self.reward_config, judge=self._judge(), model=self.policy if sharded else None,
+                              judge_model=self._judge_model() if sharded else None)
 
     def micro_batch_loss(self, micro: MicroBatch[EncodedEpisode], advantages: Tensor, *,
                          normalizer: float | None) -> tuple[Tensor, dict[str, Tensor]]:
@@ -222,11 +225,17 @@ class GRPOModule(PolicyModule):
                                        temperature=self.rollout_spec.temperature)
         raise ValueError(f"GRPO cannot use a {type(self.reference).__name__} reference")
 
-    def _judge(self) -> Judge | None:
-        """The "csv" reward's judge: the reference model (the base under disabled adapters for LoRA)."""
+    def _judge_model(self) -> torch.nn.Module | None:
+        """The module the "csv" judge generates with: the frozen copy, or the policy (LoRA); None for other rewards."""
         if self.reward_config.name != "csv":
             return None
-        model = self.reference_model if self.reference_model is not None else self.policy
+        return self.reference_model if self.reference_model is not None else self.policy
+
+    def _judge(self) -> Judge | None:
+        """The "csv" reward's judge: the reference model (the base under disabled adapters for LoRA)."""
+        model = self._judge_model()
+        if model is None:
+            return None
         judge_engine = TransformersPolicy(model, self.processor)
         if isinstance(self.reference, AdapterReference):
 
