@@ -1,4 +1,5 @@
-"""FSDP2 on CPU: a real 2-process job (gloo) trains the tiny model to the same weights as one process."""
+"""FSDP2 on CPU: a real 2-process job (gloo) trains the tiny model to the same weights as one process,
+one rank's first batch text only while the other's has images."""
 
 from __future__ import annotations
 
@@ -50,6 +51,9 @@ def test_two_process_fsdp2_equals_one_process(tmp_path, video, tiny_model_dir):
     assert fsdp["fsdp_units"] == ["FSDPEmbedding", "FSDPLinear", "FSDPQwen2_5_VLDecoderLayer",
                                   "FSDPQwen2_5_VLForConditionalGeneration", "FSDPQwen2_5_VLVisionBlock"]
     assert fsdp["rank_batches"] == single["rank_batches"] == 3  # each rank reads half the samples
+    # rank 1's first batch is text only, rank 0's is not (the blank-image row keeps them in step)
+    ranks = [json.loads((tmp_path / "fsdp" / f"image_batches_{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0][0] and not ranks[1][0], ranks
     _compare(fsdp_state, {k: v for k, v in single_state.items()}, tiny_model_dir)
     with open(Path(fsdp["log_dir"]) / "metrics.csv") as f:
         assert len([r for r in csv.DictReader(f) if r.get("train/loss")]) == 3

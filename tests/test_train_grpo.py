@@ -86,6 +86,45 @@ def test_csv_reward_judges_with_the_frozen_reference(rl_folder, tiny_model_dir, 
                    reference=ReferenceSpec(kind="precomputed", path="x.json"))
 
 
+@pytest.mark.parametrize("policy_judges", [True, False])
+def test_the_csv_judge_runs_inside_its_models_gather(rl_folder, monkeypatch, policy_judges):
+    """Under FSDP2 every judge call is a chain of collectives that ranks make as many times as
+    they have right answers: `play_and_score` runs the judge with its model's weights gathered,
+    inside the rollouts' gather when the policy judges (LoRA), in its own gather after the
+    policy's is released when a frozen copy judges."""
+    from contextlib import contextmanager
+
+    from eva_core.agent import AgentConfig
+    from eva_core.backends.forced import frame_select_call
+    from eva_core.scripted import ScriptedPolicy
+    from eva_train.rl import scoring
+
+    events = []
+
+    @contextmanager
+    def gathered(model):
+        events.append(("gather", model))
+        yield model
+        events.append(("release", model))
+
+    def judge(question, frames, labels):
+        events.append(("judge", len(frames)))
+        return "A"
+
+    monkeypatch.setattr(scoring, "gathered_for_rollouts", gathered)
+    policy, copy = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+    engine = ScriptedPolicy([frame_select_call(0.0, 4.0, 2, 0.25), "<answer>A</answer>"])  # right, after a call
+    played = scoring.play_and_score(engine, load_rl_items(rl_folder), group_size=1, step=0,
+                                    config=AgentConfig(max_turns=2, tool_threads=1), reward=RewardConfig(name="csv"),
+                                    judge=judge, model=policy, judge_model=policy if policy_judges else copy)
+    assert [s.reward.total for s in played.scored] == [1.0, 1.0]  # the judge saw the 2 frames and agreed
+    judged = [("judge", 2), ("judge", 2)]
+    if policy_judges:
+        assert events == [("gather", policy), *judged, ("release", policy)]
+    else:
+        assert events == [("gather", policy), ("release", policy), ("gather", copy), *judged, ("release", copy)]
+
+
 def test_a_rollout_trains_exactly_the_sampled_replies(rl_folder, tiny_model_dir, one_torch_thread):
     """The GRPO path's mask on a rendered 2-turn episode: the trained tokens decode to the model's
     own replies, turn after turn; the system and user turns, the tool turn with its frames and the

@@ -1,5 +1,6 @@
 """GRPO under FSDP2 on CPU: a real 2-process job (gloo) whose ranks hold different numbers of
-episodes to train on makes the same steps as one process (see tests/train_grpo_fsdp_job.py)."""
+episodes to train on makes the same steps as one process, and one whose ranks call the csv judge
+different numbers of times scores like one process (see tests/train_grpo_fsdp_job.py)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ import pytest
 JOB = Path(__file__).parent / "train_grpo_fsdp_job.py"
 
 
-def _run(mode, out):
+def _run(mode, out, *extra, timeout=600):
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
     env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run([sys.executable, str(JOB), "--mode", mode, "--out", str(out)],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, str(JOB), "--mode", mode, "--out", str(out), *extra],
+                          env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads((out / "result.json").read_text())
 
@@ -53,3 +54,23 @@ def test_two_process_grpo_equals_one_process_with_uneven_micro_batches(tmp_path)
     start = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model_dir()).state_dict()
     changed = [k for k in compared if float(start[k].double().abs().sum()) != pytest.approx(single["weights"][k], rel=1e-6)]
     assert len(changed) > len(compared) // 2  # the two steps trained
+
+
+@pytest.mark.slow  # two more jobs, the judge generating 256 tokens a call: minutes on 2 shared cores
+def test_two_process_csv_judge_scores_like_one_process_when_ranks_judge_unequally(tmp_path):
+    """One rank's episodes answer right after a tool turn (the judge generates for each), the
+    other's never answer: the judge's generate calls are FSDP2 collectives unless the frozen
+    reference is gathered for the scoring, and the job hangs (timeout) or fails without that."""
+    sys.path.insert(0, str(JOB.parent))
+    from train_grpo_fsdp_job import write_csv_prompts
+
+    write_csv_prompts(tmp_path / "rl-csv")
+    fsdp = tmp_path / "fsdp"
+    _run("fsdp", fsdp, "--reward", "csv", timeout=420)
+    single = tmp_path / "single"
+    _run("single", single, "--reward", "csv", timeout=420)
+    ranks = [json.loads((fsdp / f"rewards_{r}.json").read_text()) for r in (0, 1)]
+    judged = sorted(sum(e["answer"] == "A" for e in rank.values()) for rank in ranks)
+    assert judged == [0, 2]  # G = 2 judge calls on one rank, none on the other
+    assert ranks[0].keys().isdisjoint(ranks[1].keys())
+    assert ranks[0] | ranks[1] == json.loads((single / "rewards_0.json").read_text())

@@ -9,9 +9,10 @@ import torch
 from eva_core.protocol import IMAGE_PLACEHOLDER, turn_text
 from eva_core.sample_video import write_sample_video
 from eva_train.encoding.collate import collate
+from eva_train.encoding.episodes import blank_image_row
 from eva_train.encoding.masking import TemplateError, encode_conversation, truncate
 from eva_train.objectives.logprobs import policy_logprobs, token_logprobs
-from train_conversations import make_conversation, make_conversations
+from train_conversations import make_conversation, make_conversations, make_text_conversation
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -145,6 +146,28 @@ def test_selected_logprobs_equal_full_logits(processor, conversations, tiny_mode
     with torch.no_grad():
         alone = policy_logprobs(model, collate([encoded[i]], pad_id=processor.tokenizer.pad_token_id))
     assert torch.allclose(alone[0], got[i, :len(encoded[i])], atol=1e-5)
+
+
+def test_a_text_only_batch_runs_beside_the_blank_image_row(processor, video, conversations, tiny_model_dir):
+    """`policy_logprobs(blank=)`, what a sharded model's ranks need: the vision tower runs on a batch
+    without an image, the batch's rows get the log-probs they get alone, the blank row is not returned;
+    a batch with an image runs as it is."""
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    towers = []
+    model.model.visual.register_forward_hook(lambda *_: towers.append(1))
+    blank = blank_image_row(processor)
+    pad = processor.tokenizer.pad_token_id
+    text = collate([encode_conversation(processor, make_text_conversation(video, i).messages) for i in range(2)],
+                   pad_id=pad)
+    with torch.no_grad():
+        alone = policy_logprobs(model, text)
+        assert not towers
+        beside = policy_logprobs(model, text, blank=blank)
+    assert towers == [1] and beside.shape == alone.shape == text.trained.shape
+    assert torch.allclose(beside, alone, atol=1e-6) and (beside[text.trained] < 0).all()
+    images = collate([encode_conversation(processor, conversations[0].messages)], pad_id=pad)
+    with torch.no_grad():
+        assert torch.equal(policy_logprobs(model, images, blank=blank), policy_logprobs(model, images))
 
 
 def test_token_logprobs_by_hand():

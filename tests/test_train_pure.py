@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -9,7 +10,8 @@ import pytest
 import torch
 from eva_train.data.conversations import window_seed
 from eva_train.data.sources import ChatSample, ListSource, rank_slice
-from eva_train.encoding.collate import group_by_length, padding_fraction
+from eva_train.encoding.collate import append_row, collate, group_by_length, padding_fraction
+from eva_train.encoding.masking import EncodedConversation
 from eva_train.model.loading import (
     LoraSpec,
     ModelLoadError,
@@ -113,6 +115,32 @@ def test_length_grouping_pads_less_than_random_batches():
 def test_padding_fraction_by_hand():
     assert padding_fraction([4, 2]) == pytest.approx(0.25)  # 1 - 6 / (2 * 4)
     assert padding_fraction([3, 3, 3]) == 0.0
+
+
+def test_append_row_pads_to_the_longer_and_puts_its_image_last():
+    def row(ids, *, image=False, sid=""):
+        n = len(ids)
+        types = torch.tensor([0, 1, 0] + [0] * (n - 3) if image else [0] * n, dtype=torch.int32)
+        return EncodedConversation(torch.tensor(ids), torch.ones(n, dtype=torch.bool), types,
+                                   torch.ones(4, 8) if image else None, torch.tensor([[1, 2, 2]]) if image else None,
+                                   image_spans=[(0, 3)] if image else [], sample_id=sid)
+
+    batch = collate([row([5, 6, 7, 8], sid="a"), row([5, 6], sid="b")], pad_id=9)
+    blank = dataclasses.replace(row([1, 2, 3], image=True, sid="blank"), trained=torch.zeros(3, dtype=torch.bool))
+    out = append_row(batch, blank)
+    # the batch's rows unchanged; the row padded to 4 with id 0 under mask 0; its image is the batch's only one
+    assert torch.equal(out.input_ids[:2], batch.input_ids) and out.input_ids[2].tolist() == [1, 2, 3, 0]
+    assert out.attention_mask[2].tolist() == [1, 1, 1, 0] and not out.trained[2].any()
+    assert out.mm_token_type_ids[2].tolist() == [0, 1, 0, 0] and out.mm_token_type_ids.dtype == torch.int32
+    assert torch.equal(out.pixel_values, torch.ones(4, 8)) and out.image_grid_thw.tolist() == [[1, 2, 2]]
+    # 4 + 2 + 3 = 9 real tokens of 3 x 4: padding 1 - 9/12
+    assert out.num_tokens == 9 and out.padding_fraction == pytest.approx(0.25)
+    assert out.sample_ids == ("a", "b", "blank")
+    # a row longer than the batch pads the batch's rows too
+    longer = append_row(collate([row([5, 6], sid="b")], pad_id=9), row([1, 2, 3], image=True))
+    assert longer.input_ids.tolist() == [[5, 6, 0], [1, 2, 3]] and longer.attention_mask[0].tolist() == [1, 1, 0]
+    with pytest.raises(ValueError, match="needs its pixel values"):
+        append_row(batch, dataclasses.replace(blank, pixel_values=None, images=[torch.zeros(3, 28, 28)]))
 
 
 def test_rank_slice_equal_counts_and_disjoint():

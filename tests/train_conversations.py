@@ -4,7 +4,8 @@ Each conversation follows the protocol: system turn, the first user turn with th
 an assistant turn that calls frame_select, the tool turn with the frames the tool really
 decoded (at the protocol's sizes), and an assistant turn that answers. The answer is a
 function of the shown frames (the frame index written in the first frame, mod 4), so the data
-has learnable structure; the number of frames and their size vary, so lengths vary.
+has learnable structure; the number of frames and their size vary, so lengths vary. A text-only
+conversation answers without looking (the FSDP2 tests give one rank a batch without an image).
 """
 
 from __future__ import annotations
@@ -42,5 +43,13 @@ def make_conversation(video, i: int) -> ChatSample:
     return ChatSample(messages=messages, sample_id=f"conv-{i}")
 
 
-def make_conversations(video, n: int) -> list[ChatSample]:
-    return [make_conversation(video, i) for i in range(n)]
+def make_text_conversation(video, i: int) -> ChatSample:
+    """Conversation number `i` answered without looking: the opening turns and an answer, no image."""
+    opening = build_messages(QUESTIONS[i % len(QUESTIONS)] + " Options: A. one B. two C. three D. four", probe(video))
+    answer = f"Summary: nothing seen. I answer without looking. <answer>{'ABCD'[i % 4]}</answer>"
+    return ChatSample(messages=[*opening.messages, assistant_turn(answer)], sample_id=f"text-{i}")
+
+
+def make_conversations(video, n: int, *, text_only: frozenset[int] = frozenset()) -> list[ChatSample]:
+    """Conversations 0 .. n-1; those numbered in `text_only` have no tool call and no image."""
+    return [make_text_conversation(video, i) if i in text_only else make_conversation(video, i) for i in range(n)]

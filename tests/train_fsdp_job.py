@@ -8,8 +8,10 @@ conversations under `ModelParallelStrategy` (FSDP2, one unit per decoder layer a
 block), or 1 process x 4 conversations. With per-sequence loss normalisation and ranks reading
 alternate samples, the averaged gradient of the two ranks equals the single process's, so the
 weights must agree; gradient clipping (active at 0.5: it changes these weights by ~5e-3) must
-then clip by the same global norm over the sharded gradients. Rank 0 writes the full (gathered) state dict, the losses and the FSDP
-units it saw to DIR.
+then clip by the same global norm over the sharded gradients. Rank 1's first batch holds two
+text-only conversations while rank 0's has images: under FSDP2 rank 1 runs the blank-image row
+beside it (`PolicyModule.blank_row`), or the vision blocks' gathers of rank 0 would hang. Rank 0
+writes the full (gathered) state dict, the losses and the FSDP units it saw to DIR.
 """
 
 from __future__ import annotations
@@ -36,6 +38,18 @@ from train_conversations import make_conversations  # noqa: E402
 
 GLOBAL_BATCH = 4
 STEPS = 3
+CONVERSATIONS = 12
+SEED = 0
+
+
+class ImageBatches(L.Callback):
+    """Whether each of this rank's training batches holds an image."""
+
+    def __init__(self) -> None:
+        self.steps: list[bool] = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self.steps.append(batch.pixel_values is not None)
 
 
 def main() -> None:
@@ -49,7 +63,10 @@ def main() -> None:
     out = Path(args.out)
 
     path = str(tiny_model_dir())
-    conversations = make_conversations(args.video, 12)
+    # The 2 conversations rank 1 of 2 reads first (its first batch): text only.
+    first = ListSource(list(range(CONVERSATIONS)), seed=SEED).examples(epoch=0, rank=1, world_size=2)
+    text_only = frozenset(next(first)[0] for _ in range(GLOBAL_BATCH // 2))
+    conversations = make_conversations(args.video, CONVERSATIONS, text_only=text_only)
     fsdp = args.mode == "fsdp"
     module = SFTModule(
         ModelSpec(path=path, dtype="float32"),
@@ -58,14 +75,16 @@ def main() -> None:
         sharding=ShardingSpec(param_dtype=None),  # gloo on CPU: keep float32 all-gathers
         normalization="sequences",
     )
-    data = SFTDataModule(path, ListSource(conversations, seed=0), batch_size=GLOBAL_BATCH // (2 if fsdp else 1),
+    data = SFTDataModule(path, ListSource(conversations, seed=SEED), batch_size=GLOBAL_BATCH // (2 if fsdp else 1),
                          max_length=4096, window_batches=1)
     strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1) if fsdp else "auto"
     trainer = L.Trainer(accelerator="cpu", devices=2 if fsdp else 1, strategy=strategy, max_steps=STEPS,
                         logger=L.pytorch.loggers.CSVLogger(out / "logs"), enable_progress_bar=False,
                         enable_model_summary=False, log_every_n_steps=1, default_root_dir=out,
-                        gradient_clip_val=0.5)
+                        gradient_clip_val=0.5, callbacks=[images := ImageBatches()])
     trainer.fit(module, data)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"image_batches_{trainer.global_rank}.json").write_text(json.dumps(images.steps))
 
     units = sorted({type(m).__name__ for m in module.policy.modules() if type(m).__name__.startswith("FSDP")})
     state = full_state_dict(module.policy) if fsdp else {k: v.detach().clone() for k, v in

@@ -8,7 +8,9 @@ under FSDP2) on the same two global batches of 4 labelled conversations, collate
 fixed order: rank r of 2 trains on rows 2r and 2r + 1 of each, the single process on all 4.
 The KL pairs rotate over the global batch (prompts gathered across ranks), so z0 and the loss
 (the mean over the 4 rows: each rank's mean over 2, averaged) must agree with one process.
-Rank 0 writes the per-step loss and z0 to DIR/result.json.
+Rows 2 and 3 of the first global batch (rank 1's first batch) are text only: its four forwards
+(policy and reference, rows and pairs) run beside the blank-image row, or rank 0's vision blocks
+would hang. Rank 0 writes the per-step loss and z0 to DIR/result.json.
 """
 
 from __future__ import annotations
@@ -37,22 +39,25 @@ from train_conversations import make_conversations  # noqa: E402
 from transformers import AutoProcessor  # noqa: E402
 
 GLOBAL_BATCH = 4
+TEXT_ONLY = frozenset({2, 3})  # rank 1's rows of the first global batch
 
 
 def rows(batch: KTOBatch, start: int, stop: int) -> KTOBatch:
-    """Rows start..stop-1 of a batch (pixel rows of their images only)."""
-    pixels_per_image = batch.image_grid_thw.prod(dim=1)
+    """Rows start..stop-1 of a batch (pixel rows of their images only; None without one)."""
+    cut = {f.name: getattr(batch, f.name)[start:stop] for f in dataclasses.fields(batch)
+           if f.name in ("input_ids", "attention_mask", "trained", "mm_token_type_ids", "desirable", "sample_ids")}
     # images of a row: runs of image tokens (type 1 after type 0)
     counts = [int(((batch.mm_token_type_ids[r] == 1) & (torch.roll(batch.mm_token_type_ids[r], 1) == 0)).sum())
               for r in range(batch.rows)]
     first_image = sum(counts[:start])
     last_image = sum(counts[:stop])
-    first_pixel = int(pixels_per_image[:first_image].sum())
-    last_pixel = int(pixels_per_image[:last_image].sum())
-    cut = {f.name: getattr(batch, f.name)[start:stop] for f in dataclasses.fields(batch)
-           if f.name in ("input_ids", "attention_mask", "trained", "mm_token_type_ids", "desirable", "sample_ids")}
-    return dataclasses.replace(batch, **cut, pixel_values=batch.pixel_values[first_pixel:last_pixel],
-                               image_grid_thw=batch.image_grid_thw[first_image:last_image],
+    pixels, grid = None, None
+    if last_image > first_image:
+        pixels_per_image = batch.image_grid_thw.prod(dim=1)
+        first_pixel = int(pixels_per_image[:first_image].sum())
+        last_pixel = int(pixels_per_image[:last_image].sum())
+        pixels, grid = batch.pixel_values[first_pixel:last_pixel], batch.image_grid_thw[first_image:last_image]
+    return dataclasses.replace(batch, **cut, pixel_values=pixels, image_grid_thw=grid,
                                num_tokens=int(cut["attention_mask"].sum()))
 
 
@@ -92,7 +97,7 @@ def main() -> None:
     rank = int(os.environ.get("LOCAL_RANK", "0"))
 
     processor = AutoProcessor.from_pretrained(path)
-    conversations = make_conversations(args.video, 2 * GLOBAL_BATCH)
+    conversations = make_conversations(args.video, 2 * GLOBAL_BATCH, text_only=TEXT_ONLY)
     encoded = [encode_sample(processor, dataclasses.replace(c, meta={"desirable": i % 3 != 2}), 4096)
                for i, c in enumerate(conversations)]
     global_batches = [collate_kto(encoded[k:k + GLOBAL_BATCH], pad_id=processor.tokenizer.pad_token_id,
@@ -100,6 +105,7 @@ def main() -> None:
                       for k in range(0, len(encoded), GLOBAL_BATCH)]
     half = GLOBAL_BATCH // 2
     batches = [rows(b, rank * half, (rank + 1) * half) for b in global_batches] if fsdp else global_batches
+    assert (batches[0].pixel_values is None) == (fsdp and rank == 1)  # the only batch without an image
 
     module = KTOModule(ModelSpec(path=path, dtype="float32"),
                        optim=OptimSpec(lr=1e-3, warmup_ratio=0.0, schedule="constant"),

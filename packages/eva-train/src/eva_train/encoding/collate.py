@@ -168,6 +168,47 @@ def collate_kto(samples: Sequence[EncodedConversation], *, pad_id: int, image_pr
                     desirable=torch.tensor(labels, dtype=torch.bool))
 
 
+def append_row(batch: Batch, row: EncodedConversation) -> Batch:
+    """The model inputs of `batch` with `row` as one more, last row (a plain `Batch`).
+
+    Every row is right-padded to the longer length (id 0 under attention mask 0) and the row's
+    images follow the batch's, so the batch's own rows read what they read before: a forward of
+    the result gives them the outputs of a forward of `batch` alone. For the blank-image row a
+    sharded model runs beside a batch without an image (`eva_train.objectives.logprobs.policy_logprobs`).
+
+    Args:
+        batch: a collated batch (on any device).
+        row: an encoded conversation with its pixel values (`with_pixels=True`) if it has images.
+
+    Returns:
+        A `Batch` of `batch.rows + 1` rows on the batch's device.
+    """
+    if row.image_grid_thw is not None and row.pixel_values is None:
+        raise ValueError("the appended row needs its pixel values: encode it with_pixels=True")
+    extra = _padded_fields([row], pad_id=0)
+    longest = max(batch.input_ids.shape[1], len(row))
+    device = batch.input_ids.device
+
+    def stacked(name: str) -> Tensor:
+        old = getattr(batch, name)
+        new = extra[name].to(device, old.dtype)
+        out = old.new_zeros((old.shape[0] + 1, longest))
+        out[:-1, :old.shape[1]] = old
+        out[-1, :new.shape[1]] = new[0]
+        return out
+
+    def images(name: str) -> Tensor | None:
+        parts = [t.to(device) for t in (getattr(batch, name), extra[name]) if t is not None]
+        return torch.cat([p.to(parts[0].dtype) for p in parts]) if parts else None
+
+    lengths = [*batch.attention_mask.sum(dim=1).tolist(), len(row)]
+    return Batch(input_ids=stacked("input_ids"), attention_mask=stacked("attention_mask"), trained=stacked("trained"),
+                 mm_token_type_ids=stacked("mm_token_type_ids"), pixel_values=images("pixel_values"),
+                 image_grid_thw=images("image_grid_thw"), num_tokens=batch.num_tokens + len(row),
+                 padding_fraction=padding_fraction(lengths), truncated=batch.truncated + row.truncated,
+                 sample_ids=(*batch.sample_ids, row.sample_id) if batch.sample_ids else ())
+
+
 def padding_fraction(lengths: Sequence[int]) -> float:
     """Padding share of a right-padded batch: 1 - sum(lengths) / (B * max(lengths))."""
     if not lengths:

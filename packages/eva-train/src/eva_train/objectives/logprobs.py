@@ -26,7 +26,8 @@ import torch
 from eva_core.backends.sampling import sampling_logprobs
 from torch import Tensor, nn
 
-from eva_train.encoding.collate import Batch
+from eva_train.encoding.collate import Batch, append_row
+from eva_train.encoding.masking import EncodedConversation
 
 
 def token_logprobs(logits: Tensor, targets: Tensor, *, suppress: Sequence[int] = (),
@@ -66,22 +67,30 @@ def predicting_positions(trained: Tensor) -> Tensor:
 
 
 def policy_logprobs(model: nn.Module, batch: Batch, *, suppress: Sequence[int] = (),
-                    temperature: float = 1.0) -> Tensor:
+                    temperature: float = 1.0, blank: EncodedConversation | None = None) -> Tensor:
     """Log-probability of every trained token of `batch` under `model`.
 
     Args:
         model: a Qwen2.5-VL-class model (transformers, or peft around one), possibly sharded.
         batch: a collated batch on the model's device.
         suppress, temperature: see `token_logprobs`.
+        blank: a row with an image (`eva_train.encoding.episodes.blank_image_row`) that a batch
+            without one runs beside (`append_row`), so the forward and backward run the vision
+            tower; a sharded model passes it, since its vision blocks are FSDP2 units whose
+            gathers every rank must make (`eva_train.encoding.microbatches`). It trains nothing and
+            its row is dropped from the result. None, or a batch with an image: the batch alone.
 
     Returns:
-        [B, T] float32: log p(input_ids[b, t] | input_ids[b, :t], images) where batch.trained
-        is True, 0 elsewhere. Differentiable.
+        [B, T] float32 for the batch's own rows: log p(input_ids[b, t] | input_ids[b, :t], images)
+        where batch.trained is True, 0 elsewhere. Differentiable.
     """
+    rows, length = batch.trained.shape
+    if blank is not None and batch.pixel_values is None:
+        batch = append_row(batch, blank)
     keep = predicting_positions(batch.trained)
     out = model(**batch.model_inputs(), logits_to_keep=keep, use_cache=False)
     logits = out.logits  # [N, V], rows in (b, t) order of `keep`
     targets = batch.input_ids[batch.trained]  # same (b, t) order, one position later
     logps = token_logprobs(logits.reshape(-1, logits.shape[-1]), targets, suppress=suppress, temperature=temperature)
     full = torch.zeros(batch.trained.shape, dtype=torch.float32, device=logps.device)
-    return full.masked_scatter(batch.trained, logps)
+    return full.masked_scatter(batch.trained, logps)[:rows, :length]

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from eva_train.encoding.collate import Batch
+from eva_train.encoding.masking import EncodedConversation
 from eva_train.objectives.logprobs import policy_logprobs
 from eva_train.objectives.losses import sequence_logps
 
@@ -65,32 +66,46 @@ class Reference(Protocol):
 
 
 class AdapterReference:
-    """The policy with its LoRA adapters disabled."""
+    """The policy with its LoRA adapters disabled.
 
-    def __init__(self, policy: nn.Module) -> None:
+    Args:
+        policy: the peft policy.
+        blank: the blank-image row a sharded policy runs beside batches without an image
+            (`policy_logprobs`); None when it is not sharded.
+    """
+
+    def __init__(self, policy: nn.Module, *, blank: EncodedConversation | None = None) -> None:
         if not callable(getattr(policy, "disable_adapter", None)):
             raise ReferenceError("reference 'adapters' needs a LoRA (peft) policy: use kind 'copy' for full "
                                  "fine-tuning")
         self.policy = policy
+        self.blank = blank
 
     @torch.no_grad()
     def sequence_logps(self, batch: Batch) -> Tensor:
         with self.policy.disable_adapter():
-            return sequence_logps(policy_logprobs(self.policy, batch), batch.trained)
+            return sequence_logps(policy_logprobs(self.policy, batch, blank=self.blank), batch.trained)
 
 
 class ModelReference:
-    """A frozen model (the copy of the initial weights)."""
+    """A frozen model (the copy of the initial weights).
 
-    def __init__(self, model: nn.Module) -> None:
+    Args:
+        model: the frozen model.
+        blank: the blank-image row a sharded model runs beside batches without an image
+            (`policy_logprobs`); None when it is not sharded.
+    """
+
+    def __init__(self, model: nn.Module, *, blank: EncodedConversation | None = None) -> None:
         if any(p.requires_grad for p in model.parameters()):
             raise ReferenceError("the reference model must be frozen")
         self.model = model
+        self.blank = blank
 
     @torch.no_grad()
     def sequence_logps(self, batch: Batch) -> Tensor:
         self.model.eval()  # Lightning's `module.train()` at fit start reaches this submodule too
-        return sequence_logps(policy_logprobs(self.model, batch), batch.trained)
+        return sequence_logps(policy_logprobs(self.model, batch, blank=self.blank), batch.trained)
 
 
 class PrecomputedReference:

@@ -8,12 +8,20 @@ scores each with the reward function evaluation scores with (`eva_data.rewards.e
 so a training reward and an evaluation score of the same episode are the same number. Training
 steps play G > 1 samples at the rollout temperature; held-out prompts are played once each at
 the validation temperature.
+
+Under FSDP2 both phases generate rank-locally with the weights gathered
+(`eva_train.model.sharding.gathered_for_rollouts`): the rollouts on the policy, and the "csv"
+reward's judge on its own model, which a rank calls once per right answer with a tool turn, a
+number its own episodes decide. A judge that is the policy itself (LoRA, adapters disabled)
+scores inside the rollouts' gather; a separate frozen copy is gathered after the policy is
+resharded, so a rank holds one full model at a time.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +32,8 @@ from eva_data.rewards import Judge, Reward, RewardConfig, RewardInput, episode_r
 from torch import nn
 
 from eva_train.data.sources import RlItem
-from eva_train.rl.rollouts import collect_rollouts, prompt_key
+from eva_train.model.sharding import gathered_for_rollouts
+from eva_train.rl.rollouts import RolloutGroup, collect_rollouts, prompt_key
 
 
 @dataclass(frozen=True)
@@ -59,8 +68,10 @@ class ScoredRollouts:
 
 def play_and_score(engine: RolloutEngine, items: Sequence[RlItem], *, group_size: int, step: int,
                    config: AgentConfig, reward: RewardConfig, judge: Judge | None = None,
-                   model: nn.Module | None = None) -> ScoredRollouts:
+                   model: nn.Module | None = None, judge_model: nn.Module | None = None) -> ScoredRollouts:
     """Sample `group_size` episodes of every prompt and score each.
+
+    Collective when `model` or `judge_model` is given: every rank calls it once, with its own items.
 
     Args:
         engine: the rollout engine over the policy.
@@ -73,15 +84,33 @@ def play_and_score(engine: RolloutEngine, items: Sequence[RlItem], *, group_size
         model: the engine's module when it is FSDP2-sharded: the rollouts then run with the weights
             gathered once (`gathered_for_rollouts`), so ranks whose episodes differ in turns and
             lengths make no collective call.
+        judge_model: the module `judge` generates with when it is FSDP2-sharded: the scoring then
+            runs with its weights gathered too (see the module docstring); `model` itself when the
+            policy judges.
     """
     t0 = time.perf_counter()
     tasks = [Task(video=item.video, prompt=item.prompt.prompt, video_id=item.prompt.video_key) for item in items]
-    groups = collect_rollouts(engine, tasks, group_size=group_size, step=step, config=config, model=model,
-                              prompt_keys=[prompt_key(item.prompt.id) for item in items])
-    t1 = time.perf_counter()
-    scored = [ScoredEpisode(item, ep, episode_reward(RewardInput(ep, item.prompt, video=item.video, judge=judge), reward))
-              for item, group in zip(items, groups, strict=True) for ep in group.episodes]
+    keys = [prompt_key(item.prompt.id) for item in items]
+    shared = judge_model is model  # the policy judges, or nothing is sharded: one gather for both phases
+    with _gathered(model):
+        groups = collect_rollouts(engine, tasks, group_size=group_size, step=step, config=config, prompt_keys=keys)
+        t1 = time.perf_counter()
+        if shared:
+            scored = _score(items, groups, reward=reward, judge=judge)
+    if not shared:
+        with _gathered(judge_model):
+            scored = _score(items, groups, reward=reward, judge=judge)
     return ScoredRollouts(scored=scored, rollout_s=t1 - t0, reward_s=time.perf_counter() - t1)
+
+
+def _gathered(model: nn.Module | None) -> AbstractContextManager:
+    return nullcontext() if model is None else gathered_for_rollouts(model)
+
+
+def _score(items: Sequence[RlItem], groups: Sequence[RolloutGroup], *, reward: RewardConfig,
+           judge: Judge | None) -> list[ScoredEpisode]:
+    return [ScoredEpisode(item, ep, episode_reward(RewardInput(ep, item.prompt, video=item.video, judge=judge), reward))
+            for item, group in zip(items, groups, strict=True) for ep in group.episodes]
 
 
 def episode_metrics(scored: Sequence[ScoredEpisode]) -> dict[str, float]:

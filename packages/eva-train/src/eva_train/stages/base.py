@@ -9,6 +9,11 @@ each other.
   `ModelParallelStrategy`, shards it with FSDP2 (`eva_train.model.sharding.apply_fsdp`) over the
   data-parallel mesh. It runs once per process, after the distributed setup; single-device and
   DDP runs take the same path without the sharding.
+- Under FSDP2 it also builds `blank_row` (`eva_train.encoding.episodes.blank_image_row`), which
+  every forward of a batch without an image runs beside (`policy_logprobs(blank=)`, the
+  references too): the vision blocks are FSDP2 units, and a rank whose batch is text only would
+  skip their gathers while another rank's batch runs them, and hang. The row trains nothing and
+  is dropped from the log-probs, so losses, normalisers and KTO's pairs never see it.
 - The reference hook: a stage that needs pi_ref (KTO, GRPO) passes a `ReferenceSpec`,
   and `configure_model` builds `self.reference` beside the policy (`eva_train.objectives.reference`: the
   policy with adapters disabled, a frozen copy sharded like the policy, or precomputed
@@ -32,7 +37,10 @@ from typing import Any
 
 import lightning as L
 import torch
+from transformers import AutoProcessor
 
+from eva_train.encoding.episodes import blank_image_row
+from eva_train.encoding.masking import EncodedConversation
 from eva_train.model.loading import SPECS_KEY, LoraSpec, ModelSpec, load_model
 from eva_train.model.optim import OptimSpec, build_optimizer, use_fused_adamw
 from eva_train.model.sharding import ShardingSpec, apply_fsdp
@@ -85,6 +93,7 @@ class PolicyModule(L.LightningModule):
         self.policy: torch.nn.Module | None = None
         self.reference: Reference | None = None
         self.reference_model: torch.nn.Module | None = None
+        self.blank_row: EncodedConversation | None = None  # built when sharded
         self._clock = StepClock()
 
     # ---- building -------------------------------------------------------------------------
@@ -95,6 +104,7 @@ class PolicyModule(L.LightningModule):
         dp_mesh = self._data_parallel_mesh()
         if dp_mesh is not None:
             apply_fsdp(policy, dp_mesh, self.sharding_spec)
+            self.blank_row = blank_image_row(AutoProcessor.from_pretrained(self.model_spec.path))
         self.policy = policy
         if self.reference_spec is not None:
             self.reference = self.build_reference(self.reference_spec, dp_mesh)
@@ -112,14 +122,14 @@ class PolicyModule(L.LightningModule):
         """The reference of `spec` for this policy (see `eva_train.objectives.reference`)."""
         kind = resolved_kind(spec, lora=self.lora_spec is not None)
         if kind == "adapters":
-            return AdapterReference(self.policy)
+            return AdapterReference(self.policy, blank=self.blank_row)
         if kind == "precomputed":
             return PrecomputedReference.load(spec.path)
         copy = load_model(self.model_spec, None).requires_grad_(False).eval()
         if dp_mesh is not None:
             apply_fsdp(copy, dp_mesh, self.sharding_spec)
         self.reference_model = copy  # a submodule: Lightning moves it; checkpoints leave it out
-        return ModelReference(copy)
+        return ModelReference(copy, blank=self.blank_row)
 
     def configure_optimizers(self) -> dict[str, Any]:
         fused = use_fused_adamw(self.device.type, self.trainer.gradient_clip_val)

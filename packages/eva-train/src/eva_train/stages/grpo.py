@@ -27,7 +27,8 @@ Before each optimizer step the gradients' norm is clipped (`loss.max_grad_norm`,
 `train/grad_norm`); a non-finite norm skips the step. Episodes cut by a limit carry no loss
 (`loss.mask_truncated`, `train/truncated_rate`). The "token-mean" normaliser is the step's count
 of sampled tokens over all ranks (`eva_train.rl.step.loss_normalizer`). LoRA dropout must be 0.
-The completeness reward ("csv") judges with the reference model.
+The completeness reward ("csv") judges with the reference model, under FSDP2 with its weights
+gathered like the policy's for the rollouts (`eva_train.rl.scoring`).
 
 `training_step` returns `{"record": StepRecord}` (`eva_train.rl.step`), which Lightning passes to
 every callback's `on_train_batch_end` as `outputs`: episode dumps (`eva_train.callbacks.episode_dump`)
@@ -55,8 +56,7 @@ from transformers import AutoProcessor
 
 from eva_train.data.sources import RlItem
 from eva_train.encoding.collate import Batch, collate
-from eva_train.encoding.episodes import EncodedEpisode, blank_image_row
-from eva_train.encoding.masking import EncodedConversation
+from eva_train.encoding.episodes import EncodedEpisode
 from eva_train.encoding.microbatches import MicroBatch, lockstep_micro_batches
 from eva_train.model.distributed import all_gather_rows
 from eva_train.model.loading import LoraSpec, ModelSpec
@@ -151,7 +151,6 @@ class GRPOModule(PolicyModule):
         self.automatic_optimization = False
         self.processor = None
         self.engine: TransformersPolicy | None = None
-        self._blank_row: EncodedConversation | None = None  # built on the first sharded step
         self.skipped_steps = 0  # optimizer steps skipped for a non-finite gradient norm
 
     def configure_model(self) -> None:
@@ -169,7 +168,7 @@ class GRPOModule(PolicyModule):
         t0 = time.perf_counter()
         metrics = dict(rollout.metrics)
         micro_batches = lockstep_micro_batches(rollout.encoded, self.loss_spec.micro_batch_size,
-                                               conversation=lambda e: e.conversation, blank=self._blank_if_sharded())
+                                               conversation=lambda e: e.conversation, blank=self.blank_row)
         if micro_batches:  # empty on every rank alike: no rank has an episode with a turn
             metrics |= self.optimise(rollout, micro_batches)
             self.engine.sync_weights()
@@ -232,10 +231,12 @@ class GRPOModule(PolicyModule):
 
     # ---- the pieces of a step -------------------------------------------------------------------
     def play(self, items: list[RlItem], *, group_size: int, step: int, config: AgentConfig) -> ScoredRollouts:
-        """Episodes of every prompt (`group_size` each) on the engine, scored with the step's reward."""
+        """Episodes of every prompt (`group_size` each) on the engine, scored with the step's reward;
+        when sharded, the policy and the judge's model generate with their weights gathered."""
+        sharded = is_sharded(self.policy)
         return play_and_score(self.engine, items, group_size=group_size, step=step, config=config,
-                              reward=self.reward_config, judge=self._judge(),
-                              model=self.policy if is_sharded(self.policy) else None)
+                              reward=self.reward_config, judge=self._judge(), model=self.policy if sharded else None,
+                              judge_model=self._judge_model() if sharded else None)
 
     def forward_logps(self, micro: MicroBatch[EncodedEpisode]) -> tuple[Tensor, Batch]:
         """[n, T] log-probs of the micro-batch's sampled tokens under the policy, no gradient
@@ -289,11 +290,17 @@ class GRPOModule(PolicyModule):
                                        temperature=self.rollout_spec.temperature)
         raise ValueError(f"GRPO cannot use a {type(self.reference).__name__} reference")
 
-    def _judge(self) -> Judge | None:
-        """The "csv" reward's judge: the reference model (the base under disabled adapters for LoRA)."""
+    def _judge_model(self) -> torch.nn.Module | None:
+        """The module the "csv" judge generates with: the frozen copy, or the policy (LoRA); None for other rewards."""
         if self.reward_config.name != "csv":
             return None
-        model = self.reference_model if self.reference_model is not None else self.policy
+        return self.reference_model if self.reference_model is not None else self.policy
+
+    def _judge(self) -> Judge | None:
+        """The "csv" reward's judge: the reference model (the base under disabled adapters for LoRA)."""
+        model = self._judge_model()
+        if model is None:
+            return None
         judge_engine = TransformersPolicy(model, self.processor)
         if isinstance(self.reference, AdapterReference):
 
@@ -303,14 +310,6 @@ class GRPOModule(PolicyModule):
 
             return judge
         return policy_judge(judge_engine)
-
-    def _blank_if_sharded(self) -> EncodedConversation | None:
-        """The blank-image row of micro-batches without frames when the policy is sharded (`blank_image_row`)."""
-        if not is_sharded(self.policy):
-            return None
-        if self._blank_row is None:
-            self._blank_row = blank_image_row(self.processor)
-        return self._blank_row
 
     def _log_mean(self, metrics: dict[str, float], *, prefix: str, batch_size: int) -> dict[str, float]:
         """Log the ranks' mean of every metric (values gathered, so every rank logs the same and

@@ -88,9 +88,9 @@ class KTOModule(PolicyModule):
             rank_zero_warn("skipped a global batch of 1 trajectory (the end of an epoch): KTO's z0 needs 2")
             return None
         pairs = mismatched_batch(batch, prompts, offset)
-        policy = sequence_logps(policy_logprobs(self.policy, batch), batch.trained)
+        policy = sequence_logps(policy_logprobs(self.policy, batch, blank=self.blank_row), batch.trained)
         with torch.no_grad():
-            pair_policy = sequence_logps(policy_logprobs(self.policy, pairs), pairs.trained)
+            pair_policy = sequence_logps(policy_logprobs(self.policy, pairs, blank=self.blank_row), pairs.trained)
         reference = self.reference.sequence_logps(batch)
         pair_reference = self.reference.sequence_logps(pairs)
         local = torch.stack([pair_policy, pair_reference], dim=1).cpu().tolist()

@@ -46,7 +46,7 @@ class SFTModule(PolicyModule):
         self.normalization = normalization
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        logps = policy_logprobs(self.policy, batch)
+        logps = policy_logprobs(self.policy, batch, blank=self.blank_row)
         loss, metrics = sft_loss(logps, batch.trained, normalization=self.normalization)
         metrics |= self.step_metrics(num_tokens=batch.num_tokens, padding_fraction=batch.padding_fraction)
         metrics["truncated"] = float(batch.truncated)
@@ -56,7 +56,7 @@ class SFTModule(PolicyModule):
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        logps = policy_logprobs(self.policy, batch)
+        logps = policy_logprobs(self.policy, batch, blank=self.blank_row)
         loss, metrics = sft_loss(logps, batch.trained, normalization=self.normalization)
         self.log_dict({"val/loss": loss, "val/nll": metrics["nll"]}, prog_bar=True, sync_dist=True,
                       batch_size=batch.input_ids.shape[0])
