@@ -440,9 +440,9 @@ SIZES = {
     "video": (str, "640x360", "112x112", "the generated video, WxH"),
     "video_seconds": (float, 30.0, 4.0, "its length"),
     "decode_batches": (list, [1, 8, 32], [1, 8, 32], "decode batches besides GRPO's G x prompts a rank"),
-    "decode_new_tokens": (int, 32, 8, "tokens a decode measurement"),
+    "decode_new_tokens": (int, 32, 16, "decode steps a measurement"),
     "decode_context": (int, 1024, 128, "prompt tokens of a decode measurement"),
-    "decode_repeats": (int, 2, 2, "timed repeats (best kept)"),
+    "decode_repeats": (int, 2, 3, "timed repeats after a warm-up (best kept)"),
     "compile_batches": (list, [64], [8], f"batches of {COMPILED}"),
     "budget_s": (float, 360.0, math.inf, "start nothing new after this many seconds"),
 }
