@@ -29,6 +29,7 @@ import math
 import time
 import traceback
 
+import torch
 from gpu_train import Results, free, sync, text
 
 VARIANTS = ("eva", "generate", "generate-static", "eva-lora", "generate-static-compile")
@@ -214,4 +215,6 @@ def run_decode(results: Results, folder, variants: list[str], *, batches: list[i
             results.add(row)
             free(args.device)
     del engine, policy, model
+    if COMPILED in variants:
+        torch._dynamo.reset()  # compiled graphs hold the model's weights (and CUDA graphs their pool)
     free(args.device)

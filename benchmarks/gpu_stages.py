@@ -217,32 +217,33 @@ def fit_run(results: Results, name: str, folder: Path, data, describe, args, ove
         row["state_gib"] = state_gib(cfg, folder)
         if args.memory_gib and row["state_gib"] > args.memory_gib and not args.try_all:
             return row | {"skipped": f"state {row['state_gib']:.0f} GiB > device {args.memory_gib:.0f} GiB"}
+    accumulate = cfg["trainer"].get("accumulate_grad_batches", 1)
+    if args.device == "cpu":  # float32 throughout: bf16 products run ~30x slower on the development CPU
+        overrides = {**(overrides or {}), "model": {"dtype": "float32"}}
+        if "sharding" in cfg["model"]["init_args"]:
+            overrides["sharding"] = {"param_dtype": None}
+    clock = StepClock(results, row, args.device, accumulate, describe)
     module = trainer = None
+    start = time.perf_counter()
     try:
-        if args.device == "cuda":
+        if args.device == "cuda":  # what an earlier run left allocated shows here, and in the peak
+            row["allocated_gib_before"] = torch.cuda.memory_allocated() / 2**30
             torch.cuda.reset_peak_memory_stats()
-        accumulate = cfg["trainer"].get("accumulate_grad_batches", 1)
-        if args.device == "cpu":  # float32 throughout: bf16 products run ~30x slower on the development CPU
-            overrides = {**(overrides or {}), "model": {"dtype": "float32"}}
-            if "sharding" in cfg["model"]["init_args"]:
-                overrides["sharding"] = {"param_dtype": None}
         module = build_module(cfg, folder, quantization, overrides or {})
-        clock = StepClock(results, row, args.device, accumulate, describe)
         trainer = make_trainer(cfg, args.device, args.steps, [*(extra_callbacks or []), clock])
-        start = time.perf_counter()
         if isinstance(data, L.LightningDataModule):
             trainer.fit(module, datamodule=data)
         else:
             trainer.fit(module, train_dataloaders=Repeat(data, args.steps * accumulate))
         n, full = model_size(module)
-        row |= {"base_params": n, "full_fine_tuning": full, "fit_seconds": time.perf_counter() - start,
-                "accumulate": accumulate, "peak_gib": peak_gib(args.device), "steps": len(clock.steps)}
-        if clock.steps:
-            last = clock.steps[-1]
-            row |= {k: v for k, v in last.items() if k not in ("step", "metrics", "peak_gib")}
-            row["step_seconds"] = [s["seconds"] for s in clock.steps]
-    except Exception as err:
+        row |= {"base_params": n, "full_fine_tuning": full}
+    except Exception as err:  # the steps that ended before it still count
         row["error"] = error_text(err)
+    row |= {"fit_seconds": time.perf_counter() - start, "accumulate": accumulate, "peak_gib": peak_gib(args.device),
+            "steps": len(clock.steps)}
+    if clock.steps:
+        row |= {k: v for k, v in clock.steps[-1].items() if k not in ("step", "metrics", "peak_gib")}
+        row["step_seconds"] = [s["seconds"] for s in clock.steps]
     del module, trainer
     free(args.device)
     return row
