@@ -77,10 +77,14 @@ def matmul_tflops(device: str, n: int) -> float:
 # ---- the model folder ---------------------------------------------------------------------------
 
 def build_model_folder(size: str, folder: Path, device: str) -> Path:
-    """Random bf16 weights of `size` built on `device`, saved with the tiny tokenizer's processor."""
-    from eva_core.tiny_model import build_config, build_processor
+    """Random bf16 weights of `size` built on `device`, saved with the tiny tokenizer's processor.
+
+    Random weights write chat markers a trained model never writes (an image placeholder in a
+    reply breaks a GRPO episode's training sequence), so the generation config suppresses the
+    special tokens but the two end tokens, as the tiny model's own checkpoint does."""
+    from eva_core.tiny_model import END_TOKENS, QWEN_ADDED_TOKENS, build_config, build_processor
     from eva_train.model.qwen_shapes import qwen2_5_vl_config
-    from transformers import AutoModelForImageTextToText
+    from transformers import AutoModelForImageTextToText, GenerationConfig
 
     processor = build_processor()
     tok = processor.tokenizer
@@ -95,6 +99,9 @@ def build_model_folder(size: str, folder: Path, device: str) -> Path:
     torch.manual_seed(0)
     with torch.device(device):
         model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
+    ends = [tok.convert_tokens_to_ids(t) for t in END_TOKENS]
+    markers = [tok.convert_tokens_to_ids(t) for t, special in QWEN_ADDED_TOKENS if special and t not in END_TOKENS]
+    model.generation_config = GenerationConfig(eos_token_id=ends, pad_token_id=ends[1], suppress_tokens=markers)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     del model
@@ -136,9 +143,16 @@ def assistant(s: str) -> dict:
 
 
 def conversation_batch(processor, tokens: int, hw: tuple[int, int], *, images: bool):
-    """One collated conversation of exactly `tokens` tokens: rounds of (assistant call, tool turn
-    of 8 frames) holding tokens // 512 frames, then a long final assistant turn cut to length."""
+    """One collated conversation of exactly `tokens` tokens (`conversation_sample`) and its frame count."""
     from eva_train.encoding.collate import collate
+
+    sample, n_frames = conversation_sample(processor, tokens, hw, images=images)
+    return collate([sample], pad_id=processor.tokenizer.pad_token_id), n_frames
+
+
+def conversation_sample(processor, tokens: int, hw: tuple[int, int], *, images: bool):
+    """One encoded conversation of exactly `tokens` tokens: rounds of (assistant call, tool turn
+    of 8 frames) holding tokens // 512 frames, then a long final assistant turn cut to length."""
     from eva_train.encoding.masking import encode_conversation, truncate
 
     n_frames = tokens // TOKENS_PER_FRAME_SLOT if images else 0
@@ -153,7 +167,7 @@ def conversation_batch(processor, tokens: int, hw: tuple[int, int], *, images: b
     sample = truncate(encode_conversation(processor, messages), tokens)
     if len(sample.input_ids) != tokens:
         raise RuntimeError(f"built {len(sample.input_ids)} tokens, wanted {tokens}")
-    return collate([sample], pad_id=processor.tokenizer.pad_token_id), n_frames
+    return sample, n_frames
 
 
 class Repeat:
@@ -252,11 +266,11 @@ def episode(policy, *, turns: int, per_turn: int, hw: tuple[int, int], episode_i
 # ---- the run ------------------------------------------------------------------------------------
 
 class Results:
-    """Appends every result to a JSON-lines file and prints it."""
+    """Appends every result to a JSON-lines file (`out`/`name`) and prints it."""
 
-    def __init__(self, out: Path, context: dict) -> None:
+    def __init__(self, out: Path, context: dict, name: str = "gpu_train.jsonl") -> None:
         out.mkdir(parents=True, exist_ok=True)
-        self.path = out / "gpu_train.jsonl"
+        self.path = out / name
         self.context = context
         self.add({"kind": "context", **context})
 
