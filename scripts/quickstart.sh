@@ -10,20 +10,26 @@
 #      rounds and visual tokens.
 # What the tiny model learns at this budget, and what it does not: docs/train.md.
 # Usage: bash scripts/quickstart.sh [OUT]   (default OUT: runs/quickstart)
-# EVA_QUICKSTART_SMOKE=1 runs the same steps in about a minute (8 training videos, 3 steps, 4
-# held-out items): the default test suite's check that the pipeline holds together.
+# EVA_QUICKSTART_SMOKE=1 runs the same steps in about a minute (8 training videos, 3 steps read
+# without a data worker process, 4 held-out items, 32-token agent replies): the default test
+# suite's check that the pipeline holds together.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-runs/quickstart}"
 mkdir -p "$out"
 started=$SECONDS
 bench_n=100
+agent_tokens=256
 smoke=()
 if [ -n "${EVA_QUICKSTART_SMOKE:-}" ]; then
   bench_n=4
+  agent_tokens=32
   data='["--n", "8", "--seed", "0", "--difficulty", "tiny", "--survey-frames", "12", "--uniform-frames", "8"]'
+  # No data worker: a spawned worker's imports cost more than the 3 steps (the worker is tested in
+  # tests/test_train_data.py and tests/test_train_resume.py).
   smoke=(--trainer.max_steps 3 --data.init_args.train.init_args.shards "$out/data/train" \
-         --data.init_args.train.init_args.synthesize "$data" --data.init_args.val.init_args.shards "$out/data/train")
+         --data.init_args.train.init_args.synthesize "$data" --data.init_args.val.init_args.shards "$out/data/train" \
+         --data.init_args.num_workers 0)
 fi
 
 echo "== 1/5 data: held-out benchmark (tiny preset, seed 1, $bench_n items); the training data comes with step 2"
@@ -41,7 +47,7 @@ uv run eva-train export "$ckpt" --out "$out/model"
 
 echo "== 4/5 evaluate the held-out items: agent mode, then uniform mode (8 frames)"
 uv run eva-eval run --benchmark synthetic --annotations "$out/bench/annotations.jsonl" \
-  --model "$out/model" --mode agent --out "$out/eval/agent" --max-new-tokens 256 --batch-size 10
+  --model "$out/model" --mode agent --out "$out/eval/agent" --max-new-tokens "$agent_tokens" --batch-size 10
 uv run eva-eval run --benchmark synthetic --annotations "$out/bench/annotations.jsonl" \
   --model "$out/model" --mode uniform --frames 8 --resize 0.25 --out "$out/eval/uniform" \
   --max-new-tokens 64 --batch-size 10

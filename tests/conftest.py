@@ -1,4 +1,8 @@
-"""Shared fixtures: generated videos with known content (frames carry their index)."""
+"""Shared fixtures: generated videos with known content (frames carry their index), the tiny
+offline Qwen2.5-VL and one `transformers serve` of it.
+
+Session-scoped fixtures are shared by every module that asks for them: tests only read them (a
+test that changes a file or folder copies it into its own `tmp_path` first)."""
 
 from __future__ import annotations
 
@@ -46,6 +50,17 @@ def tiny_model_dir():
     from eva_core.tiny_model import tiny_model_dir as build_cached
 
     return build_cached()
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_model_dir, tmp_path_factory):
+    """`transformers serve` of the tiny model on 127.0.0.1 (tests/serving.py), started once for every
+    module that sends it requests (its start is a fresh interpreter's imports and a model load);
+    it keeps no state between requests. Yields its base URL; stopped when the session ends."""
+    from serving import transformers_serve
+
+    with transformers_serve(tiny_model_dir, tmp_path_factory.mktemp("hf-hub"), startup_s=600) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

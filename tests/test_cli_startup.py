@@ -49,6 +49,13 @@ def test_help_imports_no_heavy_library(module, function, argv, expect):
     assert heavy == []
 
 
+def test_eval_list_answers_without_torch():
+    """`eva-eval list` reads the benchmark registry only; the runner (and so torch) stays unimported."""
+    text, heavy = _help("eva_eval.cli", "main", ["list"])
+    assert "videomme" in text and "synthetic" in text
+    assert heavy == []  # torch, lightning, torchcodec, transformers: none in sys.modules
+
+
 def test_agent_help_states_the_agent_config_defaults():
     """`eva-agent --help` writes AgentConfig's defaults out (it cannot import them without torch)."""
     from eva_core.agent import AgentConfig

@@ -12,7 +12,6 @@ from eva_data.cli import main as eva_data
 from eva_data.construct.build import JOURNAL
 from eva_data.synth.benchmark import write_benchmark
 from eva_data.synth.config import SynthConfig
-from serving import transformers_serve
 
 pytestmark = pytest.mark.slow  # a server start and a dozen CPU generations: about a minute on a quiet machine
 
@@ -21,9 +20,9 @@ SMALL = SynthConfig(duration=(20.0, 24.0), event_length=(3.0, 3.0), key_events=(
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
-    with transformers_serve(tiny_model_dir, tmp_path_factory.mktemp("hf-hub"), startup_s=600) as url:
-        yield url
+def server(tiny_server):
+    """The session's `transformers serve` of the tiny model (tests/conftest.py); its base URL."""
+    return tiny_server
 
 
 @pytest.fixture(scope="module")

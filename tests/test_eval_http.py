@@ -1,5 +1,5 @@
 """eva-eval through the HTTP backend: a real `transformers serve` with the tiny model on
-127.0.0.1, runs in both modes with several batches in flight, then the server is stopped."""
+127.0.0.1 (the session's, tests/conftest.py), runs in both modes with several batches in flight."""
 
 from __future__ import annotations
 
@@ -7,14 +7,12 @@ import pytest
 from eva_eval.cli import main
 from eva_eval.results import read_run
 from eval_bench import make_bench
-from serving import transformers_serve
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
-    """`transformers serve <tiny model>` on a free port; yields its base URL."""
-    with transformers_serve(tiny_model_dir, tmp_path_factory.mktemp("hf-hub")) as url:
-        yield url
+def server(tiny_server):
+    """The session's `transformers serve <tiny model>` (tests/conftest.py); its base URL."""
+    return tiny_server
 
 
 @pytest.mark.parametrize("mode", ["agent", "uniform"])

@@ -1,6 +1,6 @@
-"""The HTTP backend: against a real `transformers serve` running the tiny model (started once for
-this module), and against small real HTTP servers started in-process for retries, 4xx errors,
-the API key, concurrency and image encodings."""
+"""The HTTP backend: against a real `transformers serve` running the tiny model (the session's,
+tests/conftest.py), and against small real HTTP servers started in-process for retries, 4xx
+errors, the API key, concurrency and image encodings."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from eva_core.backends.openai_backend import backoff_delay, chat_completions_url
 from eva_core.policy import GenerationConfig, GenerationRequest
 from eva_core.protocol import SYSTEM_PROMPT
 from PIL import Image
-from serving import free_port, transformers_serve
+from serving import free_port
 
 SYSTEM = SYSTEM_PROMPT
 GREEDY = GenerationConfig(max_new_tokens=16)
@@ -59,10 +59,9 @@ def tool_turn(images: list[torch.Tensor]) -> dict:
 # -- a real transformers serve -----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def served(tiny_model_dir, tmp_path_factory):
-    """`transformers serve` on the tiny model at 127.0.0.1:<free port>; stopped after the module."""
-    with transformers_serve(tiny_model_dir, tmp_path_factory.mktemp("hf-hub-cache")) as url:
-        yield url
+def served(tiny_server):
+    """The session's `transformers serve` of the tiny model (tests/conftest.py); its base URL."""
+    return tiny_server
 
 
 @pytest.fixture(scope="module")

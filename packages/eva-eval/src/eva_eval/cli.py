@@ -226,27 +226,40 @@ def cmd_list(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _exit_status(error: Exception) -> int | None:
+    """Print a command's error in one line and give its exit status; None for an unexpected error.
+
+    The error classes are imported here, once an error is raised: the runner's module imports
+    torch, which `list` never needs (tests/test_cli_startup.py holds it to that).
+    """
     from eva_eval.annotations import AnnotationError
     from eva_eval.benchmarks import UnknownBenchmark
     from eva_eval.results import ResultFileError
     from eva_eval.runner import RunAborted, UnknownItems
-    from eva_eval.runs import RunMismatch
 
+    if isinstance(error, UnknownBenchmark | UnknownItems):  # KeyErrors: print the message, not its repr
+        message, status = error.args[0], 2
+    elif isinstance(error, AnnotationError | ResultFileError | FileNotFoundError | ValueError):  # RunMismatch too
+        message, status = error, 2
+    elif isinstance(error, RunAborted):
+        message, status = error, 3
+    else:
+        return None
+    print(f"eva-eval: {message}", file=sys.stderr)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     commands = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "inspect": cmd_inspect,
                 "list": cmd_list}
     try:
         return commands[args.command](args)
-    except (UnknownBenchmark, UnknownItems) as error:  # KeyErrors: print the message, not its repr
-        print(f"eva-eval: {error.args[0]}", file=sys.stderr)
-        return 2
-    except (AnnotationError, RunMismatch, ResultFileError, FileNotFoundError, ValueError) as error:
-        print(f"eva-eval: {error}", file=sys.stderr)
-        return 2
-    except RunAborted as error:
-        print(f"eva-eval: {error}", file=sys.stderr)
-        return 3
+    except Exception as error:
+        status = _exit_status(error)
+        if status is None:
+            raise
+        return status
 
 
 if __name__ == "__main__":

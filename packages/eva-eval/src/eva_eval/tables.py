@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from eva_eval.benchmarks import REGISTRY
 from eva_eval.metrics import RunSummary
-from eva_eval.runs import Run
+
+if TYPE_CHECKING:  # `eva-eval list` reads the registry only: runs imports the runner, and so torch
+    from eva_eval.runs import Run
 
 
 @dataclass(frozen=True)
