@@ -168,7 +168,7 @@ model:
   init_args:
     model: {{path: {model}, dtype: float32, freeze_vision_tower: true}}
     rollout: {{group_size: 2, max_turns: 2, max_new_tokens: 8, seed: 1}}
-    loss: {{micro_batch_size: 4}}
+    loss: {{micro_batch_size: 4, mask_truncated: false}}  # forced episodes all end at the turn limit
     reward: {{name: first_sample}}
     optim: {{lr: 1.0e-3, warmup_ratio: 0.0, schedule: cosine}}
 data:

@@ -74,7 +74,8 @@ def stage_config(stage: str, *, model: Path, data: Path, out: Path, num_nodes: i
         module["rollout"] |= {"group_size": 2, "max_turns": 2, "max_new_tokens": 8}
         # With equal-length samples the policy term is 0 at ratio 1 (a group's advantages sum to 0);
         # the KL to the frozen, sharded reference copy makes step 2's loss depend on step 1's update.
-        module["loss"] |= {"micro_batch_size": 2, "kl_coef": 0.1}
+        # Forced episodes all end at the turn limit: keep them in the loss (mask_truncated false).
+        module["loss"] |= {"micro_batch_size": 2, "kl_coef": 0.1, "mask_truncated": False}
         module["optim"]["lr"] = 1.0e-3
         # A random model answers nothing: sample 0 of each group wins (tests/grpo_helpers.py).
         module["reward"] = {"name": "first_sample"}
