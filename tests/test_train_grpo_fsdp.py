@@ -4,23 +4,20 @@ episodes to train on makes the same steps as one process (see tests/train_grpo_f
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from side_by_side import run_side_by_side
 
 JOB = Path(__file__).parent / "train_grpo_fsdp_job.py"
 
 
-def _run(mode, out):
-    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run([sys.executable, str(JOB), "--mode", mode, "--out", str(out)],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads((out / "result.json").read_text())
+def _run(out):
+    """The 2-rank job and the 1-process reference side by side (tests/side_by_side.py); their results."""
+    modes = ("fsdp", "single")
+    run_side_by_side({m: [sys.executable, str(JOB), "--mode", m, "--out", str(out / m)] for m in modes}, out)
+    return [json.loads((out / m / "result.json").read_text()) for m in modes]
 
 
 def test_two_process_grpo_equals_one_process_with_uneven_micro_batches(tmp_path):
@@ -28,7 +25,7 @@ def test_two_process_grpo_equals_one_process_with_uneven_micro_batches(tmp_path)
     from train_grpo_fsdp_job import write_prompts
 
     write_prompts(tmp_path / "rl")
-    fsdp, single = _run("fsdp", tmp_path / "fsdp"), _run("single", tmp_path / "single")
+    fsdp, single = _run(tmp_path)
     assert fsdp["world_size"] == 2 and single["world_size"] == 1
     assert len(fsdp["steps"]) == len(single["steps"]) == 2
     for a, b in zip(fsdp["steps"], single["steps"], strict=True):
