@@ -210,7 +210,7 @@ def put_tower_back_in_backward(module) -> None:
     """`keep_frozen_tower_out_of_backward` undone: input-grad hooks on the tower and its checkpointing restored."""
     from eva_train.model.loading import base_model
 
-    base_model(module.policy).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    base_model(module.policy).activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
 
 def time_steps(module, batch, device: str, warmup: int, steps: int) -> tuple[list[float], list[float]]:

@@ -63,7 +63,7 @@ def _resolved(path: Path, capsys) -> dict:
 def _module(config: dict):
     parser = ArgumentParser()
     parser.add_subclass_arguments(L.LightningModule, "model")
-    return parser.instantiate_classes(parser.parse_object({"model": config["model"]})).model
+    return parser.instantiate(parser.parse_object({"model": config["model"]})).model
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])

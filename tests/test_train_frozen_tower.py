@@ -1,6 +1,6 @@
 """A frozen vision tower costs one forward and no backward, and LoRA's gradients do not change (issue 15).
 
-The reference is the model as it was before the fix: `gradient_checkpointing_enable` run again
+The reference is the model as it was before the fix: `activation_checkpointing_enable` run again
 on the loaded model puts back both what `keep_frozen_tower_out_of_backward` undoes (the input
 grad hook on the tower's patch embedding, the tower's checkpointing).
 """
@@ -34,7 +34,7 @@ def _lora_model(path, *, before_the_fix: bool = False):
     spec = ModelSpec(path=str(path), dtype="float32", gradient_checkpointing=True, freeze_vision_tower=True)
     model = load_model(spec, LoraSpec(r=4, alpha=8, dropout=0.0))
     if before_the_fix:
-        base_model(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base_model(model).activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     # B starts at 0, which would leave every A without gradient; the same nonzero B in both models.
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)

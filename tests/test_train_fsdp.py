@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 import torch
 from eva_core.sample_video import write_sample_video
 from eva_train.model.export import export_checkpoint
+from side_by_side import run_side_by_side
 from transformers import AutoModelForImageTextToText
 
 JOB = Path(__file__).parent / "train_fsdp_job.py"
@@ -25,13 +24,13 @@ def video(tmp_path_factory):
                               height=252, gop=10)
 
 
-def _run(mode, video, out, *extra):
-    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run([sys.executable, str(JOB), "--mode", mode, "--video", str(video), "--out", str(out),
-                           *extra], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads((out / "result.json").read_text()), torch.load(out / "state.pt", weights_only=True)
+def _run(video, tmp_path, *extra):
+    """The 2-rank job and the 1-process reference, side by side: (result, state) of each, FSDP first."""
+    modes = ("fsdp", "single")
+    run_side_by_side({m: [sys.executable, str(JOB), "--mode", m, "--video", str(video), "--out", str(tmp_path / m),
+                          *extra] for m in modes}, tmp_path)
+    return [(json.loads((tmp_path / m / "result.json").read_text()),
+             torch.load(tmp_path / m / "state.pt", weights_only=True)) for m in modes]
 
 
 def _compare(fsdp_state, single_state, tiny_model_dir):
@@ -44,8 +43,7 @@ def _compare(fsdp_state, single_state, tiny_model_dir):
 
 
 def test_two_process_fsdp2_equals_one_process(tmp_path, video, tiny_model_dir):
-    fsdp, fsdp_state = _run("fsdp", video, tmp_path / "fsdp")
-    single, single_state = _run("single", video, tmp_path / "single")
+    (fsdp, fsdp_state), (single, single_state) = _run(video, tmp_path)
     assert fsdp["world_size"] == 2 and single["world_size"] == 1
     # One unit per decoder layer and vision block, the embedding and the head, and the root.
     assert fsdp["fsdp_units"] == ["FSDPEmbedding", "FSDPLinear", "FSDPQwen2_5_VLDecoderLayer",
@@ -67,8 +65,7 @@ def test_two_process_fsdp2_equals_one_process(tmp_path, video, tiny_model_dir):
 
 @pytest.mark.slow
 def test_two_process_fsdp2_lora_equals_one_process(tmp_path, video, tiny_model_dir):
-    fsdp, fsdp_state = _run("fsdp", video, tmp_path / "fsdp", "--lora")
-    _, single_state = _run("single", video, tmp_path / "single", "--lora")
+    (fsdp, fsdp_state), (_, single_state) = _run(video, tmp_path, "--lora")
     assert "FSDPPeftModel" in fsdp["fsdp_units"]
     lora = {k for k in single_state if "lora_" in k}
     assert lora

@@ -5,23 +5,21 @@ different numbers of times scores like one process (see tests/train_grpo_fsdp_jo
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from side_by_side import run_side_by_side
 
 JOB = Path(__file__).parent / "train_grpo_fsdp_job.py"
 
 
-def _run(mode, out, *extra, timeout=600):
-    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run([sys.executable, str(JOB), "--mode", mode, "--out", str(out), *extra],
-                          env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads((out / "result.json").read_text())
+def _run(out, *extra, timeout=600):
+    """The 2-rank job and the 1-process reference side by side (tests/side_by_side.py); their results."""
+    modes = ("fsdp", "single")
+    commands = {m: [sys.executable, str(JOB), "--mode", m, "--out", str(out / m), *extra] for m in modes}
+    run_side_by_side(commands, out, timeout=timeout)
+    return [json.loads((out / m / "result.json").read_text()) for m in modes]
 
 
 def test_two_process_grpo_equals_one_process_with_uneven_micro_batches(tmp_path):
@@ -29,7 +27,7 @@ def test_two_process_grpo_equals_one_process_with_uneven_micro_batches(tmp_path)
     from train_grpo_fsdp_job import write_prompts
 
     write_prompts(tmp_path / "rl")
-    fsdp, single = _run("fsdp", tmp_path / "fsdp"), _run("single", tmp_path / "single")
+    fsdp, single = _run(tmp_path)
     assert fsdp["world_size"] == 2 and single["world_size"] == 1
     assert len(fsdp["steps"]) == len(single["steps"]) == 2
     for a, b in zip(fsdp["steps"], single["steps"], strict=True):
@@ -65,10 +63,8 @@ def test_two_process_csv_judge_scores_like_one_process_when_ranks_judge_unequall
     from train_grpo_fsdp_job import write_csv_prompts
 
     write_csv_prompts(tmp_path / "rl-csv")
-    fsdp = tmp_path / "fsdp"
-    _run("fsdp", fsdp, "--reward", "csv", timeout=420)
-    single = tmp_path / "single"
-    _run("single", single, "--reward", "csv", timeout=420)
+    _run(tmp_path, "--reward", "csv", timeout=420)
+    fsdp, single = tmp_path / "fsdp", tmp_path / "single"
     ranks = [json.loads((fsdp / f"rewards_{r}.json").read_text()) for r in (0, 1)]
     judged = sorted(sum(e["answer"] == "A" for e in rank.values()) for rank in ranks)
     assert judged == [0, 2]  # G = 2 judge calls on one rank, none on the other

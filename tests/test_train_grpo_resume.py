@@ -80,6 +80,7 @@ def _data(rl_root) -> RlPromptDataModule:
     return RlPromptDataModule(source=RlShardSource(str(rl_root / "rl")), prompts_per_step=3)
 
 
+@pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")  # the resumed fit saves no checkpoint
 def test_killed_and_resumed_fit_matches_an_uninterrupted_one(tmp_path, rl_root, tiny_model_dir, one_torch_thread):
     # 8 prompts, 3 a step: 2 steps an epoch; 4 steps cross into epoch 1, the checkpoint is mid-epoch 1
     full_log, dump = PromptLog(), EpisodeDump(every_n_steps=2, dirpath=str(tmp_path / "episodes"))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from eva_core.sample_video import write_sample_video
+from side_by_side import run_side_by_side
 
 JOB = Path(__file__).parent / "train_kto_fsdp_job.py"
 
@@ -20,18 +19,11 @@ def video(tmp_path_factory):
                               height=252, gop=10)
 
 
-def _run(mode, video, out):
-    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run([sys.executable, str(JOB), "--mode", mode, "--video", str(video), "--out", str(out)],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads((out / "result.json").read_text())
-
-
 def test_two_process_fsdp2_kto_loss_equals_one_process(tmp_path, video):
-    fsdp = _run("fsdp", video, tmp_path / "fsdp")
-    single = _run("single", video, tmp_path / "single")
+    modes = ("fsdp", "single")  # side by side (tests/side_by_side.py)
+    run_side_by_side({m: [sys.executable, str(JOB), "--mode", m, "--video", str(video), "--out", str(tmp_path / m)]
+                      for m in modes}, tmp_path)
+    fsdp, single = (json.loads((tmp_path / m / "result.json").read_text()) for m in modes)
     assert fsdp["world_size"] == 2 and single["world_size"] == 1
     assert "FSDPQwen2_5_VLDecoderLayer" in fsdp["reference_units"]  # the frozen copy is sharded too
     assert single["reference_units"] == []

@@ -187,7 +187,7 @@ def load_model(spec: ModelSpec, lora: LoraSpec | None = None, *, device_map=None
         model.requires_grad_(False)
     freeze_vision(model, tower=spec.freeze_vision_tower, projector=spec.freeze_projector)
     if spec.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         if lora is not None:
             # The frozen embedding gives activations without grad; checkpointed blocks need one to backprop.
             model.enable_input_require_grads()
@@ -238,7 +238,7 @@ def freeze_vision(model: nn.Module, *, tower: bool, projector: bool) -> None:
         merger.requires_grad_(False)
 
 
-# transformers' `enable_input_require_grads` (also reached from `gradient_checkpointing_enable`)
+# transformers' `enable_input_require_grads` (also reached from `activation_checkpointing_enable`)
 # and peft's `PeftModel.__init__` name their forward hooks so.
 _INPUT_GRAD_HOOKS = ("make_inputs_require_grads", "make_inputs_require_grad")
 
@@ -246,7 +246,7 @@ _INPUT_GRAD_HOOKS = ("make_inputs_require_grads", "make_inputs_require_grad")
 def keep_frozen_tower_out_of_backward(model: nn.Module) -> bool:
     """Make a frozen vision tower cost one forward and no backward, in place.
 
-    `gradient_checkpointing_enable`, `enable_input_require_grads` and peft's `PeftModel.__init__`
+    `activation_checkpointing_enable`, `enable_input_require_grads` and peft's `PeftModel.__init__`
     each put a forward hook on every input embedding of the model, the tower's patch embedding
     included, that sets `requires_grad` on its output (for reentrant checkpointing over frozen
     embeddings); each call replaces the one handle the model keeps, so the others cannot be
