@@ -3,7 +3,8 @@
     uv run python scripts/results_table.py runs/reproduce --seeds 11 12 13
 
 Reads OUT/eval/seed-S/NAME/summary.json (eva-eval's run summaries) and OUT/times.tsv (the
-script's wall times, "train NAME" and "eval NAME seed-S" lines) and prints a markdown table:
+script's wall times, "train NAME" and "eval NAME seed-S" lines; the SFT agent's training is both
+its fits, "train sft-look" and "train sft") and prints a markdown table:
 accuracy over all held-out items of the seeds with its 95 % Wilson interval, the accuracy per
 seed, mean rounds and visual tokens per item, and wall time (training plus evaluation over the
 seeds), then the paired comparisons' files; `--plot FILE` also writes eva-eval's
@@ -33,6 +34,8 @@ ROWS = (  # (run name, what it is)
     ("kto", "agent after SFT -> KTO"),
     ("grpo", "agent after SFT -> KTO -> GRPO"),
 )
+
+PARTS = {"sft": ("sft-look",)}  # earlier fits that belong to a row's training: the agent's SFT reads, then plans
 
 
 def wall_times(path: Path) -> dict[str, float]:
@@ -82,6 +85,8 @@ def row(name: str, label: str, out: Path, seeds: list[str], times: dict[str, flo
     lo, hi = wilson_interval(figures.correct, figures.items)
     per_seed = ", ".join(f"{s}: {a:.1f}" for s, a in figures.per_seed.items())
     train = times.get(f"train {name}")
+    if train is not None:
+        train += sum(times.get(f"train {part}", 0.0) for part in PARTS.get(name, ()))
     evals = sum(times.get(f"eval {name} seed-{s}", 0.0) for s in figures.per_seed)
     wall = (f"{train / 60:.1f} min train + " if train is not None else "") + f"{evals / 60:.1f} min eval"
     return (f"| {label} | {figures.accuracy:.1f} % [{lo:.1f}, {hi:.1f}] | {figures.items} | {per_seed} | "

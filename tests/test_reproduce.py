@@ -41,15 +41,16 @@ def test_results_table_pools_seeds_with_a_wilson_interval(tmp_path, capsys):
     _summary(tmp_path / "eval" / "seed-11" / "sft", 100, 80.0, 3.0, 16.0)
     _summary(tmp_path / "eval" / "seed-12" / "sft", 100, 70.0, 2.9, 15.0)
     _summary(tmp_path / "eval" / "seed-11" / "uniform32", 100, 60.0, 1.0, 32.0)
-    (tmp_path / "times.tsv").write_text("train sft\t600\neval sft seed-11\t60\neval sft seed-12\t120\n"
-                                        "train sft\t540\n")  # a rerun's line wins
+    (tmp_path / "times.tsv").write_text("train sft-look\t60\ntrain sft\t600\neval sft seed-11\t60\n"
+                                        "eval sft seed-12\t120\ntrain sft\t480\n")  # a rerun's line wins
     assert results_table.main([str(tmp_path), "--seeds", "11", "12", "--plot", str(tmp_path / "plot.svg")]) == 0
     out = capsys.readouterr().out
     svg = (tmp_path / "plot.svg").read_text()  # eva-eval's plot: one point per model with a summary
     assert svg.startswith("<svg") and svg.count('<g class="point">') == 2
     assert "agent after SFT: 75.00 % at 16 visual tokens" in svg and "uniform-32 SFT: 60.00 % at 32" in svg
     # sft: 150 of 200 = 75.0 %; Wilson 95 %: centre (0.75 + 0.0096) / 1.0192 = 0.74529, half =
-    # 1.92303 * sqrt(0.0009375 + 0.000024) = 0.059631 -> [68.6, 80.5]; rounds (300 + 290) / 200
+    # 1.92303 * sqrt(0.0009375 + 0.000024) = 0.059631 -> [68.6, 80.5]; rounds (300 + 290) / 200;
+    # training: both halves, 60 + 480 s = 9.0 min
     sft = next(line for line in out.splitlines() if line.startswith("| agent after SFT |"))
     assert "| 75.0 % [68.6, 80.5] | 200 | 11: 80.0, 12: 70.0 | 2.95 | 15.5 | 9.0 min train + 3.0 min eval |" in sft
     uniform = next(line for line in out.splitlines() if line.startswith("| uniform-32"))
@@ -95,3 +96,43 @@ def test_episode_breakdown_counts_looks_that_saw_the_evidence(tmp_path, capsys):
     assert episode_breakdown.main([str(tmp_path), "--seeds", "11"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| sft |"))
     assert line == "| sft | C 2, B 1 | 1 / 3 | 1 / 1 | 148 s: 2, 68 s: 1 |"
+
+
+def _gate_record(answer: str, correct: bool, calls: list[dict]) -> dict:
+    """An eva-eval agent record of a seek-hint item whose shape shows 68-71 s (named window 60-80 s)."""
+    ran = [c for c in calls if c.get("error") is None]
+    return {"id": answer, "mode": "agent", "answer": answer, "correct": correct,
+            "extra": {"evidence": [[68.0, 71.0]]}, "views": [{"sample_times": c["sample_times"]} for c in ran],
+            "episode": {"steps": [{"calls": calls[:1]}, {"calls": calls[1:]}, {"calls": []}]}}
+
+
+def _call(start: float, end: float, times: list[float]) -> dict:
+    return {"error": None, "sample_times": times, "effective": {"start_time": start, "end_time": end}}
+
+
+def test_call_gate_counts_the_first_call_and_reads_when_seen(tmp_path, capsys):
+    import call_gate
+
+    failed = {"error": "bad_arguments", "sample_times": [], "effective": None}
+    rows = [_gate_record("B", True, [_call(68.0, 71.0, [68.0, 70.6])]),  # planned and read
+            _gate_record("C", False, [_call(148.0, 151.0, [148.0, 150.6])]),  # looked elsewhere
+            _gate_record("D", True, [failed, _call(68.0, 71.0, [68.0])]),  # first call failed, the second saw
+            _gate_record("A", False, [_call(62.0, 65.0, [62.0, 64.6])])]  # in the named window, not the shape
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    figures = call_gate.gate(rows)
+    # first-call hit 1 of 4 (row 1, also the oracle's call); inside 60-80 s: rows 1 and 4; seen by
+    # any look: rows 1 and 3, both right
+    assert (figures.first_hit, figures.first_exact, figures.first_in_window, figures.correct) == (1, 1, 2, 2)
+    assert (figures.seen, figures.right_when_seen, figures.read_rate) == (2, 2, 1.0)
+    assert call_gate.main(["--out", str(tmp_path)]) == 1  # hit 0.25 < 0.5
+    assert "first-call hit     1 / 4 (25.0 %)" in capsys.readouterr().out
+    assert call_gate.main(["--out", str(tmp_path), "--min-hit", "0.25"]) == 0
+
+
+def test_call_gate_refuses_items_without_evidence():
+    import call_gate
+
+    row = _gate_record("A", False, [])
+    row["extra"] = {}
+    with pytest.raises(ValueError, match="no evidence window"):
+        call_gate.gate([row])

@@ -6,6 +6,7 @@ sizes (`eva_train.model.qwen_shapes`), and the model is instantiated on the meta
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import lightning as L
@@ -268,22 +269,30 @@ def test_grpo_seek_recipe_builds_its_module(capsys):
     assert any(c["class_path"] == "eva_train.callbacks.failures.FailureLog" for c in config["trainer"]["callbacks"])
 
 
-def test_seek_uniform_baselines_differ_from_the_agent_only_in_their_view(capsys):
-    """Same architecture, items, batch, optimizer steps and optimizer (issue 14's fair comparison):
-    the agent trains on two views of each item (trajectory and look counterpart) for 4 epochs,
-    each baseline on one view for 8: 640 steps each."""
+def _with(config: dict, *, views: list[str], epochs: int, name: str, path: str | None = None) -> dict:
+    """`config` with its views (train and val), epochs, run name and (given) model path replaced."""
+    config = copy.deepcopy(config)
+    for split in ("train", "val"):
+        config["data"]["init_args"][split]["init_args"]["views"] = views
+    config["trainer"]["max_epochs"] = epochs
+    config["trainer"]["logger"]["init_args"]["name"] = name
+    if path is not None:
+        config["model"]["init_args"]["model"]["path"] = config["data"]["init_args"]["processor_path"] = path
+    return config
+
+
+def test_seek_agent_reads_then_plans_and_the_baselines_differ_only_in_their_view(capsys, monkeypatch, tmp_path):
+    """Same architecture, items, batch and optimizer (issue 14's fair comparison). The agent's SFT is
+    two fits: look counterparts for 120 steps (reading), then its trajectories from that model for
+    4 epochs (320 steps: planning); each uniform baseline trains on its one view for 8 (640)."""
+    look = _resolved(CONFIG_DIR / "sft-seek-look.yaml", capsys)
+    assert look["data"]["init_args"]["train"]["init_args"]["views"] == ["look"]
+    assert (look["trainer"]["max_epochs"], look["trainer"]["max_steps"]) == (2, 120)  # 80 steps an epoch
+    monkeypatch.setenv("EVA_SFT_INIT", str(tmp_path / "look-model"))
     agent = _resolved(CONFIG_DIR / "sft-seek.yaml", capsys)
-    assert agent["data"]["init_args"]["train"]["init_args"]["views"] == ["agent", "look"]
-    assert agent["data"]["init_args"]["val"]["init_args"]["views"] == ["agent"]
-    assert agent["trainer"]["max_epochs"] * 2 == 8  # 2 views x 4 epochs = 1 view x 8 epochs
+    assert agent["model"]["init_args"]["model"]["path"] == str(tmp_path / "look-model")
+    look["trainer"]["max_steps"] = agent["trainer"]["max_steps"]  # the others: epochs only
+    assert agent == _with(look, views=["agent"], epochs=4, name="sft-seek", path=str(tmp_path / "look-model"))
     for n in (8, 32):
         uniform = _resolved(CONFIG_DIR / f"sft-seek-uniform{n}.yaml", capsys)
-        for split in ("train", "val"):
-            views = uniform["data"]["init_args"][split]["init_args"].pop("views")
-            assert views == [f"uniform-{n}"]
-            uniform["data"]["init_args"][split]["init_args"]["views"] = agent["data"]["init_args"][split]["init_args"]["views"]
-        assert uniform["trainer"]["logger"]["init_args"]["name"] == f"sft-seek-uniform{n}"
-        uniform["trainer"]["logger"]["init_args"]["name"] = "sft-seek"
-        assert uniform["trainer"].pop("max_epochs") == 8
-        uniform["trainer"]["max_epochs"] = agent["trainer"]["max_epochs"]
-        assert uniform == agent
+        assert uniform == _with(look, views=[f"uniform-{n}"], epochs=8, name=f"sft-seek-uniform{n}")
