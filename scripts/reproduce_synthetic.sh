@@ -31,17 +31,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seeds=()
-out=runs/reproduce
+out=""
 items=100
+train_seed=0
+usage="usage: $0 --seed S [--seed S2 ...] [--train-seed T] [--out DIR] [--items N]"
 while [ $# -gt 0 ]; do
   case "$1" in
     --seed) seeds+=("$2"); shift 2 ;;
+    --train-seed) train_seed="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --items) items="$2"; shift 2 ;;
-    *) echo "usage: $0 --seed S [--seed S2 ...] [--out DIR] [--items N]" >&2; exit 2 ;;
+    *) echo "$usage" >&2; exit 2 ;;
   esac
 done
-[ ${#seeds[@]} -gt 0 ] || { echo "usage: $0 --seed S [--seed S2 ...] [--out DIR] [--items N]" >&2; exit 2; }
+[ ${#seeds[@]} -gt 0 ] || { echo "$usage" >&2; exit 2; }
+out="${out:-runs/reproduce/train-seed-$train_seed}"
 for s in "${seeds[@]}"; do
   case " 0 1 2 10 100 101 " in
     *" $s "*) echo "seed $s is a training, validation or tuning seed: pick another held-out seed" >&2; exit 2 ;;
@@ -51,6 +55,9 @@ mkdir -p "$out"
 times="$out/times.tsv"
 started=$SECONDS
 
+d=runs/data  # videos and their records: fixed seeds, shared by every training seed
+kto_videos=(--n 320 --seed 1)  # the KTO stage's videos (the SFT agent plays them)
+build=(--max-new-tokens 192)
 sft=(); uni8=(); uni32=(); kto=(); grpo=()
 if [ -n "${EVA_REPRODUCE_SMOKE:-}" ]; then
   items=4
@@ -63,40 +70,70 @@ if [ -n "${EVA_REPRODUCE_SMOKE:-}" ]; then
     a=("${common[@]}" --data.init_args.train.init_args.shards "$d/seek-hint-train/shards"
        --data.init_args.train.init_args.synthesize "$sft_data" --data.init_args.val.init_args.shards "$d/seek-hint-train/shards")
   done
+  kto_videos=(--n 4 --seed 1)
+  build=(--max-new-tokens 16)
+  # a 2-step SFT agent has no successes to balance its failures with: the smoke's KTO trains on
+  # rule-labelled records (eva_data.records.shortcut) after the build has run
   kto=("${common[@]}" --data.init_args.train.init_args.shards "$d/kto-seek-hint/shards"
-       --data.init_args.train.init_args.synthesize "[\"--n\", \"4\", \"--seed\", \"1\", $seek]"
-       --data.init_args.val.init_args.shards "$d/kto-seek-hint/shards")
+       --data.init_args.train.init_args.synthesize "[\"--n\", \"4\", \"--seed\", \"1\", $seek]")
   grpo=(--data.init_args.source.init_args.shards "$d/grpo-seek-hint/shards"
         --data.init_args.source.init_args.synthesize "[\"--n\", \"4\", \"--seed\", \"2\", $seek]"
-        --model.init_args.rollout.max_new_tokens 16)
+        --data.init_args.val.init_args.shards "$d/grpo-seek-hint/shards"
+        --model.init_args.rollout.max_new_tokens 16 --trainer.max_steps 2 --trainer.val_check_interval 1)
 fi
 
 stamp() {  # stamp NAME SECONDS: one line of the wall-time file (a stage done earlier keeps its line)
   printf '%s\t%s\n' "$1" "$2" >> "$times"
 }
 
-fit() {  # fit NAME CONFIG [overrides...]: train, export the final step to OUT/NAME/model (once)
-  local name=$1 config=$2; shift 2
+fit() {  # fit NAME CONFIG [overrides...]: train, export OUT/NAME/model (once) from the checkpoint
+  local name=$1 config=$2; shift 2  # $keep: "best" exports best.ckpt (the validation gate) when there is one
   if [ -f "$out/$name/model/config.json" ]; then
     echo "== $name: $out/$name/model exists, reused"
     return
   fi
   local t0=$SECONDS
-  echo "== train $name: eva-train fit --config $config"
+  echo "== train $name: eva-train fit --config $config (training seed $train_seed)"
   rm -rf "${out:?}/$name"
-  uv run eva-train fit --config "$config" --trainer.logger.init_args.save_dir "$out" \
-    --trainer.logger.init_args.name "$name" "$@"
-  uv run eva-train export "$out/$name/version_0/checkpoints/last.ckpt" --out "$out/$name/model"
+  uv run eva-train fit --config "$config" --seed_everything "$train_seed" \
+    --trainer.logger.init_args.save_dir "$out" --trainer.logger.init_args.name "$name" "$@"
+  local ckpt="$out/$name/version_0/checkpoints/last.ckpt"
+  if [ "${keep:-}" = best ] && [ -f "$out/$name/version_0/checkpoints/best.ckpt" ]; then
+    ckpt="$out/$name/version_0/checkpoints/best.ckpt"
+  fi
+  echo "== export $ckpt"
+  uv run eva-train export "$ckpt" --out "$out/$name/model"
   stamp "train $name" $((SECONDS - t0))
 }
 
-fit sft configs/sft-seek.yaml "${sft[@]}"
-fit uniform8 configs/sft-seek-uniform8.yaml "${uni8[@]}"
-fit uniform32 configs/sft-seek-uniform32.yaml "${uni32[@]}"
-EVA_KTO_INIT="$out/sft/model" fit kto configs/kto-seek.yaml "${kto[@]}"
+# The training seed draws the random initial weights of the tiny model, the data order and the sampling.
+init=$(uv run python -c "from eva_core.tiny_model import tiny_model_dir; print(tiny_model_dir(seed=$train_seed, spec='learner'))")
+fit sft configs/sft-seek.yaml --model.init_args.model.path "$init" "${sft[@]}"
+fit uniform8 configs/sft-seek-uniform8.yaml --model.init_args.model.path "$init" "${uni8[@]}"
+fit uniform32 configs/sft-seek-uniform32.yaml --model.init_args.model.path "$init" "${uni32[@]}"
+
+# KTO on the SFT agent's own episodes: it plays the KTO videos as it would act (temperature 1), the
+# rule judge labels them, a look at the wrong window is cut after that call (configs/kto-seek.yaml).
+# The build is journalled: a run killed here continues it.
+if [ ! -f "$d/kto-seek-hint-videos/annotations.jsonl" ]; then
+  uv run eva-data synth --out "$d/kto-seek-hint-videos" "${kto_videos[@]}" --difficulty seek-hint --workers 2 \
+    --shards "$d/kto-seek-hint-videos/shards"
+fi
+if [ ! -f "$out/kto-data/stats.json" ]; then
+  t0=$SECONDS
+  echo "== build kto: the SFT agent's episodes on the KTO videos, judged"
+  uv run eva-data build kto --input "$d/kto-seek-hint-videos/shards" --out "$out/kto-data" --teacher "$out/sft/model" \
+    --as-is --cut-guesses --legible-resize 0.25 --temperature 1.0 --seed "$train_seed" --batch-size 16 \
+    --no-progress "${build[@]}"
+  stamp "build kto" $((SECONDS - t0))
+fi
+EVA_KTO_INIT="$out/sft/model" fit kto configs/kto-seek.yaml --data.init_args.train.init_args.shards "$out/kto-data" \
+  "${kto[@]}"
 # GRPO in two stages (eva_train.data.curriculum): the 128 seed-2 prompts, then the data refresh: the prompts
-# whose group stage 0 failed (at most 1 of 4 right), rebuilt into OUT/grpo/stages/stage-1.
-EVA_GRPO_INIT="$out/kto/model" fit grpo configs/grpo-seek.yaml --data.init_args.stages.dir "$out/grpo/stages" "${grpo[@]}"
+# whose group stage 0 failed (at most 2 of 8 right), rebuilt into OUT/grpo/stages/stage-1. Exported: the step
+# whose greedy validation episodes (seed 101) scored best.
+EVA_GRPO_INIT="$out/kto/model" keep=best fit grpo configs/grpo-seek.yaml \
+  --data.init_args.stages.dir "$out/grpo/stages" --model.init_args.rollout.seed "$train_seed" "${grpo[@]}"
 
 evaluate() {  # evaluate SEED NAME MODE [uniform frames]
   local seed=$1 name=$2 mode=$3 frames=${4:-}
