@@ -127,6 +127,12 @@ if [ ! -f "$out/kto-data/stats.json" ]; then
     --no-progress "${build[@]}"
   stamp "build kto" $((SECONDS - t0))
 fi
+kto_records=$(uv run python -c "import json; print(json.load(open('$out/kto-data/stats.json'))['records'])")
+if [ "$kto_records" = 0 ] && [ -z "${EVA_REPRODUCE_SMOKE:-}" ]; then
+  # no failure to learn from (or no success to balance them with): KTO has nothing to train on
+  echo "== kto: the build kept no records ($out/kto-data/stats.json): the KTO agent is the SFT agent"
+  mkdir -p "$out/kto" && cp -r "$out/sft/model" "$out/kto/model"
+fi
 EVA_KTO_INIT="$out/sft/model" fit kto configs/kto-seek.yaml --data.init_args.train.init_args.shards "$out/kto-data" \
   "${kto[@]}"
 # GRPO in two stages (eva_train.data.curriculum): the 128 seed-2 prompts, then the data refresh: the prompts
