@@ -5,6 +5,7 @@ format floor, the length guard, and failing rewards as errors."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from eva_core.agent import AgentConfig, run_episode
@@ -73,6 +74,21 @@ def test_choice_and_format_floor(video):
     assert reward(wrong_no_tool).total == 0.0
     assert reward(no_answer).total == pytest.approx(0.05, abs=1e-12)  # called, never answered
     assert reward(wrong_after_tool, RewardConfig(name="choice", format_reward=0.0)).total == 0.0
+
+
+def test_grounded_pays_a_right_answer_only_when_a_call_saw_the_evidence(video):
+    evidence = replace(prompt(), evidence=[[2.0, 2.5]])  # the answer shows from 2.0 s to 2.5 s
+    looked = episode(video, call(1.5, 2.5, 4), "<answer>B</answer>")  # frames at 1.5, 1.83, 2.17, 2.5: 2.17 inside
+    elsewhere = episode(video, call(0, 1, 2), "<answer>B</answer>")  # right letter, a lucky guess
+    blind = episode(video, "<answer>B</answer>")
+    grounded = RewardConfig(name="grounded")
+    assert any(2.0 <= t < 2.5 for t in looked.steps[0].calls[0].sample_times)
+    assert reward(looked, grounded, prompt=evidence).total == 1.0
+    assert reward(elsewhere, grounded, prompt=evidence).total == pytest.approx(0.05)  # the format floor only
+    assert reward(blind, grounded, prompt=evidence).total == 0.0
+    assert reward(elsewhere, CHOICE, prompt=evidence).total == 1.0  # what "choice" pays the same guess
+    with pytest.raises(rewards.RewardError, match="evidence windows"):
+        reward(looked, grounded)
 
 
 def test_an_invalid_call_is_not_a_tool_call(video):

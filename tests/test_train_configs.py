@@ -260,13 +260,19 @@ def test_grpo_7b_recipes(name, capsys, monkeypatch, qwen_7b_dir):
 def test_grpo_seek_recipe_builds_its_module(capsys):
     config = _resolved(CONFIG_DIR / "grpo-seek.yaml", capsys)
     module = _module(config)
-    assert module.rollout_spec.max_turns >= 3 and module.reward_config.name == "choice"  # scan, look, answer
+    assert module.rollout_spec.max_turns >= 3 and module.reward_config.name == "grounded"  # no pay for a lucky guess
+    assert module.rollout_spec.group_size == 8  # EVA paper
     data = config["data"]["init_args"]
     assert data["source"]["class_path"] == "eva_train.data.shards.RlShardSource"  # stages copy failed prompts' videos
     assert "seek-hint" in data["source"]["init_args"]["synthesize"] and "2" in data["source"]["init_args"]["synthesize"]
     assert data["stages"]["dir"] and config["trainer"]["max_epochs"] >= 2  # at least one data refresh
     assert config["trainer"]["reload_dataloaders_every_n_epochs"] == 1
     assert any(c["class_path"] == "eva_train.callbacks.failures.FailureLog" for c in config["trainer"]["callbacks"])
+    # the validation gate: greedy episodes on validation prompts (never a training or held-out seed), best kept
+    assert "101" in data["val"]["init_args"]["synthesize"] and config["trainer"]["val_check_interval"]
+    gate = [c["init_args"] for c in config["trainer"]["callbacks"] if c["init_args"].get("monitor")]
+    assert [(g["monitor"], g["mode"], g["save_top_k"], g["filename"]) for g in gate] == [
+        ("val/accuracy", "max", 1, "best")]
 
 
 def _with(config: dict, *, views: list[str], epochs: int, name: str, path: str | None = None) -> dict:

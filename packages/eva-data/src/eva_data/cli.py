@@ -14,6 +14,8 @@ unified-format jsonl (videos relative to `--video-root`, default the jsonl's fol
 one sample per video into size-capped shards. `inspect` reads shards as training would.
 `build` runs the data-construction pipeline (`eva_data.construct`): teacher episodes judged into
 EVA-SFT or EVA-KTO shards, or EVA-RL prompts from a failure file and new questions; resumable.
+With `--as-is` the teacher is the policy being trained, run on the protocol's prompt alone: KTO
+from an agent's own episodes (`--cut-guesses` puts a guess's credit on its turn at fault).
 """
 
 from __future__ import annotations
@@ -183,7 +185,16 @@ def _build_args(sub) -> None:
     p.add_argument("--limit", type=int, help="use at most this many items")
     p.add_argument("--max-new-tokens", type=int, help="teacher and judge tokens a turn (default: protocol 2048, judge 512)")
     p.add_argument("--temperature", type=float, default=0.0,
-                   help="teacher sampling temperature (protocol: 0, greedy); above 0 makes --attempts differ")
+                   help="teacher sampling temperature (protocol: 0, greedy); above 0 makes --attempts differ "
+                        "(sampling seeded per episode by --seed)")
+    p.add_argument("--as-is", action="store_true",
+                   help="the policy's own episodes: no hint, reflective prompt or experiences, and replies need "
+                        "not have the four parts (KTO from an agent's successes and failures)")
+    p.add_argument("--cut-guesses", action="store_true",
+                   help="KTO: a guess's undesirable record ends at its first call that missed the evidence")
+    p.add_argument("--legible-resize", type=float, default=None,
+                   help="rule judge: the smallest resize whose frames count as legible (default 0.75: glyphs; "
+                        "colour shows at 0.25)")
     p.add_argument("--failures", type=Path, help="RL: failure file (RL prompt records or {video_key, item_index} lines)")
     p.add_argument("--unseen", help="RL: shards of unseen videos to write new open-ended questions about")
     p.add_argument("--questions-per-video", type=int, default=2, help="RL: new questions per unseen video")
@@ -203,7 +214,7 @@ def run_build(args) -> int:
         build_teacher_set,
         rule_judge_many,
     )
-    from eva_data.construct.judge import VERDICT_GENERATION, LlmJudge
+    from eva_data.construct.judge import VERDICT_GENERATION, LlmJudge, RuleJudgeConfig
     from eva_data.construct.scripted_teacher import ScriptedTeacher
     from eva_data.construct.teacher import TeacherConfig
 
@@ -213,12 +224,16 @@ def run_build(args) -> int:
 
     tokens = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
     try:
-        agent = AgentConfig(generation=GenerationConfig(temperature=args.temperature, **tokens))
+        seeded = {"seed": args.seed} if args.temperature > 0 else {}
+        agent = AgentConfig(generation=GenerationConfig(temperature=args.temperature, **tokens, **seeded))
+        teacher_config = (TeacherConfig.as_is(seed=args.seed, agent=agent) if args.as_is
+                          else TeacherConfig(experiences=args.experiences, seed=args.seed, agent=agent))
         config = BuildConfig(kind=args.kind, attempts=args.attempts, batch_size=args.batch_size,
                              desirable_fraction=args.desirable_fraction, seed=args.seed, limit=args.limit,
                              **({} if args.max_bytes is None else {"max_bytes": args.max_bytes}),
-                             questions_per_video=args.questions_per_video,
-                             teacher=TeacherConfig(experiences=args.experiences, seed=args.seed, agent=agent))
+                             questions_per_video=args.questions_per_video, teacher=teacher_config,
+                             four_parts=not args.as_is, cut_guesses=args.cut_guesses)
+        legible = {} if args.legible_resize is None else {"legible_resize": args.legible_resize}
         if args.kind == "rl":
             if args.teacher != "scripted":
                 print("eva-data build rl: only the scripted question writer is built; use --teacher scripted",
@@ -231,7 +246,7 @@ def run_build(args) -> int:
                                  progress=progress)
         else:
             teacher = ScriptedTeacher(seed=args.seed) if args.teacher == "scripted" else load_policy(args.teacher)
-            judge = rule_judge_many() if args.judge == "rule" else LlmJudge(
+            judge = rule_judge_many(RuleJudgeConfig(**legible)) if args.judge == "rule" else LlmJudge(
                 load_policy(args.judge), name=args.judge,
                 generation=GenerationConfig(**tokens) if tokens else VERDICT_GENERATION).judge_many
             with ExperienceBank(args.bank or args.out / "work" / "bank.sqlite") as bank:

@@ -12,6 +12,10 @@ evaluation are the same functions"); this module adds what RL needs around them.
   is passed in (`Judge`: the frozen reference model by default in training, any eva-core policy
   through `policy_judge`, a scripted function in tests). An episode without a tool turn scores
   0: there are no frames to verify on.
+- "grounded": the exact letter, paid only when the episode's calls sampled every evidence window
+  of the prompt (`RlPrompt.evidence`, known for the synthetic benchmark): the rule judge's
+  `success` as a reward, so a right guess after a look elsewhere earns nothing but the format
+  floor. Prompts without evidence windows are an error.
 - "rouge": open-ended answers, (ROUGE-1 F1 + ROUGE-2 F1 + ROUGE-L F1) / 3 (rouge-score, Porter
   stemming).
 - "auto": by the prompt's answer type: "choice" for choice items, "rouge" for open ones, the
@@ -44,6 +48,7 @@ from eva_core.video import VideoSource
 
 from eva_data.records.records import RlPrompt
 from eva_data.rouge import rouge_f1
+from eva_data.synth.questions import evidence_seen
 from eva_data.synth.scoring import score_answer
 
 ROUGE_KINDS = ("rouge1", "rouge2", "rougeL")
@@ -64,7 +69,7 @@ class RewardConfig:
     """Which reward, and the terms around it.
 
     Attributes:
-        name: registry key ("choice", "csv", "rouge", "auto").
+        name: registry key ("choice", "csv", "grounded", "rouge", "auto").
         format_reward: floor for an episode with at least one valid tool call (paper: 0.05).
         max_answer_chars: longer answers score 0 (ours: 200).
     """
@@ -119,6 +124,14 @@ class Reward:
 def choice_reward(x: RewardInput) -> float:
     """1 for the exact option letter (eva-data's "choice" scorer), else 0."""
     return score_answer(x.episode.answer, answer_type="choice", ground_truth=x.prompt.ground_truth)
+
+
+def grounded_reward(x: RewardInput) -> float:
+    """`choice_reward`, but 0 unless the episode's calls sampled a frame in every evidence window."""
+    if not x.prompt.evidence:
+        raise RewardError(f"the 'grounded' reward needs evidence windows; prompt {x.prompt.id} has none")
+    times = [t for step in x.episode.steps for call in step.calls if call.error is None for t in call.sample_times]
+    return choice_reward(x) if evidence_seen(times, [tuple(w) for w in x.prompt.evidence]) else 0.0
 
 
 def rouge_mean(answer: str, reference: str) -> float:
@@ -180,6 +193,7 @@ def csv_reward(x: RewardInput) -> float:
 REWARDS: dict[str, Callable[[RewardInput], float]] = {
     "choice": choice_reward,
     "csv": csv_reward,
+    "grounded": grounded_reward,
     "rouge": rouge_reward,
     "auto": auto_reward,
 }

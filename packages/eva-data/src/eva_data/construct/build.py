@@ -69,6 +69,10 @@ class BuildConfig:
         max_bytes: output shard size cap.
         questions_per_video: RL: new questions per unseen video.
         teacher: teacher-run settings.
+        four_parts: SFT records and KTO desirables need four-part replies (a teacher's form);
+            False for a policy's own episodes (`TeacherConfig.as_is`).
+        cut_guesses: KTO: a guess's undesirable record ends at its turn at fault
+            (`eva_data.construct.builders.cut_at_fault`).
     """
 
     kind: str
@@ -80,6 +84,8 @@ class BuildConfig:
     max_bytes: int = DEFAULT_MAX_BYTES
     questions_per_video: int = 2
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    four_parts: bool = True
+    cut_guesses: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -258,9 +264,10 @@ def build_teacher_set(input_shards, out: str | os.PathLike, *, policy: Policy, j
         stats.rounds.append(episode.rounds)
         stats.tokens.append(visual_tokens(episode))
     if config.kind == "sft":
-        records = sft_records(judged)
+        records = sft_records(judged, four_parts=config.four_parts)
     else:
-        records = kto_records(judged, fraction=config.desirable_fraction, seed=config.seed)
+        records = kto_records(judged, fraction=config.desirable_fraction, seed=config.seed,
+                              four_parts=config.four_parts, cut_guesses=config.cut_guesses)
         stats.desirable = sum(r.desirable for r in records)
         stats.undesirable = len(records) - stats.desirable
     stats.records = len(records)

@@ -2,7 +2,10 @@
 
 - EVA-SFT: the judged successes (four-part replies, an answer), as `SftTrajectory` records.
 - EVA-KTO: desirable = successes, undesirable = judged failures (guesses, under- and
-  over-sampling, wrong answers, no answer), as `KtoTrajectory` records. The desirable fraction
+  over-sampling, wrong answers, no answer), as `KtoTrajectory` records. With `cut_guesses` a
+  guess is cut after the turn at fault (`cut_at_fault`): the first turn whose calls all missed
+  the evidence, so the loss pushes down the wrong plan and not the text that followed it,
+  which a wrong look leaves the model no better way to write. The desirable fraction
   is set by dropping, with a seeded draw, part of whichever side is over-represented (0.63 by
   default, the paper's Section 3.2 mix); nothing is duplicated. Several teacher attempts per item
   (`attempts`) are the "resampled" successes and failures to choose from.
@@ -18,11 +21,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from eva_core.episode import Episode
+from eva_core.episode import Episode, StopReason
 
 from eva_data.records.convert import trajectory_from_episode
 from eva_data.records.records import KtoTrajectory, RecordError, SftTrajectory, Source
@@ -74,18 +77,39 @@ class Judged:
         return cls(**data)
 
 
-def _record(judged: Judged, kind: str, desirable: bool | None = None):
+def cut_at_fault(episode: Episode, evidence: Sequence[Sequence[float]]) -> Episode:
+    """A guess (the evidence never sampled) up to the turn at fault: the first turn with calls,
+    none of whose frames fell inside an evidence window [start, end). It ends as an episode
+    stopped there by a turn limit would (`max_turns_exceeded`, no answer; the tool's reply stays
+    as untrained context). An episode without such a turn (it answered before any call, or its
+    calls saw the evidence) is returned whole.
+    """
+    for k, step in enumerate(episode.steps):
+        ran = [c for c in step.calls if c.error is None]
+        if not ran:
+            continue
+        if any(lo <= t < hi for c in ran for t in c.sample_times for lo, hi in evidence):
+            return episode
+        if k == len(episode.steps) - 1 and episode.stop_reason != StopReason.ANSWER_FOUND:
+            return episode  # already ends at this turn
+        return replace(episode, steps=episode.steps[:k + 1], answer="", stop_reason=StopReason.MAX_TURNS_EXCEEDED)
+    return episode
+
+
+def _record(judged: Judged, kind: str, desirable: bool | None = None, cut: bool = False):
     episode = Episode.from_dict(judged.episode)
-    meta = {**judged.meta, "judge": judged.verdict}
+    if cut:
+        episode = cut_at_fault(episode, judged.item.get("evidence") or [])
+    meta = {**judged.meta, "judge": judged.verdict, **({"cut_at_turn": len(episode.steps)} if cut else {})}
     return trajectory_from_episode(episode, judged.item, source=Source.TEACHER, video_key=judged.video_key,
                                    kind=kind, desirable=desirable, record_id=f"{kind}-{judged.unit}", meta=meta)
 
 
-def sft_records(judged: Iterable[Judged]) -> list[SftTrajectory]:
-    """The successes in four-part form, as SFT records."""
+def sft_records(judged: Iterable[Judged], *, four_parts: bool = True) -> list[SftTrajectory]:
+    """The successes (in four-part form, unless `four_parts` is False), as SFT records."""
     out = []
     for j in judged:
-        if j.verdict["label"] == "success" and j.four_part:
+        if j.verdict["label"] == "success" and (j.four_part or not four_parts):
             try:
                 out.append(_record(j, "sft"))
             except RecordError:  # a "success" without an answer: only a misbehaving LLM judge says so
@@ -116,17 +140,24 @@ def balance(desirable: list, undesirable: list, fraction: float, seed: int) -> t
     return desirable, keep(undesirable, min(u, round((1 - fraction) / fraction * d)))
 
 
-def kto_records(judged: Iterable[Judged], *, fraction: float = DESIRABLE_FRACTION, seed: int = 0) -> list[KtoTrajectory]:
-    """Judged episodes as KTO records (desirable = success in four-part form), balanced to `fraction`."""
+def kto_records(judged: Iterable[Judged], *, fraction: float = DESIRABLE_FRACTION, seed: int = 0,
+                four_parts: bool = True, cut_guesses: bool = False) -> list[KtoTrajectory]:
+    """Judged episodes as KTO records, balanced to `fraction`.
+
+    Args:
+        four_parts: a success is desirable only in four-part form (a teacher's episodes); False
+            for a policy's own episodes, written in its own form.
+        cut_guesses: a guess's record ends at its turn at fault (`cut_at_fault`).
+    """
     good, bad = [], []
     for j in judged:
         label = j.verdict["label"]
         if label == "unjudged":
             continue
-        if label == "success" and j.four_part:
+        if label == "success" and (j.four_part or not four_parts):
             good.append(_record(j, "kto", desirable=True))
         elif label != "success":
-            bad.append(_record(j, "kto", desirable=False))
+            bad.append(_record(j, "kto", desirable=False, cut=cut_guesses and label == "guess"))
     good, bad = balance(good, bad, fraction, seed)
     order = {id(r): i for i, r in enumerate(good + bad)}
     return sorted(good + bad, key=lambda r: (r.id, order[id(r)]))

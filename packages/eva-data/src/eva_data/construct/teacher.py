@@ -13,6 +13,9 @@ that line removed from the saved reply (`student_reply`).
 
 The replies are checked for the four-part form (`FOUR_PARTS`); `TeacherRun.four_part` says
 whether every reply has it, and builders keep only trajectories that do.
+
+`TeacherConfig.as_is` runs a policy with no additions at all: the protocol's prompt untouched,
+so the episodes are the policy's own (an agent's failures for KTO, sampled as it would act).
 """
 
 from __future__ import annotations
@@ -52,8 +55,8 @@ class TeacherConfig:
     """Teacher runs.
 
     Attributes:
-        hints: workflow hints to draw from (one per episode).
-        reflective_prompt: appended to every teacher episode's system turn.
+        hints: workflow hints to draw from (one per episode); empty: no hint.
+        reflective_prompt: appended to every teacher episode's system turn ("": none).
         experiences: how many bank entries to retrieve per question (0: none).
         seed: seeds the hint draws.
         agent: the agent loop's settings (protocol defaults).
@@ -66,19 +69,24 @@ class TeacherConfig:
     agent: AgentConfig = field(default_factory=AgentConfig)
 
     def __post_init__(self):
-        if not self.hints:
-            raise ValueError("TeacherConfig.hints needs at least one hint")
         if self.experiences < 0:
             raise ValueError(f"TeacherConfig.experiences must be >= 0, got {self.experiences}")
 
+    @classmethod
+    def as_is(cls, *, seed: int = 0, agent: AgentConfig | None = None) -> TeacherConfig:
+        """No hint, no reflective prompt, no experiences: the policy sees the protocol's prompt only."""
+        return cls(hints=(), reflective_prompt="", experiences=0, seed=seed, agent=agent or AgentConfig())
+
 
 def teacher_additions(hint: str, experiences: Sequence[Experience], reflective_prompt: str) -> str:
-    """The text appended to the teacher's system turn."""
+    """The text appended to the teacher's system turn ("" when there is nothing to add)."""
     parts = []
     if experiences:
         parts.append("Experience from similar questions:\n" + "\n".join(e.prompt_line() for e in experiences))
-    parts.append(f"Workflow hint: {hint}")
-    parts.append(reflective_prompt)
+    if hint:
+        parts.append(f"Workflow hint: {hint}")
+    if reflective_prompt:
+        parts.append(reflective_prompt)
     return "\n\n".join(parts)
 
 
@@ -176,7 +184,7 @@ def run_teacher(policy: Policy, tasks: Sequence[TeacherTask], config: TeacherCon
     additions, hints, used = {}, {}, {}
     for task in tasks:
         rng = random.Random(derive_seed(config.seed, "hint", task.episode_id))
-        hint = rng.choice(config.hints)
+        hint = rng.choice(config.hints) if config.hints else ""
         found = []
         if bank is not None and config.experiences:
             found = bank.relevant(task.item.get("question_type", "unknown"), _question(task.item),
@@ -190,8 +198,9 @@ def run_teacher(policy: Policy, tasks: Sequence[TeacherTask], config: TeacherCon
     runs = []
     for episode in episodes:
         extra = additions[episode.episode_id]
-        for step in episode.steps:
-            step.reply = student_reply(step.reply, extra)
+        if extra:
+            for step in episode.steps:
+                step.reply = student_reply(step.reply, extra)
         runs.append(TeacherRun(episode=episode, additions=extra, hint=hints[episode.episode_id],
                                experience_ids=used[episode.episode_id],
                                four_part=bool(episode.steps) and all(has_four_parts(s.reply) for s in episode.steps)))
