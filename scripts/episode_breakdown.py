@@ -1,6 +1,6 @@
 """What the episodes of scripts/reproduce_synthetic.sh's runs did, pooled over held-out seeds.
 
-    uv run python scripts/episode_breakdown.py runs/reproduce --seeds 11 12 13
+    uv run python scripts/episode_breakdown.py runs/reproduce/train-seed-0 --seeds 11 12 13
 
 For every run (OUT/eval/seed-S/NAME/results.jsonl, eva-eval's records) one markdown row: the
 answers given, and for agent runs how often a look's frames fell inside the item's evidence

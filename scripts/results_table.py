@@ -1,6 +1,6 @@
 """The results table of scripts/reproduce_synthetic.sh: one row per model, pooled over held-out seeds.
 
-    uv run python scripts/results_table.py runs/reproduce --seeds 11 12 13
+    uv run python scripts/results_table.py runs/reproduce/train-seed-0 --seeds 11 12 13
 
 Reads OUT/eval/seed-S/NAME/summary.json (eva-eval's run summaries) and OUT/times.tsv (the
 script's wall times, "train NAME" and "eval NAME seed-S" lines; the SFT agent's training is both
