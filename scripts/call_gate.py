@@ -34,6 +34,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from eva_data.synth.questions import evidence_seen
+
 WINDOW = 20.0  # the seek-hint preset's window grid (eva_data.synth DIFFICULTIES["seek-hint"]: 8 windows of 20 s)
 
 
@@ -43,11 +45,6 @@ def first_call(record: dict) -> dict | None:
         if step.get("calls"):
             return step["calls"][0]
     return None
-
-
-def saw(times: list[float], windows: list[list[float]]) -> bool:
-    """True when a sample time falls inside one of the windows [lo, hi)."""
-    return any(lo <= t < hi for t in times for lo, hi in windows)
 
 
 def named_window(evidence: list[list[float]]) -> tuple[float, float]:
@@ -100,13 +97,13 @@ def gate(records: list[dict]) -> Gate:
             raise ValueError(f"item {r['id']}: no evidence window (not a synthetic item?)")
         call = first_call(r)
         if call is not None and call.get("error") is None:
-            first_hit += saw(call["sample_times"], evidence)
+            first_hit += evidence_seen(call["sample_times"], evidence)
             lo, hi = named_window(evidence)
             eff = call["effective"]
             first_exact += [eff["start_time"], eff["end_time"]] == list(evidence[0])
             first_in_window += lo <= eff["start_time"] and eff["end_time"] <= hi
             starts[eff["start_time"]] += 1
-        looked = saw([t for v in r["views"] for t in v["sample_times"]], evidence)
+        looked = evidence_seen([t for v in r["views"] for t in v["sample_times"]], evidence)
         seen += looked
         right_when_seen += looked and r["correct"]
     return Gate(items=len(records), first_hit=first_hit, first_exact=first_exact, first_in_window=first_in_window,

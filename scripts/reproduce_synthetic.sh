@@ -135,7 +135,7 @@ fit sft-look configs/sft-seek-look.yaml --model.init_args.model.path "$init" "${
 EVA_SFT_INIT="$out/sft-look/model" fit sft configs/sft-seek.yaml "${sft[@]}"
 
 # The SFT gate, before any later stage builds on the cold start: does the agent plan and read?
-gate_bench="$out/bench/seed-$gate_seed"
+gate_bench="$d/gate-seed-$gate_seed-n$gate_items"  # shared by every training seed
 if [ ! -f "$gate_bench/annotations.jsonl" ]; then
   echo "== SFT gate benchmark: seek-hint preset, validation seed $gate_seed, $gate_items items"
   uv run eva-data synth --out "$gate_bench" --n "$gate_items" --seed "$gate_seed" --difficulty seek-hint --workers 2
