@@ -17,7 +17,8 @@
 #    labelled source "oracle".
 # 2. SFT of the agent in two halves, reading then planning (configs/sft-seek-look.yaml: look
 #    counterparts; configs/sft-seek.yaml: the trajectories, from the first half's export), and
-#    of the uniform-8 and uniform-32 baselines (configs/sft-seek-uniform8.yaml, -uniform32.yaml);
+#    of the uniform-8 and uniform-32 baselines from the same first half (configs/sft-seek-uniform8.yaml,
+#    -uniform32.yaml: as many steps on their view as the agent's second half);
 #    the SFT gate (scripts/call_gate.py on 40 items of the validation seed 100: the first call
 #    must land on the named window in >= 50 % of episodes, the answer be right in >= 95 % of
 #    those whose looks saw the shape; the script stops when it fails, unless --no-gate-stop);
@@ -150,8 +151,9 @@ if ! uv run python scripts/call_gate.py --model "$out/sft/model" --annotations "
 fi
 
 if [ "$baselines" = 1 ]; then
-  fit uniform8 configs/sft-seek-uniform8.yaml --model.init_args.model.path "$init" "${uni8[@]}"
-  fit uniform32 configs/sft-seek-uniform32.yaml --model.init_args.model.path "$init" "${uni32[@]}"
+  # from the agent's colour reader (the first half of its SFT), as many steps as the agent's second half
+  EVA_UNIFORM_INIT="$out/sft-look/model" fit uniform8 configs/sft-seek-uniform8.yaml "${uni8[@]}"
+  EVA_UNIFORM_INIT="$out/sft-look/model" fit uniform32 configs/sft-seek-uniform32.yaml "${uni32[@]}"
 fi
 
 # KTO on the SFT agent's own episodes: it plays the KTO videos as it would act (temperature 1), the
