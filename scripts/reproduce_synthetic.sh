@@ -132,7 +132,10 @@ fit() {  # fit NAME CONFIG [overrides...]: train, export OUT/NAME/model (once) f
 init=$(uv run python -c "from eva_core.tiny_model import tiny_model_dir; print(tiny_model_dir(seed=$train_seed, spec='learner'))")
 # The agent's SFT cold start, reading then planning (docs/results.md): look counterparts, then the
 # trajectories from that model. Its wall time is both halves' (scripts/results_table.py).
-fit sft-look configs/sft-seek-look.yaml --model.init_args.model.path "$init" "${sft[@]}"
+# (the processor too: the config's processor_path interpolates its default path, not this override,
+# and each training seed's tokenizer has its own ids)
+fit sft-look configs/sft-seek-look.yaml --model.init_args.model.path "$init" --data.init_args.processor_path "$init" \
+  "${sft[@]}"
 EVA_SFT_INIT="$out/sft-look/model" fit sft configs/sft-seek.yaml "${sft[@]}"
 
 # The SFT gate, before any later stage builds on the cold start: does the agent plan and read?
