@@ -222,6 +222,29 @@ def test_shard_source_serves_one_view_of_the_same_items(seek_bench, tmp_path):
         ShardSource(str(tmp_path / "shards"), views=["uniform-16"]).num_examples(rank=0, world_size=1)
 
 
+def test_plan_view_serves_each_agent_trajectory_cut_after_its_first_call(seek_bench, tmp_path):
+    from eva_data.cli import _pack_folder
+    from eva_train.data.shards import ShardSource
+
+    _pack_folder(seek_bench, tmp_path / "shards")
+    whole = [c for c, _ in ShardSource(str(tmp_path / "shards"), views=["agent"]).examples(epoch=0, rank=0, world_size=1)]
+    source = ShardSource(str(tmp_path / "shards"), views=["agent", "plan"])
+    both = [c for c, _ in source.examples(epoch=0, rank=0, world_size=1)]
+    assert len(both) == source.num_examples(rank=0, world_size=1) == 2 * len(whole) == 8
+    plans = [c for c in both if c.sample_id.endswith("/plan")]
+    assert len(plans) == 4
+    for plan in plans:
+        full = next(c for c in whole if f"{c.sample_id}/plan" == plan.sample_id)
+        k = len(plan.messages) - 1  # the first assistant turn, the only trained one, ends the row
+        assert plan.messages == full.messages[:k + 1] and len(full.messages) > k + 1
+        assert plan.trained_turns == [False] * k + [True] and full.messages[k]["role"] == "assistant"
+        assert "<tool_call>" in str(plan.messages[k]["content"])
+        assert not any(isinstance(m["content"], list) and any(p["type"] == "image" for p in m["content"])
+                       for m in plan.messages)  # planned before any frame
+    assert all(c.sample_id.endswith("/plan") for c in
+               (c for c, _ in ShardSource(str(tmp_path / "shards"), views=["plan"]).examples(epoch=0, rank=0, world_size=1)))
+
+
 # --- seek-hint: the question names the white window ----------------------------------------------
 
 HINT = DIFFICULTIES["seek-hint"]

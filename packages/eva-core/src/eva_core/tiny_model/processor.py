@@ -6,7 +6,8 @@ Qwen2.5-VL's 22 added tokens in Qwen's order, appended after the BPE vocabulary 
 at 151643..151664; here they start at the size of the trained vocabulary, and the config's
 `image_token_id`, `vision_start_token_id`, ... point at them). As in Qwen,
 `<tool_call>`/`</tool_call>` are added but not special, so decoding with
-`skip_special_tokens=True` keeps them.
+`skip_special_tokens=True` keeps them. A spec with `time_tokens` appends the clock times
+"00:00", "00:01", ... after them, also added and not special (`clock_times`).
 
 Image sizes depart from Qwen2.5-VL's `preprocessor_config.json`, on purpose: frames reach the
 processor already at the protocol's sizes, multiples of 28 (`eva_core.resize`), and must not be
@@ -119,6 +120,11 @@ def _train_bpe(spec: TinyModelSpec, seed: int) -> tuple[dict[str, int], list[tup
     return dict(model["vocab"]), merges
 
 
+def clock_times(seconds: int) -> list[str]:
+    """"mm:ss" for each whole second below `seconds`, as the frame tool labels frames."""
+    return [f"{s // 60:02d}:{s % 60:02d}" for s in range(seconds)]
+
+
 def build_tokenizer(spec: TinyModelSpec | None = None, *, seed: int = 0):
     """A `Qwen2Tokenizer` over a BPE trained here, with Qwen2.5-VL's added tokens after its vocab.
 
@@ -135,6 +141,10 @@ def build_tokenizer(spec: TinyModelSpec | None = None, *, seed: int = 0):
         vocab[content] = base + i
         added[base + i] = AddedToken(content, special=special, normalized=False, lstrip=False, rstrip=False,
                                      single_word=False)
+    times = clock_times(spec.time_tokens)
+    for i, content in enumerate(times, start=base + len(QWEN_ADDED_TOKENS)):
+        vocab[content] = i
+        added[i] = AddedToken(content, special=False, normalized=False, lstrip=False, rstrip=False, single_word=False)
     special_names = [content for content, special in QWEN_ADDED_TOKENS if special]
     eos, pad = END_TOKENS
     tokenizer = Qwen2Tokenizer(
@@ -151,7 +161,7 @@ def build_tokenizer(spec: TinyModelSpec | None = None, *, seed: int = 0):
         chat_template=QWEN2_5_VL_CHAT_TEMPLATE,
         response_template=RAW_RESPONSE_TEMPLATE,
     )
-    for i, (content, _) in enumerate(QWEN_ADDED_TOKENS):
+    for i, content in enumerate([c for c, _ in QWEN_ADDED_TOKENS] + times):
         got = tokenizer.convert_tokens_to_ids(content)
         if got != base + i:  # a transformers change in how added tokens are placed would break the config
             raise RuntimeError(f"added token {content!r} got id {got}, expected {base + i}")

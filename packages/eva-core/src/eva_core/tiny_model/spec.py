@@ -33,6 +33,12 @@ class TinyModelSpec:
         corpus_lines: lines of generated text the tokenizer is trained on.
         extra_text: more text the tokenizer's corpus repeats (for instance the wording of the
             training trajectories), so that its words become single tokens; empty by default.
+        time_tokens: the clock times of the first `time_tokens` seconds, "00:00", "00:01", ...
+            as the tool labels frames and the synthetic questions name windows, become whole
+            tokens (added after Qwen's; 0: none, digits one by one as in Qwen). A pretrained model
+            reads "01:20" as one time; a random 4-layer one, given "0", "1", ":", "2", "0", did not
+            learn within an SFT budget to tell which of 8 windows a question names (docs/results.md,
+            "The SFT cold start"), so a learner that must plan from a named time gets them whole.
         qk_init_std: std of the decoder's query/key weights (see `build_tiny_model`); None keeps
             transformers' initialisation (std 0.02), which a model meant to learn needs: sharp
             random attention saturates the softmax, and the gradient through it vanishes.
@@ -50,6 +56,7 @@ class TinyModelSpec:
     vision_heads: int = 2
     corpus_lines: int = 4000
     extra_text: str = ""
+    time_tokens: int = 0
     qk_init_std: float | None = QK_INIT_STD
 
     def __post_init__(self) -> None:
@@ -100,10 +107,11 @@ SPECS: dict[str, TinyModelSpec] = {
     "tiny": TinyModelSpec(),
     # The quickstart's model (docs/train.md, "The embedded default"): wide and deep enough to learn
     # the protocol's format and a colour from the frames in minutes on 2 CPU cores; 3.8M
-    # parameters, with a tokenizer that knows the trajectories' words.
+    # parameters, with a tokenizer that knows the trajectories' words and the clock times of
+    # videos up to 10 minutes.
     "learner": TinyModelSpec(vocab_size=2048, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
                              num_attention_heads=4, num_key_value_heads=2, vision_hidden_size=128,
                              vision_intermediate_size=256, vision_depth=2, vision_heads=2, extra_text=LEARNER_TEXT,
-                             qk_init_std=None),
+                             time_tokens=600, qk_init_std=None),
 }
 """Named sizes: `tiny` (tests, the default) and `learner` (the quickstart's recipe)."""

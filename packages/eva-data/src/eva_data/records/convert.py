@@ -10,11 +10,14 @@ the only text the model sampled. System, user and tool turns (and every image) a
 Token-level masks are the trainer's step: rendering the turns with the model's own chat
 template decides which token ids belong to which turn, so it lives with the processor in
 `eva_train.encoding.masking.encode_conversation`, which takes these per-turn flags.
+
+`first_turn` cuts a conversation after its first assistant turn: an agent trajectory's plan and
+first call, the "plan" view of a record (`eva_data.records.counterpart.VIEW_PLAN`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from eva_core.agent import replay_messages
@@ -104,3 +107,21 @@ def training_conversation(trajectory: Trajectory, video: VideoSource | VideoRead
         meta["desirable"] = trajectory.desirable
     return TrainingConversation(messages=messages, trained_turns=[m["role"] == "assistant" for m in messages],
                                 sample_id=trajectory.id, meta=meta)
+
+
+def first_turn(conversation: TrainingConversation) -> TrainingConversation:
+    """The conversation up to and including its first assistant turn, which alone is trained.
+
+    For an agent trajectory that turn is the plan made from the question and the first
+    `frame_select` call, before any frame: its deciding tokens (the call's start and end) are a
+    few of the trajectory's hundred or more trained tokens, so a row of the turn alone gives them
+    a larger share of the loss, at a fraction of the trajectory's cost (no image is encoded).
+
+    Raises:
+        RecordError: the conversation has no assistant turn.
+    """
+    if True not in conversation.trained_turns:
+        raise RecordError(f"{conversation.sample_id}: no assistant turn to keep")
+    k = conversation.trained_turns.index(True)
+    return replace(conversation, messages=conversation.messages[:k + 1], trained_turns=conversation.trained_turns[:k + 1],
+                   sample_id=f"{conversation.sample_id}/plan")

@@ -17,6 +17,9 @@ the agent's own last look (the oracle's last call, shown up front): the answer's
 depends on frames that show the evidence, a concentrated signal for learning to read them (the
 agent trains on both views of the same items; the quickstart's agent trains beside uniform
 counterparts for the same reason, docs/train.md).
+
+The plan view ("plan") is the same kind of concentrated signal for the other half of the agent:
+an agent trajectory cut after its first turn, the plan and the call (`served_views`; not stored).
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ from eva_data.records.records import SftTrajectory, Source
 VIEW_AGENT = "agent"
 VIEW_UNIFORM = "uniform"
 VIEW_LOOK = "look"
+VIEW_PLAN = "plan"
+"""An agent trajectory's first turn alone (`eva_data.records.convert.first_turn`): not stored,
+served from the agent records by a trainer that asks for it."""
 
 
 def uniform_trajectory(item: dict[str, Any], reader: VideoReader, *, nframes: int, resize: float,
@@ -101,6 +107,19 @@ def record_view(record: dict[str, Any]) -> str:
     meta = record.get("meta") or {}
     view = meta.get("view", VIEW_AGENT)
     return f"{view}-{meta['frames']}" if view == VIEW_UNIFORM and "frames" in meta else view
+
+
+def served_views(record: dict[str, Any], views: Sequence[str] | None) -> list[str]:
+    """The views a stored record is served as, given the views a trainer asks for (None: all, each
+    record as itself): its own view when asked for, and "plan" as well for an agent trajectory
+    when "plan" is asked for, so `views=["agent", "plan"]` serves each trajectory twice, whole and
+    cut after its first turn."""
+    if views is None:
+        return [record_view(record)]
+    out = [record_view(record)] if view_matches(record, views) else []
+    if VIEW_PLAN in views and record_view(record) == VIEW_AGENT:
+        out.append(VIEW_PLAN)
+    return out
 
 
 def view_matches(record: dict[str, Any], views: Sequence[str]) -> bool:

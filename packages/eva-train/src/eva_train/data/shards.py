@@ -75,10 +75,12 @@ class ShardSourceError(ValueError):
     """Shards that cannot serve the requested epochs."""
 
 
-def _wanted(record: dict[str, Any], kind: str, views: Sequence[str] | None) -> bool:
-    from eva_data.records.counterpart import view_matches
+def _served(records: Sequence[dict[str, Any]], kind: str, views: Sequence[str] | None) -> list[tuple[dict[str, Any], str]]:
+    """(record, view) for each way one of `records` of `kind` is served (`eva_data.records.
+    counterpart.served_views`: an agent trajectory twice when both "agent" and "plan" are asked for)."""
+    from eva_data.records.counterpart import served_views
 
-    return record.get("kind", SFT_KIND) == kind and (views is None or view_matches(record, views))
+    return [(r, v) for r in records if r.get("kind", SFT_KIND) == kind for v in served_views(r, views)]
 
 
 def _shard_records(urls: Sequence[str], kind: str, views: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
@@ -89,7 +91,7 @@ def _shard_records(urls: Sequence[str], kind: str, views: Sequence[str] | None =
             for member in tar:
                 if member.isfile() and member.name.endswith(TRAJECTORIES_MEMBER):
                     records = json.loads(tar.extractfile(member).read())
-                    yield from (r for r in records if _wanted(r, kind, views))
+                    yield from (r for r, _ in _served(records, kind, views))
 
 
 def count_records(urls: Sequence[str], kind: str = SFT_KIND, views: Sequence[str] | None = None) -> int:
@@ -183,8 +185,8 @@ class ShardRecords(Generic[T]):
         stream.set_epoch(epoch)
         return stream
 
-    def serve(self, sample: ShardSample, record: dict[str, Any]) -> T:
-        """What a record of `sample` is served as.
+    def serve(self, sample: ShardSample, record: dict[str, Any], view: str) -> T:
+        """What a record of `sample` is served as, seen through `view` (`_served`).
 
         Raises:
             FrameToolError: the record's frames do not decode; the record is skipped and counted.
@@ -213,14 +215,14 @@ class ShardRecords(Generic[T]):
             if before is not None:
                 stream.load_state_dict(before)
             for sample in stream:
-                records = [r for r in sample.trajectories if _wanted(r, self.kind, self.views)]
+                records = _served(sample.trajectories, self.kind, self.views)
                 after = {"epoch": epoch, "positions": {"0": sample.position.to_dict()}}
                 for j in range(skip, len(records)):
                     try:
-                        item = self.serve(sample, records[j])
+                        item = self.serve(sample, *records[j])
                     except FrameToolError as error:
                         skipped += 1
-                        log.warning("skipped record %s of %s (%s): %s", records[j].get("id", j), sample.key,
+                        log.warning("skipped record %s of %s (%s): %s", records[j][0].get("id", j), sample.key,
                                     sample.url, error)
                         continue
                     served += 1
@@ -253,9 +255,11 @@ class ShardSource(ShardRecords[ChatSample]):
         synthesize: as `ShardRecords`.
         kind: which records to serve: "sft" or "kto".
         views: serve only records seen through one of these views (`eva_data.records.counterpart.
-            record_view`): "agent" (oracle or teacher trajectories), "uniform" (uniform
-            counterparts of any frame count) or "uniform-N" (of N frames); None serves all. One
-            shard folder then trains the agent and the uniform baselines on the same items.
+            record_view`): "agent" (oracle or teacher trajectories), "plan" (each agent trajectory
+            cut after its first turn: `eva_data.records.convert.first_turn`), "look" (look
+            counterparts), "uniform" (uniform counterparts of any frame count) or "uniform-N" (of
+            N frames); None serves all. One shard folder then trains the agent and the uniform
+            baselines on the same items.
     """
 
     def __init__(self, shards: str | list[str], *, seed: int = 0, buffer_size: int = 0, resample: bool = False,
@@ -272,12 +276,15 @@ class ShardSource(ShardRecords[ChatSample]):
             raise ShardSourceError(f"a {self.kind!r} source has no labels")
         return count_labels(self.urls)
 
-    def serve(self, sample: ShardSample, record: dict[str, Any]) -> ChatSample:
-        """The record's conversation, its frames decoded from the sample's video."""
-        from eva_data.records.convert import training_conversation
+    def serve(self, sample: ShardSample, record: dict[str, Any], view: str) -> ChatSample:
+        """The record's conversation, its frames decoded from the sample's video (the plan view: its first turn)."""
+        from eva_data.records.convert import first_turn, training_conversation
+        from eva_data.records.counterpart import VIEW_PLAN
         from eva_data.records.records import record_from_dict
 
         conversation = training_conversation(record_from_dict({"kind": SFT_KIND} | record), sample.video)
+        if view == VIEW_PLAN:
+            conversation = first_turn(conversation)
         return ChatSample(messages=conversation.messages, trained_turns=conversation.trained_turns,
                           sample_id=conversation.sample_id, meta=conversation.meta)
 
@@ -295,6 +302,6 @@ class RlShardSource(ShardRecords[RlItem]):
         super().__init__(shards, kind=RL_KIND, seed=seed, buffer_size=buffer_size, resample=resample,
                          examples_per_rank=examples_per_rank, synthesize=synthesize)
 
-    def serve(self, sample: ShardSample, record: dict[str, Any]) -> RlItem:
+    def serve(self, sample: ShardSample, record: dict[str, Any], view: str) -> RlItem:
         """The prompt with its video's bytes."""
         return RlItem(RlPrompt.from_dict(record), sample.video)
