@@ -129,7 +129,7 @@ fit() {  # fit NAME CONFIG [overrides...]: train, export OUT/NAME/model (once) f
 }
 
 # The training seed draws the random initial weights of the tiny model, the data order and the sampling.
-init=$(uv run python -c "from eva_core.tiny_model import tiny_model_dir; print(tiny_model_dir(seed=$train_seed, spec='learner'))")
+init=$(uv run python -c "from eva_core.tiny_model import tiny_model_dir; print(tiny_model_dir(seed=$train_seed, spec='planner'))")
 # The agent's SFT cold start in three fits (docs/results.md): reading (look counterparts), the plan
 # alone (each trajectory's first turn), then the whole trajectories, each from the last one's
 # export. Its wall time is the three fits' (scripts/results_table.py).

@@ -171,17 +171,17 @@ def test_replies_depend_on_positions(loaded):
     assert (right != naive).float().mean() > 0.1
 
 
-def test_learner_reads_clock_times_as_whole_tokens_and_tiny_spells_them():
+def test_planner_reads_clock_times_as_whole_tokens_and_the_learner_spells_them():
     from eva_core.tiny_model.processor import build_tokenizer, clock_times
     from eva_core.tiny_model.spec import SPECS
 
-    learner, tiny = build_tokenizer(SPECS["learner"]), build_tokenizer(SPECS["tiny"])
+    planner, learner = build_tokenizer(SPECS["planner"]), build_tokenizer(SPECS["learner"])
     assert clock_times(3) == ["00:00", "00:01", "00:02"] and clock_times(600)[-1] == "09:59"
     question = "A shape appears briefly in the video, between 01:20 and 01:40. Frame 3 at [02:28]: "
-    pieces = [learner.decode([i]) for i in learner(question)["input_ids"]]
+    pieces = [planner.decode([i]) for i in planner(question)["input_ids"]]
     assert {"01:20", "01:40", "02:28"} <= set(pieces)  # one token each, wherever they stand
-    assert learner.decode(learner(question)["input_ids"]) == question
-    ids = learner.convert_tokens_to_ids(clock_times(600))
-    assert ids == list(range(ids[0], ids[0] + 600)) and ids[-1] == len(learner) - 1  # after Qwen's added tokens
-    assert [learner.decode([i]) for i in learner('"start_time": 88.0')["input_ids"]][-4:] == ["8", "8", ".", "0"]
-    assert "01:20" not in [tiny.decode([i]) for i in tiny(question)["input_ids"]]  # tiny: digits one by one
+    assert planner.decode(planner(question)["input_ids"]) == question
+    ids = planner.convert_tokens_to_ids(clock_times(600))
+    assert ids == list(range(ids[0], ids[0] + 600)) and ids[-1] == len(planner) - 1  # after Qwen's added tokens
+    assert [planner.decode([i]) for i in planner('"start_time": 88.0')["input_ids"]][-4:] == ["8", "8", ".", "0"]
+    assert "01:20" not in [learner.decode([i]) for i in learner(question)["input_ids"]]  # the learner: digits one by one, as Qwen

@@ -11,7 +11,7 @@ most callers want.
 The modules, in import order:
 
     qwen.py       what is copied from Qwen2.5-VL: added tokens, pre-tokenizer, chat template
-    spec.py       the sizes (`TinyModelSpec`) and the named ones (`SPECS`: tiny, learner)
+    spec.py       the sizes (`TinyModelSpec`) and the named ones (`SPECS`: tiny, learner, planner)
     processor.py  the BPE tokenizer trained here, and the processor that keeps frame sizes
     build.py      config, seeded weights, generation config, `save_pretrained`
     cache.py      the cached folder, keyed by seed, size and a digest of this package

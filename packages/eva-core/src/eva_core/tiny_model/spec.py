@@ -6,7 +6,7 @@ Every hidden and intermediate size is a multiple of 64 and at least 64, so 4-bit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from eva_core.tiny_model.qwen import QWEN_ADDED_TOKENS
 
@@ -103,15 +103,20 @@ LEARNER_TEXT = (
     "this resolution no character can be read. I will look at each of these moments at full resolution."
 )
 
+# The quickstart's model (docs/train.md, "The embedded default"): wide and deep enough to learn
+# the protocol's format and a colour from the frames in minutes on 2 CPU cores; 3.8M parameters,
+# with a tokenizer that knows the trajectories' words.
+LEARNER = TinyModelSpec(vocab_size=2048, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
+                        num_attention_heads=4, num_key_value_heads=2, vision_hidden_size=128,
+                        vision_intermediate_size=256, vision_depth=2, vision_heads=2, extra_text=LEARNER_TEXT,
+                        qk_init_std=None)
+
 SPECS: dict[str, TinyModelSpec] = {
     "tiny": TinyModelSpec(),
-    # The quickstart's model (docs/train.md, "The embedded default"): wide and deep enough to learn
-    # the protocol's format and a colour from the frames in minutes on 2 CPU cores; 3.8M
-    # parameters, with a tokenizer that knows the trajectories' words and the clock times of
-    # videos up to 10 minutes.
-    "learner": TinyModelSpec(vocab_size=2048, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-                             num_attention_heads=4, num_key_value_heads=2, vision_hidden_size=128,
-                             vision_intermediate_size=256, vision_depth=2, vision_heads=2, extra_text=LEARNER_TEXT,
-                             time_tokens=600, qk_init_std=None),
+    "learner": LEARNER,
+    # The learner that reads clock times as whole tokens, for recipes whose calls depend on a time
+    # the question names (the `seek-hint` proof, docs/results.md): the same sizes and corpus, and
+    # "00:00" ... "09:59" as 600 added tokens.
+    "planner": replace(LEARNER, time_tokens=600),
 }
-"""Named sizes: `tiny` (tests, the default) and `learner` (the quickstart's recipe)."""
+"""Named sizes: `tiny` (tests, the default), `learner` (the quickstart's recipe) and `planner`."""
