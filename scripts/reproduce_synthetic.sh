@@ -15,10 +15,11 @@
 #    data refresh), validation prompts seed 101. The SFT trajectories are ORACLE records
 #    (written from the known events, not by the scripted teacher: see docs/results.md for why),
 #    labelled source "oracle".
-# 2. SFT of the agent in two halves, reading then planning (configs/sft-seek-look.yaml: look
-#    counterparts; configs/sft-seek.yaml: the trajectories, from the first half's export), and
-#    of the uniform-8 and uniform-32 baselines from the same first half (configs/sft-seek-uniform8.yaml,
-#    -uniform32.yaml: 320 steps on their view, as many as the agent's later two fits' trajectory steps);
+# 2. SFT of the agent in three fits, each from the last one's export: reading
+#    (configs/sft-seek-look.yaml: look counterparts), the plan alone (configs/sft-seek-plan.yaml:
+#    each trajectory's first turn), then the whole trajectories (configs/sft-seek.yaml); SFT of the
+#    uniform-8 and uniform-32 baselines from the same colour reader (configs/sft-seek-uniform8.yaml,
+#    -uniform32.yaml: 320 steps on their view);
 #    the SFT gate (scripts/call_gate.py on 40 items of the validation seed 100: the first call
 #    must land on the named window in >= 50 % of episodes, the answer be right in >= 95 % of
 #    those whose looks saw the shape; the script stops when it fails, unless --no-gate-stop);
