@@ -289,20 +289,17 @@ def _with(config: dict, *, views: list[str], epochs: int, name: str, path: str |
 
 def test_seek_agent_reads_then_plans_and_the_baselines_differ_only_in_their_view(capsys, monkeypatch, tmp_path):
     """Same architecture, items, batch and optimizer (issue 14's fair comparison). The agent's SFT is
-    three fits, each from the last one's export: look counterparts for 120 steps (reading), the
-    trajectories' first turns beside the look counterparts for 4 epochs (640 steps: the plan,
-    reading kept), the whole trajectories for 2 (160 steps); each uniform baseline trains on its one view for 4 epochs (320 steps) from the
-    same colour reader."""
+    two fits: look counterparts for 120 steps (reading), then its trajectories from that model for
+    4 epochs (320 steps: planning); each uniform baseline trains on its one view for as many steps
+    from the same colour reader."""
     look = _resolved(CONFIG_DIR / "sft-seek-look.yaml", capsys)
     assert look["data"]["init_args"]["train"]["init_args"]["views"] == ["look"]
     assert (look["trainer"]["max_epochs"], look["trainer"]["max_steps"]) == (2, 120)  # 80 steps an epoch
-    monkeypatch.setenv("EVA_PLAN_INIT", str(tmp_path / "look-model"))
-    monkeypatch.setenv("EVA_SFT_INIT", str(tmp_path / "plan-model"))
-    plan = _resolved(CONFIG_DIR / "sft-seek-plan.yaml", capsys)
+    monkeypatch.setenv("EVA_SFT_INIT", str(tmp_path / "look-model"))
     agent = _resolved(CONFIG_DIR / "sft-seek.yaml", capsys)
+    assert agent["model"]["init_args"]["model"]["path"] == str(tmp_path / "look-model")
     look["trainer"]["max_steps"] = agent["trainer"]["max_steps"]  # the others: epochs only
-    assert plan == _with(look, views=["plan", "look"], epochs=4, name="sft-seek-plan", path=str(tmp_path / "look-model"))
-    assert agent == _with(look, views=["agent"], epochs=2, name="sft-seek", path=str(tmp_path / "plan-model"))
+    assert agent == _with(look, views=["agent"], epochs=4, name="sft-seek", path=str(tmp_path / "look-model"))
     monkeypatch.setenv("EVA_UNIFORM_INIT", str(tmp_path / "look-model"))
     for n in (8, 32):
         uniform = _resolved(CONFIG_DIR / f"sft-seek-uniform{n}.yaml", capsys)

@@ -220,10 +220,6 @@ def hinted_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo,
        calls, chosen by the span the question names;
     2. the shape's colour and the answer.
     Nothing is copied from the question: the window's times appear only as the call's arguments.
-    The plan is one sentence, so that the call stands close to the question: a random `learner`
-    model learned to make the call depend on the named window from turns like this one, and not
-    from a turn that put a hundred constant tokens of summary and plan before the call
-    (scripts/window_probe.py; docs/results.md, "Why the calls miss").
     """
     lo, hi = plan.cue
     event = plan.events[item["event_ids"][0]]
@@ -234,8 +230,11 @@ def hinted_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo,
     if seen is None:
         return None
     truth = item["reward_model"]["ground_truth"]
-    first = (f"Plan: look closely at the part of the video the question names ({look.nframes} frames at low "
-             f"resolution: colour shows).\n<tool_call>{look.json()}</tool_call>")
+    first = (f"Summary: I have not seen the video yet. It is {video_length(info.duration)} seconds long, and the "
+             f"question asks about the colour of a shape, and says when it is shown.\n"
+             f"Plan: the shape is on screen for a few seconds only, so I will look closely at the part of the video "
+             f"the question names ({look.nframes} frames at low resolution: colour shows).\n"
+             f"<tool_call>{look.json()}</tool_call>")
     second = (f"Summary: the look shows {describe_caught([(event, seen)])}.\n"
               f"Reflection: the shape is {event.colour}, which is option {truth}.\n<answer>{truth}</answer>")
     return OracleScript(turns=(first, second), calls=((look,),))
