@@ -15,10 +15,12 @@
 #    data refresh), validation prompts seed 101. The SFT trajectories are ORACLE records
 #    (written from the known events, not by the scripted teacher: see docs/results.md for why),
 #    labelled source "oracle".
-# 2. SFT of the agent in two halves, reading then planning (configs/sft-seek-look.yaml: look
-#    counterparts; configs/sft-seek.yaml: the trajectories, from the first half's export), and
-#    of the uniform-8 and uniform-32 baselines from the same first half (configs/sft-seek-uniform8.yaml,
-#    -uniform32.yaml: as many steps on their view as the agent's second half);
+# 2. SFT of the agent in three fits, each from the last one's export: planning (configs/sft-seek-plan.yaml:
+#    each trajectory's first turn, on the random planner), reading (configs/sft-seek-look.yaml: look
+#    counterparts), then both (configs/sft-seek.yaml: the trajectories); the call beliefs
+#    (scripts/call_beliefs.py) after each fit and stage in OUT/NAME/beliefs.md; the uniform-8 and
+#    uniform-32 baselines from the agent's reader (configs/sft-seek-uniform8.yaml, -uniform32.yaml:
+#    320 steps on their view, more than the agent's 160 trajectory steps);
 #    the SFT gate (scripts/call_gate.py on 40 items of the validation seed 100: the first call
 #    must land on the named window in >= 50 % of episodes, the answer be right in >= 95 % of
 #    those whose looks saw the shape; the script stops when it fails, unless --no-gate-stop);
@@ -79,7 +81,7 @@ build=(--max-new-tokens 192)
 gate_seed=100  # a validation seed of the recipes
 gate_items=40
 order=(--data.init_args.seed "$train_seed")  # the SFT and KTO data modules' batch order
-sft=("${order[@]}"); uni8=("${order[@]}"); uni32=("${order[@]}"); kto=("${order[@]}"); grpo=()
+sft=("${order[@]}"); plan=("${order[@]}"); uni8=("${order[@]}"); uni32=("${order[@]}"); kto=("${order[@]}"); grpo=()
 if [ -n "${EVA_REPRODUCE_SMOKE:-}" ]; then
   items=4
   gate_items=4
@@ -87,7 +89,7 @@ if [ -n "${EVA_REPRODUCE_SMOKE:-}" ]; then
   seek='"--difficulty", "seek-hint"'
   sft_data="[\"--n\", \"8\", \"--seed\", \"0\", $seek, \"--uniform-frames\", \"8\", \"32\", \"--look-counterparts\"]"
   common=(--trainer.max_steps 2 --trainer.limit_val_batches 0)
-  for v in sft uni8 uni32; do
+  for v in sft plan uni8 uni32; do
     declare -n a=$v
     a+=("${common[@]}" --data.init_args.train.init_args.shards "$d/seek-hint-train/shards"
         --data.init_args.train.init_args.synthesize "$sft_data" --data.init_args.val.init_args.shards "$d/seek-hint-train/shards")
@@ -128,15 +130,29 @@ fit() {  # fit NAME CONFIG [overrides...]: train, export OUT/NAME/model (once) f
   stamp "train $name" $((SECONDS - t0))
 }
 
+beliefs() {  # beliefs NAME: the call beliefs of OUT/NAME/model on the validation items (once)
+  [ -f "$out/$1/beliefs.md" ] && return
+  local shards=()
+  for f in "$d/seek-hint-val/shards" "$d/seek-hint-train/shards"; do [ -d "$f" ] && shards+=("$f"); done
+  uv run python scripts/call_beliefs.py --model "$out/$1/model" --shards "${shards[@]}" > "$out/$1/beliefs.tmp"
+  mv "$out/$1/beliefs.tmp" "$out/$1/beliefs.md"
+  echo "== call beliefs of $1: $(tail -n 1 "$out/$1/beliefs.md")"
+}
+
 # The training seed draws the random initial weights of the tiny model, the data order and the sampling.
-init=$(uv run python -c "from eva_core.tiny_model import tiny_model_dir; print(tiny_model_dir(seed=$train_seed, spec='learner'))")
-# The agent's SFT cold start, reading then planning (docs/results.md): look counterparts, then the
-# trajectories from that model. Its wall time is both halves' (scripts/results_table.py).
+init=$(uv run python -c "from eva_core.tiny_model import tiny_model_dir; print(tiny_model_dir(seed=$train_seed, spec='planner'))")
+# The agent's SFT cold start in three fits (docs/results.md): the plan alone (each trajectory's first
+# turn) on random weights, then reading (look counterparts), then the whole trajectories, each from
+# the last one's export. Its wall time is the three fits' (scripts/results_table.py).
 # (the processor too: the config's processor_path interpolates its default path, not this override,
 # and each training seed's tokenizer has its own ids)
-fit sft-look configs/sft-seek-look.yaml --model.init_args.model.path "$init" --data.init_args.processor_path "$init" \
-  "${sft[@]}"
+fit sft-plan configs/sft-seek-plan.yaml --model.init_args.model.path "$init" --data.init_args.processor_path "$init" \
+  "${plan[@]}"
+beliefs sft-plan
+EVA_LOOK_INIT="$out/sft-plan/model" fit sft-look configs/sft-seek-look.yaml "${sft[@]}"
+beliefs sft-look
 EVA_SFT_INIT="$out/sft-look/model" fit sft configs/sft-seek.yaml "${sft[@]}"
+beliefs sft
 
 # The SFT gate, before any later stage builds on the cold start: does the agent plan and read?
 gate_bench="$d/gate-seed-$gate_seed-n$gate_items"  # shared by every training seed
@@ -182,11 +198,13 @@ if [ "$kto_records" = 0 ] && [ -z "${EVA_REPRODUCE_SMOKE:-}" ]; then
 fi
 EVA_KTO_INIT="$out/sft/model" fit kto configs/kto-seek.yaml --data.init_args.train.init_args.shards "$out/kto-data" \
   "${kto[@]}"
+beliefs kto
 # GRPO in two stages (eva_train.data.curriculum): the 128 seed-2 prompts, then the data refresh: the prompts
 # whose group stage 0 failed (at most 2 of 8 right), rebuilt into OUT/grpo/stages/stage-1. Exported: the step
 # whose greedy validation episodes (seed 101) scored best.
 EVA_GRPO_INIT="$out/kto/model" keep=best fit grpo configs/grpo-seek.yaml \
   --data.init_args.stages.dir "$out/grpo/stages" --model.init_args.rollout.seed "$train_seed" "${grpo[@]}"
+beliefs grpo
 
 evaluate() {  # evaluate SEED NAME MODE [uniform frames]
   local seed=$1 name=$2 mode=$3 frames=${4:-}

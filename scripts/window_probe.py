@@ -1,13 +1,15 @@
 """Can this model learn to plan from the named window? A probe of the agent's first turn alone.
 
-    uv run python scripts/window_probe.py --model MODEL [--steps 1000] [--lr 2e-3] [--every 100]
+    uv run python scripts/window_probe.py --model MODEL [--steps 1000] [--lr 2e-3] [--every 100] [--call-weight 1]
 
 Trains a copy of MODEL (for example the colour reader, OUT/sft-look/model) in a plain loop
 (AdamW at a constant learning rate, batches of 8, gradient clipped at 1) on the first turns of
 the `seek-hint` oracle trajectories (the question, then the plan and the call: the rows
 `scripts/call_beliefs.py` reads), and every `--every` steps prints the training loss and the
 call beliefs on one item per named window: the mean probability of the oracle's numbers and how
-many windows greedy decoding writes right. Nothing is saved.
+many windows greedy decoding writes right. `--call-weight W` weighs each token that spells a digit
+of the call's start or end W times as much as the turn's other tokens in the loss (1: plain
+cross-entropy). Nothing is saved.
 
 A first turn costs a fraction of a trajectory step (no frames), so this says within minutes
 whether a model, a learning rate or a first-turn wording can make the call depend on the window
@@ -22,36 +24,41 @@ import random
 import time
 
 import torch
-from call_beliefs import digit_beliefs, first_turns
+from call_beliefs import call_digits, digit_beliefs, first_turns
 from eva_train.data.conversations import encode_sample
 from eva_train.data.shards import ShardSource
 from eva_train.data.sources import ChatSample
 
 
-def first_turn_rows(processor, shards: str) -> list[tuple[list[int], list[bool]]]:
-    """(input ids, trained flags) of every oracle trajectory's first turn in `shards`."""
+def first_turn_rows(processor, shards: str, call_weight: float = 1.0) -> list[tuple[list[int], list[float]]]:
+    """(input ids, loss weights) of every oracle trajectory's first turn in `shards`: 1 on the
+    trained tokens, `call_weight` on the call's digits, 0 elsewhere."""
     rows = []
     for chat, _ in ShardSource(shards, views=["agent"]).examples(epoch=0, rank=0, world_size=1):
         k = next(i for i, m in enumerate(chat.messages) if m["role"] == "assistant")
         turn = ChatSample(messages=chat.messages[:k + 1], trained_turns=[False] * k + [True], sample_id=chat.sample_id)
         encoded = encode_sample(processor, turn, 4096)
-        rows.append((encoded.input_ids.tolist(), encoded.trained.tolist()))
+        ids, weights = encoded.input_ids.tolist(), encoded.trained.float().tolist()
+        for i, _ in call_digits(processor.tokenizer, ids, encoded.trained.nonzero().flatten().tolist()):
+            weights[i] = call_weight
+        rows.append((ids, weights))
     return rows
 
 
-def batch_loss(model, rows: list[tuple[list[int], list[bool]]], pad_id: int) -> torch.Tensor:
-    """Mean cross-entropy of the trained tokens of `rows`, padded on the right."""
+def batch_loss(model, rows: list[tuple[list[int], list[float]]], pad_id: int) -> torch.Tensor:
+    """Weighted mean cross-entropy of the weighted tokens of `rows` (padded on the right):
+    sum_t w_t * nll_t / sum_t w_t."""
     length = max(len(ids) for ids, _ in rows)
     ids = torch.full((len(rows), length), pad_id)
     mask = torch.zeros((len(rows), length), dtype=torch.long)
-    labels = torch.full((len(rows), length), -100)
-    for b, (row, trained) in enumerate(rows):
+    weights = torch.zeros((len(rows), length))
+    for b, (row, weight) in enumerate(rows):
         ids[b, :len(row)] = torch.tensor(row)
         mask[b, :len(row)] = 1
-        labels[b, :len(row)] = torch.where(torch.tensor(trained), torch.tensor(row), torch.tensor(-100))
+        weights[b, :len(row)] = torch.tensor(weight)
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                                             ignore_index=-100)
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+    return (nll * weights[:, 1:]).sum() / weights[:, 1:].sum()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--every", type=int, default=100, help="steps between belief reports")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--call-weight", type=float, default=1.0, help="loss weight of the call's digits")
     parser.add_argument("--train-shards", default="runs/data/seek-hint-train/shards")
     parser.add_argument("--shards", nargs="+", default=["runs/data/seek-hint-val/shards", "runs/data/seek-hint-train/shards"],
                         help="where the belief items come from (scripts/call_beliefs.py)")
@@ -71,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     processor = AutoProcessor.from_pretrained(args.model)
     model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=torch.float32)
-    rows = first_turn_rows(processor, args.train_shards)
+    rows = first_turn_rows(processor, args.train_shards, args.call_weight)
     probes = first_turns(args.shards)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     print(f"{len(rows)} first turns, {len(probes)} named windows probed")
