@@ -15,12 +15,12 @@
 #    data refresh), validation prompts seed 101. The SFT trajectories are ORACLE records
 #    (written from the known events, not by the scripted teacher: see docs/results.md for why),
 #    labelled source "oracle".
-# 2. SFT of the agent in three fits, each from the last one's export: planning (configs/sft-seek-plan.yaml:
-#    each trajectory's first turn, on the random planner), reading (configs/sft-seek-look.yaml: look
-#    counterparts), then both (configs/sft-seek.yaml: the trajectories); the call beliefs
+# 2. SFT of the agent in two fits: planning (configs/sft-seek-plan.yaml: each trajectory's first
+#    turn, on the random planner), then reading and both turns from its export (configs/sft-seek.yaml:
+#    first turns, look counterparts and trajectories in mixed batches); the call beliefs
 #    (scripts/call_beliefs.py) after each fit and stage in OUT/NAME/beliefs.md; the uniform-8 and
-#    uniform-32 baselines from the agent's reader (configs/sft-seek-uniform8.yaml, -uniform32.yaml:
-#    320 steps on their view, more than the agent's 160 trajectory steps);
+#    uniform-32 baselines from the SFT agent, which reads colour (configs/sft-seek-uniform8.yaml,
+#    -uniform32.yaml: 320 steps on their view, more than the agent's 240 of its second fit);
 #    the SFT gate (scripts/call_gate.py on 40 items of the validation seed 100: the first call
 #    must land on the named window in >= 50 % of episodes, the answer be right in >= 95 % of
 #    those whose looks saw the shape; the script stops when it fails, unless --no-gate-stop);
@@ -118,7 +118,7 @@ fit() {  # fit NAME CONFIG [overrides...]: train, export OUT/NAME/model (once) f
   fi
   local t0=$SECONDS
   echo "== train $name: eva-train fit --config $config (training seed $train_seed)"
-  rm -rf "${out:?}/$name"
+  rm -rf "${out:?}/$name" "$out"/eval/*/"$name"  # a model trained anew: its old evaluations (resumable runs) go too
   uv run eva-train fit --config "$config" --seed_everything "$train_seed" \
     --trainer.logger.init_args.save_dir "$out" --trainer.logger.init_args.name "$name" "$@"
   local ckpt="$out/$name/version_0/checkpoints/last.ckpt"
@@ -141,17 +141,15 @@ beliefs() {  # beliefs NAME: the call beliefs of OUT/NAME/model on the validatio
 
 # The training seed draws the random initial weights of the tiny model, the data order and the sampling.
 init=$(uv run python -c "from eva_core.tiny_model import tiny_model_dir; print(tiny_model_dir(seed=$train_seed, spec='planner'))")
-# The agent's SFT cold start in three fits (docs/results.md): the plan alone (each trajectory's first
-# turn) on random weights, then reading (look counterparts), then the whole trajectories, each from
-# the last one's export. Its wall time is the three fits' (scripts/results_table.py).
+# The agent's SFT cold start in two fits (docs/results.md): the plan alone (each trajectory's first
+# turn) on random weights, then first turns, look counterparts and whole trajectories mixed, from
+# the first fit's export. Its wall time is both fits' (scripts/results_table.py).
 # (the processor too: the config's processor_path interpolates its default path, not this override,
 # and each training seed's tokenizer has its own ids)
 fit sft-plan configs/sft-seek-plan.yaml --model.init_args.model.path "$init" --data.init_args.processor_path "$init" \
   "${plan[@]}"
 beliefs sft-plan
-EVA_LOOK_INIT="$out/sft-plan/model" fit sft-look configs/sft-seek-look.yaml "${sft[@]}"
-beliefs sft-look
-EVA_SFT_INIT="$out/sft-look/model" fit sft configs/sft-seek.yaml "${sft[@]}"
+EVA_SFT_INIT="$out/sft-plan/model" fit sft configs/sft-seek.yaml "${sft[@]}"
 beliefs sft
 
 # The SFT gate, before any later stage builds on the cold start: does the agent plan and read?
@@ -170,9 +168,9 @@ if ! uv run python scripts/call_gate.py --model "$out/sft/model" --annotations "
 fi
 
 if [ "$baselines" = 1 ]; then
-  # from the agent's colour reader (the first half of its SFT), as many steps as the agent's second half
-  EVA_UNIFORM_INIT="$out/sft-look/model" fit uniform8 configs/sft-seek-uniform8.yaml "${uni8[@]}"
-  EVA_UNIFORM_INIT="$out/sft-look/model" fit uniform32 configs/sft-seek-uniform32.yaml "${uni32[@]}"
+  # from the SFT agent, which reads colour from frames: 320 steps on their view
+  EVA_UNIFORM_INIT="$out/sft/model" fit uniform8 configs/sft-seek-uniform8.yaml "${uni8[@]}"
+  EVA_UNIFORM_INIT="$out/sft/model" fit uniform32 configs/sft-seek-uniform32.yaml "${uni32[@]}"
 fi
 
 # KTO on the SFT agent's own episodes: it plays the KTO videos as it would act (temperature 1), the

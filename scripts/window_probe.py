@@ -2,7 +2,7 @@
 
     uv run python scripts/window_probe.py --model MODEL [--steps 1000] [--lr 2e-3] [--every 100] [--call-weight 1]
 
-Trains a copy of MODEL (for example the colour reader, OUT/sft-look/model) in a plain loop
+Trains a copy of MODEL (for example a random `planner`, or OUT/sft-plan/model) in a plain loop
 (AdamW at a constant learning rate, batches of 8, gradient clipped at 1) on the first turns of
 the `seek-hint` oracle trajectories (the question, then the plan and the call: the rows
 `scripts/call_beliefs.py` reads), and every `--every` steps prints the training loss and the

@@ -41,7 +41,7 @@ def test_results_table_pools_seeds_with_a_wilson_interval(tmp_path, capsys):
     _summary(tmp_path / "eval" / "seed-11" / "sft", 100, 80.0, 3.0, 16.0)
     _summary(tmp_path / "eval" / "seed-12" / "sft", 100, 70.0, 2.9, 15.0)
     _summary(tmp_path / "eval" / "seed-11" / "uniform32", 100, 60.0, 1.0, 32.0)
-    (tmp_path / "times.tsv").write_text("train sft-plan\t30\ntrain sft-look\t30\ntrain sft\t600\neval sft seed-11\t60\n"
+    (tmp_path / "times.tsv").write_text("train sft-plan\t60\ntrain sft\t600\neval sft seed-11\t60\n"
                                         "eval sft seed-12\t120\ntrain sft\t480\n")  # a rerun's line wins
     assert results_table.main([str(tmp_path), "--seeds", "11", "12", "--plot", str(tmp_path / "plot.svg")]) == 0
     out = capsys.readouterr().out
@@ -50,7 +50,7 @@ def test_results_table_pools_seeds_with_a_wilson_interval(tmp_path, capsys):
     assert "agent after SFT: 75.00 % at 16 visual tokens" in svg and "uniform-32 SFT: 60.00 % at 32" in svg
     # sft: 150 of 200 = 75.0 %; Wilson 95 %: centre (0.75 + 0.0096) / 1.0192 = 0.74529, half =
     # 1.92303 * sqrt(0.0009375 + 0.000024) = 0.059631 -> [68.6, 80.5]; rounds (300 + 290) / 200;
-    # training: the three fits, 30 + 30 + 480 s = 9.0 min
+    # training: both fits, 60 + 480 s = 9.0 min
     sft = next(line for line in out.splitlines() if line.startswith("| agent after SFT |"))
     assert "| 75.0 % [68.6, 80.5] | 200 | 11: 80.0, 12: 70.0 | 2.95 | 15.5 | 9.0 min train + 3.0 min eval |" in sft
     uniform = next(line for line in out.splitlines() if line.startswith("| uniform-32"))

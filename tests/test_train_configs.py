@@ -287,30 +287,26 @@ def _with(config: dict, *, views: list[str], epochs: int, name: str, path: str |
     return config
 
 
-def test_seek_agent_plans_reads_then_joins_and_the_baselines_differ_only_in_their_view(capsys, monkeypatch, tmp_path):
+def test_seek_agent_plans_then_reads_and_the_baselines_differ_only_in_their_view(capsys, monkeypatch, tmp_path):
     """Same architecture, items, batch and optimizer (issue 14's fair comparison). The agent's SFT is
-    three fits, each from the last one's export: the first turns on the random planner for 400 steps
-    (planning), look counterparts for 120 steps (reading), then the trajectories for 2 epochs (160
-    steps); each uniform baseline trains on its one view from the agent's reader for 4 epochs (320
-    steps, more than the agent's trajectory steps)."""
+    two fits: the first turns on the random planner for 5 epochs (400 steps: planning), then, from
+    its export, first turns, look counterparts and trajectories in mixed batches for one epoch (240
+    steps); each uniform baseline trains on its one view from the SFT agent for 4 epochs (320 steps)."""
     plan = _resolved(CONFIG_DIR / "sft-seek-plan.yaml", capsys)
     assert plan["data"]["init_args"]["train"]["init_args"]["views"] == ["plan"]
     assert plan["model"]["init_args"]["model"]["path"].endswith("-seed0-planner")  # random weights, clock-time tokens
     assert plan["trainer"]["max_epochs"] == 5  # 80 steps an epoch
-    monkeypatch.setenv("EVA_LOOK_INIT", str(tmp_path / "plan-model"))
-    look = _resolved(CONFIG_DIR / "sft-seek-look.yaml", capsys)
-    assert look["model"]["init_args"]["model"]["path"] == str(tmp_path / "plan-model")
-    assert look["data"]["init_args"]["train"]["init_args"]["views"] == ["look"]
-    assert (look["trainer"]["max_epochs"], look["trainer"]["max_steps"]) == (2, 120)
-    look["trainer"]["max_steps"] = plan["trainer"]["max_steps"]
-    assert look == _with(plan, views=["look"], epochs=2, name="sft-seek-look", path=str(tmp_path / "plan-model"))
-    look = _resolved(CONFIG_DIR / "sft-seek-look.yaml", capsys)
-    monkeypatch.setenv("EVA_SFT_INIT", str(tmp_path / "look-model"))
+    monkeypatch.setenv("EVA_SFT_INIT", str(tmp_path / "plan-model"))
     agent = _resolved(CONFIG_DIR / "sft-seek.yaml", capsys)
-    look["trainer"]["max_steps"] = agent["trainer"]["max_steps"]  # the others: epochs only
-    assert agent == _with(look, views=["agent"], epochs=2, name="sft-seek", path=str(tmp_path / "look-model"))
-    monkeypatch.setenv("EVA_UNIFORM_INIT", str(tmp_path / "look-model"))
+    assert agent["data"]["init_args"]["window_batches"] == 1  # the views mix within a batch
+    mixed = _with(plan, views=["plan", "look", "agent"], epochs=1, name="sft-seek", path=str(tmp_path / "plan-model"))
+    mixed["data"]["init_args"]["val"]["init_args"]["views"] = ["agent"]
+    mixed["data"]["init_args"]["window_batches"] = 1
+    assert agent == mixed
+    monkeypatch.setenv("EVA_UNIFORM_INIT", str(tmp_path / "sft-model"))
     for n in (8, 32):
         uniform = _resolved(CONFIG_DIR / f"sft-seek-uniform{n}.yaml", capsys)
-        assert uniform == _with(look, views=[f"uniform-{n}"], epochs=4, name=f"sft-seek-uniform{n}",
-                                path=str(tmp_path / "look-model"))
+        expected = _with(agent, views=[f"uniform-{n}"], epochs=4, name=f"sft-seek-uniform{n}",
+                         path=str(tmp_path / "sft-model"))
+        expected["data"]["init_args"]["window_batches"] = 8
+        assert uniform == expected
