@@ -40,18 +40,15 @@ def text_of(message: dict) -> str:
 def first_turns(shards: list[str], windows: int = 8) -> dict[str, ChatSample]:
     """One oracle trajectory per named window, cut after its first assistant turn (the call)."""
     out: dict[str, ChatSample] = {}
-    chats = (chat for folder in shards for chat, _ in ShardSource(folder, views=["agent"]).examples(
+    turns = (turn for folder in shards for turn, _ in ShardSource(folder, views=["plan"]).examples(
         epoch=0, rank=0, world_size=1))
-    for chat in chats:
+    for turn in turns:
         if len(out) == windows:
             break
-        user = next(m for m in chat.messages if m["role"] == "user")
+        user = next(m for m in turn.messages if m["role"] == "user")
         named = NAMED.search(text_of(user))
-        if named is None or named.group(1) in out:
-            continue
-        k = next(i for i, m in enumerate(chat.messages) if m["role"] == "assistant")
-        out[named.group(1)] = ChatSample(messages=chat.messages[:k + 1], trained_turns=[False] * k + [True],
-                                         sample_id=chat.sample_id)
+        if named is not None and named.group(1) not in out:
+            out[named.group(1)] = turn
     return dict(sorted(out.items()))
 
 

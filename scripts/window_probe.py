@@ -27,16 +27,13 @@ import torch
 from call_beliefs import call_digits, digit_beliefs, first_turns
 from eva_train.data.conversations import encode_sample
 from eva_train.data.shards import ShardSource
-from eva_train.data.sources import ChatSample
 
 
 def first_turn_rows(processor, shards: str, call_weight: float = 1.0) -> list[tuple[list[int], list[float]]]:
     """(input ids, loss weights) of every oracle trajectory's first turn in `shards`: 1 on the
     trained tokens, `call_weight` on the call's digits, 0 elsewhere."""
     rows = []
-    for chat, _ in ShardSource(shards, views=["agent"]).examples(epoch=0, rank=0, world_size=1):
-        k = next(i for i, m in enumerate(chat.messages) if m["role"] == "assistant")
-        turn = ChatSample(messages=chat.messages[:k + 1], trained_turns=[False] * k + [True], sample_id=chat.sample_id)
+    for turn, _ in ShardSource(shards, views=["plan"]).examples(epoch=0, rank=0, world_size=1):
         encoded = encode_sample(processor, turn, 4096)
         ids, weights = encoded.input_ids.tolist(), encoded.trained.float().tolist()
         for i, _ in call_digits(processor.tokenizer, ids, encoded.trained.nonzero().flatten().tolist()):
