@@ -25,8 +25,8 @@ ITEM = {"index": 0, "prompt": [{"role": "user", "content": "What is shown?"}], "
 CONFIG = AgentConfig(tool_threads=1)
 
 
-def _call(n: int, resize: float) -> str:
-    args = {"start_time": 0, "end_time": 10, "nframes": n, "resize": resize}
+def _call(n: int, resize: float, start: float = 0, end: float = 10) -> str:
+    args = {"start_time": start, "end_time": end, "nframes": n, "resize": resize}
     return f"<tool_call>{json.dumps({'tool': 'frame_select', 'arguments': args})}</tool_call>"
 
 
@@ -48,6 +48,21 @@ def test_rule_judge_labels(cfr_video):
     assert rule_judge(_episode(cfr_video, _call(10, 1.0), "<answer>A</answer>"), ITEM, tight).label == "over_sampled"
     with pytest.raises(JudgeError, match="no evidence windows"):
         rule_judge(_episode(cfr_video, "<answer>A</answer>"), {**ITEM, "evidence": []})
+
+
+def test_a_wide_look_with_one_frame_in_the_evidence_is_under_sampled_when_two_are_asked(cfr_video):
+    # 10 frames over [0, 10) put one (5.555) in [5.5, 6.5); 5 frames over [5, 7) put two (5.5, 6.0)
+    wide = _episode(cfr_video, _call(10, 1.0), "<answer>A</answer>")
+    close = _episode(cfr_video, _call(5, 1.0, start=5, end=7), "<answer>A</answer>")
+    two = RuleJudgeConfig(min_frames=2)
+    assert rule_judge(wide, ITEM).label == "success"
+    sparse = rule_judge(wide, ITEM, two)
+    assert sparse.label == "under_sampled" and sparse.scores["seen"] == 1.0 and sparse.scores["legible"] == 0.0
+    assert "fewer than 2 frames" in sparse.reason
+    assert rule_judge(close, ITEM, two).label == "success"
+    assert rule_judge(close, ITEM, RuleJudgeConfig(min_frames=3)).label == "under_sampled"
+    with pytest.raises(ValueError, match="min_frames"):
+        RuleJudgeConfig(min_frames=0)
 
 
 def test_parse_verdict_guards():

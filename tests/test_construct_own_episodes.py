@@ -112,6 +112,11 @@ def test_cut_at_fault_keeps_an_episode_whose_call_saw_the_evidence(bench):
     seen = by_label["success"]
     assert cut_at_fault(seen.episode, [list(w) for w in items[0]["evidence"]]) is seen.episode
     assert len(cut_at_fault(by_label["guess"].episode, [[0.0, 0.1]]).steps) == 1
+    # the oracle's look puts all 8 frames in the 3 s event: it looked, unless more frames than it took are asked
+    evidence = [list(w) for w in items[0]["evidence"]]
+    assert cut_at_fault(seen.episode, evidence, min_frames=8) is seen.episode
+    cut = cut_at_fault(seen.episode, evidence, min_frames=9)
+    assert len(cut.steps) == 1 and cut.answer == "" and cut.stop_reason.value == "max_turns_exceeded"
 
 
 def test_the_command_line_builds_kto_from_a_model_as_is(bench, tiny_model_dir, tmp_path):

@@ -91,6 +91,17 @@ def test_grounded_pays_a_right_answer_only_when_a_call_saw_the_evidence(video):
         reward(looked, grounded)
 
 
+def test_grounded_with_two_frames_asked_pays_a_close_look_and_not_a_wide_one(video):
+    evidence = replace(prompt(), evidence=[[2.0, 2.5]])
+    wide = episode(video, call(1.2, 3.0, 3), "<answer>B</answer>")  # 1.2, 2.1, 3.0: one frame in the window
+    close = episode(video, call(2.0, 2.4, 3), "<answer>B</answer>")  # 2.0, 2.2, 2.4: three in it
+    two = RewardConfig(name="grounded", min_frames=2)
+    assert reward(wide, two, prompt=evidence).total == pytest.approx(0.05)
+    assert reward(close, two, prompt=evidence).total == 1.0
+    with pytest.raises(ValueError, match="min_frames"):
+        RewardConfig(name="grounded", min_frames=0)
+
+
 def test_an_invalid_call_is_not_a_tool_call(video):
     bad = '<tool_call>{"tool": "frame_select", "arguments": {"start_time": 0}}</tool_call>'
     ep = episode(video, bad)  # missing arguments: no valid call, stops with no_valid_tool_call

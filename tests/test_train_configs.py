@@ -261,6 +261,7 @@ def test_grpo_seek_recipe_builds_its_module(capsys):
     config = _resolved(CONFIG_DIR / "grpo-seek.yaml", capsys)
     module = _module(config)
     assert module.rollout_spec.max_turns >= 3 and module.reward_config.name == "grounded"  # no pay for a lucky guess
+    assert module.reward_config.min_frames == 2  # nor for a wide look that one frame happens to fall in
     assert module.rollout_spec.group_size == 8  # EVA paper
     data = config["data"]["init_args"]
     assert data["source"]["class_path"] == "eva_train.data.shards.RlShardSource"  # stages copy failed prompts' videos

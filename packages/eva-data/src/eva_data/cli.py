@@ -191,7 +191,11 @@ def _build_args(sub) -> None:
                    help="the policy's own episodes: no hint, reflective prompt or experiences, and replies need "
                         "not have the four parts (KTO from an agent's successes and failures)")
     p.add_argument("--cut-guesses", action="store_true",
-                   help="KTO: a guess's undesirable record ends at its first call that missed the evidence")
+                   help="KTO: a guess's or under-sampled look's undesirable record ends at its first call that "
+                        "did not look at the evidence")
+    p.add_argument("--min-frames", type=int, default=1,
+                   help="rule judge: legible frames each evidence window needs (default 1; 2 or more call a wide "
+                        "look that one frame happens to fall in under-sampled)")
     p.add_argument("--legible-resize", type=float, default=None,
                    help="rule judge: the smallest resize whose frames count as legible (default 0.75: glyphs; "
                         "colour shows at 0.25)")
@@ -232,8 +236,10 @@ def run_build(args) -> int:
                              desirable_fraction=args.desirable_fraction, seed=args.seed, limit=args.limit,
                              **({} if args.max_bytes is None else {"max_bytes": args.max_bytes}),
                              questions_per_video=args.questions_per_video, teacher=teacher_config,
-                             four_parts=not args.as_is, cut_guesses=args.cut_guesses)
-        legible = {} if args.legible_resize is None else {"legible_resize": args.legible_resize}
+                             four_parts=not args.as_is, cut_guesses=args.cut_guesses, min_frames=args.min_frames)
+        legible = {"min_frames": args.min_frames}
+        if args.legible_resize is not None:
+            legible["legible_resize"] = args.legible_resize
         if args.kind == "rl":
             if args.teacher != "scripted":
                 print("eva-data build rl: only the scripted question writer is built; use --teacher scripted",

@@ -13,9 +13,10 @@ evaluation are the same functions"); this module adds what RL needs around them.
   through `policy_judge`, a scripted function in tests). An episode without a tool turn scores
   0: there are no frames to verify on.
 - "grounded": the exact letter, paid only when the episode's calls sampled every evidence window
-  of the prompt (`RlPrompt.evidence`, known for the synthetic benchmark): the rule judge's
-  `success` as a reward, so a right guess after a look elsewhere earns nothing but the format
-  floor. Prompts without evidence windows are an error.
+  of the prompt (`RlPrompt.evidence`, known for the synthetic benchmark) in at least
+  `RewardConfig.min_frames` frames: the rule judge's `success` as a reward, so a right guess
+  after a look elsewhere (or a wide look one frame of which happened to fall in) earns nothing
+  but the format floor. Prompts without evidence windows are an error.
 - "rouge": open-ended answers, (ROUGE-1 F1 + ROUGE-2 F1 + ROUGE-L F1) / 3 (rouge-score, Porter
   stemming).
 - "auto": by the prompt's answer type: "choice" for choice items, "rouge" for open ones, the
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from eva_core.episode import Episode
@@ -72,11 +73,13 @@ class RewardConfig:
         name: registry key ("choice", "csv", "grounded", "rouge", "auto").
         format_reward: floor for an episode with at least one valid tool call (paper: 0.05).
         max_answer_chars: longer answers score 0 (ours: 200).
+        min_frames: "grounded": frames each evidence window needs (the rule judge's `min_frames`).
     """
 
     name: str = "auto"
     format_reward: float = FORMAT_REWARD
     max_answer_chars: int = MAX_ANSWER_CHARS
+    min_frames: int = 1
 
     def __post_init__(self):
         if self.name not in REWARDS:
@@ -85,6 +88,8 @@ class RewardConfig:
             raise ValueError(f"format_reward must be in [0, 1), got {self.format_reward}")
         if self.max_answer_chars < 1:
             raise ValueError(f"max_answer_chars must be >= 1, got {self.max_answer_chars}")
+        if self.min_frames < 1:
+            raise ValueError(f"min_frames must be >= 1, got {self.min_frames}")
 
 
 @dataclass(frozen=True)
@@ -96,12 +101,15 @@ class RewardInput:
         prompt: the RL prompt it answered (answer type, ground truth, answer range).
         video: the episode's video for rewards that decode frames ("csv"); default the record's path.
         judge: the verifier of "csv".
+        min_frames: frames each evidence window needs ("grounded"; `episode_reward` sets it
+            from `RewardConfig.min_frames`).
     """
 
     episode: Episode
     prompt: RlPrompt
     video: VideoSource | None = None
     judge: Judge | None = None
+    min_frames: int = 1
 
 
 @dataclass(frozen=True)
@@ -127,11 +135,11 @@ def choice_reward(x: RewardInput) -> float:
 
 
 def grounded_reward(x: RewardInput) -> float:
-    """`choice_reward`, but 0 unless the episode's calls sampled a frame in every evidence window."""
+    """`choice_reward`, but 0 unless the episode's calls sampled `x.min_frames` frames in every evidence window."""
     if not x.prompt.evidence:
         raise RewardError(f"the 'grounded' reward needs evidence windows; prompt {x.prompt.id} has none")
     times = [t for step in x.episode.steps for call in step.calls if call.error is None for t in call.sample_times]
-    return choice_reward(x) if evidence_seen(times, [tuple(w) for w in x.prompt.evidence]) else 0.0
+    return choice_reward(x) if evidence_seen(times, [tuple(w) for w in x.prompt.evidence], x.min_frames) else 0.0
 
 
 def rouge_mean(answer: str, reference: str) -> float:
@@ -214,7 +222,7 @@ def episode_reward(x: RewardInput, config: RewardConfig) -> Reward:
     if len(x.episode.answer) > config.max_answer_chars:
         return Reward(total=0.0, correctness=0.0, tool_called=called, guarded=True)
     try:
-        score = float(REWARDS[config.name](x))
+        score = float(REWARDS[config.name](replace(x, min_frames=config.min_frames)))
     except RewardError:
         raise
     except Exception as error:

@@ -71,8 +71,10 @@ class BuildConfig:
         teacher: teacher-run settings.
         four_parts: SFT records and KTO desirables need four-part replies (a teacher's form);
             False for a policy's own episodes (`TeacherConfig.as_is`).
-        cut_guesses: KTO: a guess's undesirable record ends at its turn at fault
-            (`eva_data.construct.builders.cut_at_fault`).
+        cut_guesses: KTO: a guess's or under-sampled look's undesirable record ends at its turn
+            at fault (`eva_data.construct.builders.cut_at_fault`).
+        min_frames: frames an evidence window needs for a call to have looked at it (the rule
+            judge's `min_frames`; the cut uses the same rule).
     """
 
     kind: str
@@ -86,12 +88,13 @@ class BuildConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     four_parts: bool = True
     cut_guesses: bool = False
+    min_frames: int = 1
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        if self.attempts < 1 or self.batch_size < 1:
-            raise ValueError("attempts and batch_size must be >= 1")
+        if self.attempts < 1 or self.batch_size < 1 or self.min_frames < 1:
+            raise ValueError("attempts, batch_size and min_frames must be >= 1")
 
 
 def rule_judge_many(config: RuleJudgeConfig | None = None) -> Judge:
@@ -267,7 +270,8 @@ def build_teacher_set(input_shards, out: str | os.PathLike, *, policy: Policy, j
         records = sft_records(judged, four_parts=config.four_parts)
     else:
         records = kto_records(judged, fraction=config.desirable_fraction, seed=config.seed,
-                              four_parts=config.four_parts, cut_guesses=config.cut_guesses)
+                              four_parts=config.four_parts, cut_guesses=config.cut_guesses,
+                              min_frames=config.min_frames)
         stats.desirable = sum(r.desirable for r in records)
         stats.undesirable = len(records) - stats.desirable
     stats.records = len(records)

@@ -3,9 +3,10 @@
 - EVA-SFT: the judged successes (four-part replies, an answer), as `SftTrajectory` records.
 - EVA-KTO: desirable = successes, undesirable = judged failures (guesses, under- and
   over-sampling, wrong answers, no answer), as `KtoTrajectory` records. With `cut_guesses` a
-  guess is cut after the turn at fault (`cut_at_fault`): the first turn whose calls all missed
-  the evidence, so the loss pushes down the wrong plan and not the text that followed it,
-  which a wrong look leaves the model no better way to write. The desirable fraction
+  guess or an under-sampled look is cut after the turn at fault (`cut_at_fault`): the first
+  turn whose calls did not look at the evidence (fewer than `min_frames` frames in a window),
+  so the loss pushes down the wrong plan and not the text that followed it, which a wrong look
+  leaves the model no better way to write. The desirable fraction
   is set by dropping, with a seeded draw, part of whichever side is over-represented (0.63 by
   default, the paper's Section 3.2 mix); nothing is duplicated. Several teacher attempts per item
   (`attempts`) are the "resampled" successes and failures to choose from.
@@ -32,6 +33,7 @@ from eva_data.records.records import KtoTrajectory, RecordError, SftTrajectory, 
 from eva_data.shards.sample import ShardSample
 from eva_data.shards.writer import ShardInfo, pack
 from eva_data.synth.events import derive_seed
+from eva_data.synth.questions import evidence_seen
 
 DESIRABLE_FRACTION = 0.63  # EVA paper, Section 3.2: the KTO set's share of desirable trajectories
 
@@ -77,18 +79,18 @@ class Judged:
         return cls(**data)
 
 
-def cut_at_fault(episode: Episode, evidence: Sequence[Sequence[float]]) -> Episode:
-    """A guess (the evidence never sampled) up to the turn at fault: the first turn with calls,
-    none of whose frames fell inside an evidence window [start, end). It ends as an episode
-    stopped there by a turn limit would (`max_turns_exceeded`, no answer; the tool's reply stays
-    as untrained context). An episode without such a turn (it answered before any call, or its
-    calls saw the evidence) is returned whole.
+def cut_at_fault(episode: Episode, evidence: Sequence[Sequence[float]], min_frames: int = 1) -> Episode:
+    """A guess (the evidence never sampled) or an under-sampled look up to the turn at fault: the
+    first turn with calls whose frames put fewer than `min_frames` in some evidence window
+    [start, end). It ends as an episode stopped there by a turn limit would (`max_turns_exceeded`,
+    no answer; the tool's reply stays as untrained context). An episode without such a turn (it
+    answered before any call, or its calls looked at the evidence) is returned whole.
     """
     for k, step in enumerate(episode.steps):
         ran = [c for c in step.calls if c.error is None]
         if not ran:
             continue
-        if any(lo <= t < hi for c in ran for t in c.sample_times for lo, hi in evidence):
+        if evidence_seen([t for c in ran for t in c.sample_times], [tuple(w) for w in evidence], min_frames):
             return episode
         if k == len(episode.steps) - 1 and episode.stop_reason != StopReason.ANSWER_FOUND:
             return episode  # already ends at this turn
@@ -96,10 +98,10 @@ def cut_at_fault(episode: Episode, evidence: Sequence[Sequence[float]]) -> Episo
     return episode
 
 
-def _record(judged: Judged, kind: str, desirable: bool | None = None, cut: bool = False):
+def _record(judged: Judged, kind: str, desirable: bool | None = None, cut: bool = False, min_frames: int = 1):
     episode = Episode.from_dict(judged.episode)
     if cut:
-        episode = cut_at_fault(episode, judged.item.get("evidence") or [])
+        episode = cut_at_fault(episode, judged.item.get("evidence") or [], min_frames)
     meta = {**judged.meta, "judge": judged.verdict, **({"cut_at_turn": len(episode.steps)} if cut else {})}
     return trajectory_from_episode(episode, judged.item, source=Source.TEACHER, video_key=judged.video_key,
                                    kind=kind, desirable=desirable, record_id=f"{kind}-{judged.unit}", meta=meta)
@@ -141,13 +143,14 @@ def balance(desirable: list, undesirable: list, fraction: float, seed: int) -> t
 
 
 def kto_records(judged: Iterable[Judged], *, fraction: float = DESIRABLE_FRACTION, seed: int = 0,
-                four_parts: bool = True, cut_guesses: bool = False) -> list[KtoTrajectory]:
+                four_parts: bool = True, cut_guesses: bool = False, min_frames: int = 1) -> list[KtoTrajectory]:
     """Judged episodes as KTO records, balanced to `fraction`.
 
     Args:
         four_parts: a success is desirable only in four-part form (a teacher's episodes); False
             for a policy's own episodes, written in its own form.
-        cut_guesses: a guess's record ends at its turn at fault (`cut_at_fault`).
+        cut_guesses: a guess's or under-sampled look's record ends at its turn at fault (`cut_at_fault`).
+        min_frames: the judge's frames per evidence window, which the cut applies too.
     """
     good, bad = [], []
     for j in judged:
@@ -157,7 +160,8 @@ def kto_records(judged: Iterable[Judged], *, fraction: float = DESIRABLE_FRACTIO
         if label == "success" and (j.four_part or not four_parts):
             good.append(_record(j, "kto", desirable=True))
         elif label != "success":
-            bad.append(_record(j, "kto", desirable=False, cut=cut_guesses and label == "guess"))
+            bad.append(_record(j, "kto", desirable=False, cut=cut_guesses and label in ("guess", "under_sampled"),
+                               min_frames=min_frames))
     good, bad = balance(good, bad, fraction, seed)
     order = {id(r): i for i, r in enumerate(good + bad)}
     return sorted(good + bad, key=lambda r: (r.id, order[id(r)]))

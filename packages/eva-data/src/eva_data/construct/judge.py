@@ -5,7 +5,8 @@ Labels (the paper's desirable / undesirable split, Section 3.2: "guessing withou
 evidence" is undesirable, as are trajectories that over- or under-sample):
 - `success`: right answer, every evidence window seen at a legible resolution, within budget;
 - `guess`: answered, but some evidence window was never sampled at all;
-- `under_sampled`: every window sampled, but some only at an illegible resolution;
+- `under_sampled`: every window sampled, but some only at an illegible resolution or in fewer
+  than `min_frames` legible frames (too sparsely: a wide call whose one frame happens to fall in);
 - `wrong`: the evidence was seen legibly and the answer is still wrong;
 - `over_sampled`: right and grounded, but more visual tokens than `max_visual_tokens`;
 - `no_answer`: the episode ended without an answer.
@@ -74,11 +75,17 @@ class RuleJudgeConfig:
         max_visual_tokens: visual tokens over the whole episode above which it over-samples
             (two calls at the protocol's 12000 budget).
         pass_score: the score from which an answer is right (ROUGE-L for open answers).
+        min_frames: legible frames each evidence window needs (1: any frame in it counts).
     """
 
     legible_resize: float = 0.75
     max_visual_tokens: int = 24000
     pass_score: float = 0.5
+    min_frames: int = 1
+
+    def __post_init__(self):
+        if self.min_frames < 1:
+            raise ValueError(f"min_frames must be >= 1, got {self.min_frames}")
 
 
 def visual_tokens(episode: Episode) -> int:
@@ -86,20 +93,23 @@ def visual_tokens(episode: Episode) -> int:
     return sum(c.visual_tokens for s in episode.steps for c in s.calls if c.error is None)
 
 
-def coverage(episode: Episode, evidence: Sequence[Sequence[float]], legible_resize: float) -> tuple[float, float]:
-    """(fraction of windows sampled at all, fraction sampled at a legible resize); windows are [start, end)."""
-    seen, legible = set(), set()
+def coverage(episode: Episode, evidence: Sequence[Sequence[float]], legible_resize: float,
+             min_frames: int = 1) -> tuple[float, float]:
+    """(fraction of windows sampled at all, fraction sampled in `min_frames` or more frames at a
+    legible resize, counted over all calls); windows are [start, end)."""
+    seen = [0] * len(evidence)
+    legible = [0] * len(evidence)
     for step in episode.steps:
         for call in step.calls:
             if call.error is not None:
                 continue
             for i, (lo, hi) in enumerate(evidence):
-                if any(lo <= t < hi for t in call.sample_times):
-                    seen.add(i)
-                    if call.effective["resize"] >= legible_resize:
-                        legible.add(i)
+                k = sum(lo <= t < hi for t in call.sample_times)
+                seen[i] += k
+                if call.effective["resize"] >= legible_resize:
+                    legible[i] += k
     n = max(1, len(evidence))
-    return len(seen) / n, len(legible) / n
+    return sum(k > 0 for k in seen) / n, sum(k >= min_frames for k in legible) / n
 
 
 def rule_judge(episode: Episode, item: dict[str, Any], config: RuleJudgeConfig = RuleJudgeConfig()) -> Verdict:
@@ -112,7 +122,7 @@ def rule_judge(episode: Episode, item: dict[str, Any], config: RuleJudgeConfig =
     if not evidence:
         raise JudgeError(f"item {item.get('index')!r} has no evidence windows: the rule judge needs them")
     score = score_record(item, episode.answer) if episode.answer else 0.0
-    seen, legible = coverage(episode, evidence, config.legible_resize)
+    seen, legible = coverage(episode, evidence, config.legible_resize, config.min_frames)
     tokens = visual_tokens(episode)
     scores = {"answer": score, "seen": seen, "legible": legible, "visual_tokens": float(tokens),
               "rounds": float(episode.rounds)}
@@ -121,8 +131,8 @@ def rule_judge(episode: Episode, item: dict[str, Any], config: RuleJudgeConfig =
     elif seen < 1.0:
         label, reason = "guess", f"answered having sampled {seen:.0%} of the evidence windows"
     elif legible < 1.0:
-        label, reason = "under_sampled", (f"every evidence window was sampled but {1 - legible:.0%} only below "
-                                          f"resize {config.legible_resize}")
+        label, reason = "under_sampled", (f"every evidence window was sampled but {1 - legible:.0%} in fewer than "
+                                          f"{config.min_frames} frames at resize {config.legible_resize} or above")
     elif score < config.pass_score:
         label, reason = "wrong", f"the evidence was seen legibly but the answer scores {score:.2f}"
     elif tokens > config.max_visual_tokens:

@@ -224,6 +224,11 @@ def make_questions(plan: VideoPlan, types: Sequence[str], n: int, seed: int,
     return questions
 
 
-def evidence_seen(times: Sequence[float], evidence: Sequence[tuple[float, float]]) -> bool:
-    """True when every evidence window [start, end) holds at least one of the sample `times`."""
-    return all(any(start <= t < end for t in times) for start, end in evidence)
+def evidence_seen(times: Sequence[float], evidence: Sequence[tuple[float, float]], min_frames: int = 1) -> bool:
+    """True when every evidence window [start, end) holds at least `min_frames` of the sample `times`.
+
+    One frame is enough to see a colour; two or more ask that the window be looked at, not
+    touched by the luck of where a wide call's frames fall."""
+    if min_frames < 1:
+        raise ValueError(f"min_frames must be >= 1, got {min_frames}")
+    return all(sum(start <= t < end for t in times) >= min_frames for start, end in evidence)
