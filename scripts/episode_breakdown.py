@@ -3,9 +3,10 @@
     uv run python scripts/episode_breakdown.py runs/reproduce/train-seed-0 --seeds 11 12 13
 
 For every run (OUT/eval/seed-S/NAME/results.jsonl, eva-eval's records) one markdown row: the
-answers given, and for agent runs how often a look's frames fell inside the item's evidence
-window, how often the answer was right when they did, and where the first look started (its
-start time, most frequent first). docs/results.md reads its "what the episodes show" from it.
+answers given, and for agent runs how often the first look's frames fell inside the item's
+evidence window (the plan: the named window's 3 s), how often it asked for exactly that window,
+how often any look's frames did, how often the answer was right when they did, and where the
+first look started (its start time, most frequent first). docs/results.md reads its "what the episodes show" from it.
 """
 
 from __future__ import annotations
@@ -24,15 +25,28 @@ def looked_at_evidence(record: dict) -> bool:
     return any(lo <= t < hi for view in record["views"] for t in view["sample_times"] for lo, hi in windows)
 
 
+def first_look(record: dict) -> tuple[bool, bool]:
+    """(a frame of the first look fell inside an evidence window, it asked for exactly the first window)."""
+    if not record["views"]:
+        return False, False
+    view, windows = record["views"][0], record["extra"].get("evidence") or []
+    inside = any(lo <= t < hi for t in view["sample_times"] for lo, hi in windows)
+    exact = bool(windows) and [view["effective"]["start_time"], view["effective"]["end_time"]] == list(windows[0])
+    return inside, exact
+
+
 def breakdown(records: list[dict]) -> str:
     answers = Counter(r["answer"] for r in records)
     shown = ", ".join(f"{a} {n}" for a, n in answers.most_common())
     if not any(r["views"] for r in records):
-        return f"{shown} | - | - | -"
+        return f"{shown} | - | - | - | - | -"
+    first = [first_look(r) for r in records]
     hit = [r for r in records if looked_at_evidence(r)]
     starts = Counter(r["views"][0]["effective"]["start_time"] for r in records if r["views"])
     where = ", ".join(f"{s:g} s: {n}" for s, n in starts.most_common(4))
-    return f"{shown} | {len(hit)} / {len(records)} | {sum(r['correct'] for r in hit)} / {len(hit)} | {where}"
+    n = len(records)
+    return (f"{shown} | {sum(i for i, _ in first)} / {n} | {sum(e for _, e in first)} / {n} | {len(hit)} / {n} | "
+            f"{sum(r['correct'] for r in hit)} / {len(hit)} | {where}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", type=Path, help="the script's output folder")
     p.add_argument("--seeds", nargs="+", required=True, help="held-out seeds to pool")
     args = p.parse_args(argv)
-    print("| run | answers | a look saw the evidence | right when it did | first look starts at |")
-    print("| --- | --- | ---: | ---: | --- |")
+    print("| run | answers | first look on the named window | first look = the oracle's | a look saw the evidence "
+          "| right when it did | first look starts at |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
     for name in NAMES:
         files = [args.out / "eval" / f"seed-{s}" / name / "results.jsonl" for s in args.seeds]
         records = [json.loads(line) for f in files if f.is_file() for line in f.read_text().splitlines() if line]

@@ -84,18 +84,22 @@ def test_smoke_mode_runs_every_step(tmp_path):
 def test_episode_breakdown_counts_looks_that_saw_the_evidence(tmp_path, capsys):
     import episode_breakdown
 
-    def record(answer: str, correct: bool, start: float, times: list[float]) -> dict:
-        return {"answer": answer, "correct": correct, "extra": {"evidence": [[68.0, 71.0]]},
-                "views": [{"sample_times": times, "effective": {"start_time": start}}]}
+    def view(start: float, end: float, times: list[float]) -> dict:
+        return {"sample_times": times, "effective": {"start_time": start, "end_time": end}}
+
+    def record(answer: str, correct: bool, *views: dict) -> dict:
+        return {"answer": answer, "correct": correct, "extra": {"evidence": [[68.0, 71.0]]}, "views": list(views)}
 
     run = tmp_path / "eval" / "seed-11" / "sft"
     run.mkdir(parents=True)
-    rows = [record("B", True, 68.0, [68.0, 70.5]), record("C", False, 148.0, [148.0, 150.9]),
-            record("C", False, 148.0, [148.0, 71.0])]  # 71.0 is the first second after the shape
+    rows = [record("B", True, view(68.0, 71.0, [68.0, 70.5])),  # the oracle's look
+            record("C", False, view(148.0, 151.0, [148.0, 150.9])),
+            record("C", False, view(148.0, 171.0, [148.0, 71.0])),  # 71.0 is the first second after the shape
+            record("A", True, view(60.0, 80.0, [60.0, 70.0, 80.0]), view(0.0, 160.0, [0.0]))]  # on it, not exact
     run.joinpath("results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert episode_breakdown.main([str(tmp_path), "--seeds", "11"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| sft |"))
-    assert line == "| sft | C 2, B 1 | 1 / 3 | 1 / 1 | 148 s: 2, 68 s: 1 |"
+    assert line == "| sft | C 2, B 1, A 1 | 2 / 4 | 1 / 4 | 2 / 4 | 2 / 2 | 148 s: 2, 68 s: 1, 60 s: 1 |"
 
 
 def _gate_record(answer: str, correct: bool, calls: list[dict]) -> dict:
