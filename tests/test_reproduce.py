@@ -140,3 +140,27 @@ def test_call_gate_refuses_items_without_evidence():
     row["extra"] = {}
     with pytest.raises(ValueError, match="no evidence window"):
         call_gate.gate([row])
+
+
+def test_seeds_table_pairs_each_stage_with_the_one_before_on_the_same_items(tmp_path, capsys):
+    import seeds_table
+
+    def record(item: str, correct: bool, times: list[float]) -> dict:
+        return {"id": item, "answer": "B" if correct else "C", "correct": correct, "extra": {"evidence": [[68.0, 71.0]]},
+                "views": [{"sample_times": times, "effective": {"start_time": times[0], "end_time": times[-1]}}]}
+
+    on, off = [68.0, 70.5], [148.0, 150.9]
+    runs = {"sft": [record("0", True, on), record("1", False, off), record("2", False, off)],
+            "kto": [record("0", True, on), record("1", True, on), record("2", True, on)],
+            "grpo": [record("0", False, on), record("1", True, on), record("2", True, on)]}
+    for name, rows in runs.items():
+        run = tmp_path / "train-seed-0" / "eval" / "seed-11" / name
+        run.mkdir(parents=True)
+        run.joinpath("results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "train-seed-0" / "times.tsv").write_text("train sft\t600\ntrain kto\t300\n")
+    assert seeds_table.main([str(tmp_path / "train-seed-0"), "--seeds", "11"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "| train-seed-0 | sft | 33.3 % [6.1, 79.2] | 1 / 3 | 1 / 1 | - |" in lines
+    assert "| train-seed-0 | kto | 100.0 % [43.9, 100.0] | 3 / 3 | 3 / 3 | +2 / -0, p 0.5 |" in lines
+    assert "| train-seed-0 | grpo | 66.7 % [20.8, 93.9] | 3 / 3 | 2 / 3 | +0 / -1, p 1 |" in lines
+    assert "train-seed-0: pipeline wall 15.0 min (OUT/times.tsv)" in lines
