@@ -2,8 +2,8 @@
 
     uv run python scripts/curve.py runs/grpo-tiny/version_0/metrics.csv [--every 10] [--keys train/reward_mean,...]
 
-Training metrics are averaged over windows of `--every` steps; validation rows (the held-out
-curve) are printed as they are; a GRPO run's mean step time is split into rollout (of which
+Training metrics are averaged over windows of `--every` steps; validation rows (the run's
+validation items, never the held-out ones) are printed as they are; a GRPO run's mean step time is split into rollout (of which
 the frame tool), reward and training.
 """
 
@@ -45,7 +45,7 @@ def main() -> None:
               f"+ training {mean['train_s']:.2f} s")
     if val:
         vkeys = [k for k in VAL if any(r.get(k) for r in val)]
-        print("\nheld-out after step  " + "  ".join(f"{k.split('/')[1]:>14}" for k in vkeys))
+        print("\nvalidation after step" + "  ".join(f"{k.split('/')[1]:>14}" for k in vkeys))
         for r in val:
             print(f"{int(r['step']) + 1:>19}  " + "  ".join(f"{float(r[k]):14.3f}" for k in vkeys))
 
