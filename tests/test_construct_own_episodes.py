@@ -17,7 +17,7 @@ from eva_data.construct.builders import cut_at_fault
 from eva_data.construct.judge import RuleJudgeConfig
 from eva_data.construct.teacher import TeacherConfig
 from eva_data.records.oracle import hinted_script
-from eva_data.records.records import KtoTrajectory
+from eva_data.records.records import Credit, KtoTrajectory
 from eva_data.shards.stream import ShardStream
 from eva_data.synth.benchmark import load_items, load_plans, write_benchmark
 from eva_data.synth.config import DIFFICULTIES
@@ -136,3 +136,63 @@ def test_the_command_line_builds_kto_from_a_model_as_is(bench, tiny_model_dir, t
     prompts = [r["episode"]["prompt"][0]["text"] for line in journals[0].splitlines()
                for r in json.loads(line)["results"]]
     assert prompts == [SYSTEM_PROMPT] * 2
+
+
+class ByAttempt(ScriptedPolicy):
+    """Attempt 0 of each item plays `first`'s replies for its video, later attempts `later`'s."""
+
+    def __init__(self, first, later):
+        super().__init__({})
+        self.first, self.later = first, later
+
+    def _entries(self, episode_id):
+        scripts = self.first if episode_id.endswith("/0") else self.later
+        return next(turns for video, turns in scripts.items() if video in episode_id)
+
+
+def test_credit_blames_an_undesirable_from_where_it_departs_from_a_success_on_its_item(bench, tiny_model_dir):
+    """Two attempts per item: on item 0 the right look, then the look moved 40 s off (a guess).
+    The guess is blamed from the first character its call does not share with the success, so
+    the plan text and the call's opening, which both write, are context; the item without a
+    success is blamed from its turn at fault."""
+    items, right = _scripts(bench)
+    plans = load_plans(bench / "bench")
+    wrong = {}
+    for item in items:  # every item's look moved off its named window, then a guess
+        info = VideoReader(bench / "bench" / item["videos"][0]).info
+        turns = list(hinted_script(item, plans[item["video_id"]], info).turns)
+        call = json.loads(turns[0].split("<tool_call>")[1].split("</tool_call>")[0])
+        shift = 40.0 if plans[item["video_id"]].cue[0] < 100 else -40.0
+        moved = {**call["arguments"], "start_time": call["arguments"]["start_time"] + shift,
+                 "end_time": call["arguments"]["end_time"] + shift}
+        wrong[item["video_id"]] = [turns[0].replace(json.dumps(call), json.dumps({**call, "arguments": moved})),
+                                   "Summary: grey background only.\nReflection: I guess.\n<answer>A</answer>"]
+    out = bench / "kto-credit"
+    config = BuildConfig(kind="kto", teacher=AS_IS, four_parts=False, cut_guesses=True, attempts=2,
+                         desirable_fraction=0.25, credit=True)
+    stats = build_teacher_set(bench / "shards", out, policy=ByAttempt(right, wrong), judge=rule_judge_many(
+        RuleJudgeConfig(legible_resize=0.25)), config=config)
+    assert stats.labels == {"success": 1, "guess": 3}
+    assert stats.to_dict()["credits"] == {"divergence": 1, "turn": 2}  # item 1 has no success
+    records = [KtoTrajectory.from_dict(r) for s in ShardStream(str(out), shuffle_shards=False) for r in s.trajectories]
+    good = next(r for r in records if r.desirable)
+    for bad in (r for r in records if not r.desirable):
+        reply = bad.episode.steps[0].reply
+        if bad.meta["credit"] == "divergence":
+            shared = good.episode.steps[0].reply
+            assert bad.credit.turn == 0 and reply[:bad.credit.char] == shared[:bad.credit.char]
+            assert reply[bad.credit.char] != shared[bad.credit.char]
+            assert bad.credit.char > reply.index('"start_time": ')  # blamed inside the call's numbers
+        else:
+            assert bad.credit == Credit(turn=0, char=0)
+    # eva-train trains the credited undesirable from that character on
+    from eva_train.data.shards import ShardSource
+    from eva_train.encoding.masking import encode_conversation
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    chats = [c for c, _ in ShardSource(str(out), kind="kto").examples(epoch=0, rank=0, world_size=1)]
+    credited = next(c for c in chats if c.trained_from is not None and c.trained_from[1] > 0)
+    enc = encode_conversation(processor, credited.messages, credited.trained_turns, trained_from=credited.trained_from)
+    reply = credited.messages[credited.trained_from[0]]["content"][0]["text"]
+    assert processor.tokenizer.decode(enc.input_ids[enc.trained]) == reply[credited.trained_from[1]:] + "<|im_end|>"

@@ -102,6 +102,28 @@ def test_pairs_rotate_over_the_global_batch(labelled, tiny_model_dir):
         mismatched_batch(whole, prompts[:1], 0)
 
 
+def test_a_credited_row_scores_its_blamed_tokens_and_keeps_its_opening_turns_as_prompt(labelled, tiny_model_dir):
+    """An undesirable blamed from its answer turn (`ChatSample.trained_from`): its prompt is still
+    the opening turns (no image), and its pair is scored on the same blamed tokens."""
+    samples = list(labelled)
+    bad = samples[1]  # undesirable: look, then answer; blamed from inside the answer turn
+    answer = max(i for i, m in enumerate(bad.messages) if m["role"] == "assistant")
+    flags = [i == answer for i in range(len(bad.messages))]
+    samples[1] = dataclasses.replace(bad, trained_turns=flags, trained_from=(answer, 10))
+    whole, credited = _batches(labelled, tiny_model_dir)[0], _batches(samples, tiny_model_dir)[0]
+    assert credited.sample_ids == whole.sample_ids
+    row = credited.sample_ids.index(bad.sample_id)
+    assert credited.prompt_lengths == whole.prompt_lengths == tuple(prompt_lengths(whole))
+    assert int(credited.trained[row].sum()) < int(whole.trained[row].sum())
+    first = int(credited.trained[row].nonzero()[0])
+    assert bool(credited.mm_token_type_ids[row, :first].any()) and not credited.mm_token_type_ids[row, first:].any()
+    pairs = mismatched_batch(credited, batch_prompts(credited), 0)
+    assert int(pairs.trained[row].sum()) == int(credited.trained[row].sum())
+    assert pairs.prompt_lengths == tuple(len(p.token_ids) for p in
+                                         (batch_prompts(credited)[partner(i, batch_prompts(credited))]
+                                          for i in range(credited.rows)))
+
+
 def test_partner_skips_rows_with_the_same_prompt():
     # Items a, b, c with a desirable and an undesirable trajectory each, stored side by side.
     prompts = [Prompt(f"{item}{k}", (i,)) for i, item in enumerate("abc") for k in (0, 1)]

@@ -202,3 +202,28 @@ def test_frames_kept_until_collation_give_the_same_batch(processor, conversation
         .pixel_values.shape[0] == int(cut.image_grid_thw.prod())
     with pytest.raises(ValueError, match="image processor"):
         collate(lazy, pad_id=pad)
+
+
+def test_trained_from_trains_a_turn_from_its_credited_character(processor, conversations):
+    """A credited undesirable is trained from the first character that differs from a success,
+    the token that character falls in included; the prompt stays the opening turns."""
+    tok = processor.tokenizer
+    sample = conversations[3]
+    flags = [m["role"] == "assistant" for m in sample.messages]
+    last = max(i for i, f in enumerate(flags) if f)
+    only_last = [i == last for i in range(len(flags))]
+    reply = turn_text(sample.messages[last])
+    char = reply.index("clearly") + 2  # inside the word: its whole token is blamed
+    whole = encode_conversation(processor, sample.messages, only_last)
+    credited = encode_conversation(processor, sample.messages, only_last, trained_from=(last, char))
+    trained = tok.decode(credited.input_ids[credited.trained])
+    assert trained.endswith(reply[char:] + "<|im_end|>") and len(trained) < len(reply) + len("<|im_end|>")
+    assert credited.num_trained < whole.num_trained
+    assert not (credited.trained & ~whole.trained).any()  # a subset of the turn's tokens
+    first = encode_conversation(processor, sample.messages)
+    # the prompt ends where the first assistant turn begins, whichever turns are trained
+    assert credited.prompt_length == whole.prompt_length == first.prompt_length == int(first.trained.nonzero()[0])
+    with pytest.raises(TemplateError, match="not the first trained turn"):
+        encode_conversation(processor, sample.messages, trained_from=(last, 0))
+    with pytest.raises(TemplateError, match="rendered text"):
+        encode_conversation(processor, sample.messages, only_last, trained_from=(last, len(reply)))

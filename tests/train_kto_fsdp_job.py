@@ -45,7 +45,8 @@ TEXT_ONLY = frozenset({2, 3})  # rank 1's rows of the first global batch
 def rows(batch: KTOBatch, start: int, stop: int) -> KTOBatch:
     """Rows start..stop-1 of a batch (pixel rows of their images only; None without one)."""
     cut = {f.name: getattr(batch, f.name)[start:stop] for f in dataclasses.fields(batch)
-           if f.name in ("input_ids", "attention_mask", "trained", "mm_token_type_ids", "desirable", "sample_ids")}
+           if f.name in ("input_ids", "attention_mask", "trained", "mm_token_type_ids", "desirable", "sample_ids",
+                         "prompt_lengths")}
     # images of a row: runs of image tokens (type 1 after type 0)
     counts = [int(((batch.mm_token_type_ids[r] == 1) & (torch.roll(batch.mm_token_type_ids[r], 1) == 0)).sum())
               for r in range(batch.rows)]

@@ -193,6 +193,9 @@ def _build_args(sub) -> None:
     p.add_argument("--cut-guesses", action="store_true",
                    help="KTO: a guess's or under-sampled look's undesirable record ends at its first call that "
                         "did not look at the evidence")
+    p.add_argument("--credit", action="store_true",
+                   help="KTO: an undesirable's loss begins where it departs from a success on the same item "
+                        "(with --attempts above 1 and --temperature above 0), else at its turn at fault")
     p.add_argument("--min-frames", type=int, default=1,
                    help="rule judge: legible frames each evidence window needs (default 1; 2 or more call a wide "
                         "look that one frame happens to fall in under-sampled)")
@@ -236,7 +239,8 @@ def run_build(args) -> int:
                              desirable_fraction=args.desirable_fraction, seed=args.seed, limit=args.limit,
                              **({} if args.max_bytes is None else {"max_bytes": args.max_bytes}),
                              questions_per_video=args.questions_per_video, teacher=teacher_config,
-                             four_parts=not args.as_is, cut_guesses=args.cut_guesses, min_frames=args.min_frames)
+                             four_parts=not args.as_is, cut_guesses=args.cut_guesses, min_frames=args.min_frames,
+                             credit=args.credit)
         legible = {"min_frames": args.min_frames}
         if args.legible_resize is not None:
             legible["legible_resize"] = args.legible_resize

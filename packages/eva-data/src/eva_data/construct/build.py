@@ -75,6 +75,8 @@ class BuildConfig:
             at fault (`eva_data.construct.builders.cut_at_fault`).
         min_frames: frames an evidence window needs for a call to have looked at it (the rule
             judge's `min_frames`; the cut uses the same rule).
+        credit: KTO: an undesirable's loss begins where it departs from a success on its item
+            (`eva_data.construct.builders.fault_credit`).
     """
 
     kind: str
@@ -89,6 +91,7 @@ class BuildConfig:
     four_parts: bool = True
     cut_guesses: bool = False
     min_frames: int = 1
+    credit: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -147,6 +150,7 @@ class BuildStats:
     shards: int = 0
     resumed: int = 0
     sources: Counter = field(default_factory=Counter)
+    credits: Counter = field(default_factory=Counter)
 
     @property
     def judged(self) -> int:
@@ -161,7 +165,8 @@ class BuildStats:
                 "labels": dict(sorted(self.labels.items())), "mean_rounds": mean(self.rounds),
                 "mean_visual_tokens": mean(self.tokens), "records": self.records, "desirable": self.desirable,
                 "undesirable": self.undesirable, "shards": self.shards, "resumed_units": self.resumed,
-                "sources": dict(sorted(self.sources.items()))}
+                "sources": dict(sorted(self.sources.items())),
+                **({"credits": dict(sorted(self.credits.items()))} if self.credits else {})}
 
     def lines(self) -> list[str]:
         d = self.to_dict()
@@ -177,6 +182,8 @@ class BuildStats:
         if self.kind == "kto":
             share = d["desirable"] / max(1, d["records"])
             out.append(f"label balance: {d['desirable']} desirable / {d['undesirable']} undesirable ({share:.1%} desirable)")
+            if self.credits:
+                out.append("undesirables' credit: " + ", ".join(f"{k} {v}" for k, v in d["credits"].items()))
         return out
 
 
@@ -271,8 +278,11 @@ def build_teacher_set(input_shards, out: str | os.PathLike, *, policy: Policy, j
     else:
         records = kto_records(judged, fraction=config.desirable_fraction, seed=config.seed,
                               four_parts=config.four_parts, cut_guesses=config.cut_guesses,
-                              min_frames=config.min_frames)
+                              min_frames=config.min_frames, credit=config.credit)
         stats.desirable = sum(r.desirable for r in records)
+        if config.credit:  # where the undesirables' loss begins: their item's success, their turn, or whole
+            stats.credits.update(r.meta.get("credit", "whole") if r.credit else "whole"
+                                 for r in records if not r.desirable)
         stats.undesirable = len(records) - stats.desirable
     stats.records = len(records)
     stats.shards = len(write_shards(_samples(input_shards), records, out, max_bytes=config.max_bytes))

@@ -6,7 +6,10 @@
   guess or an under-sampled look is cut after the turn at fault (`cut_at_fault`): the first
   turn whose calls did not look at the evidence (fewer than `min_frames` frames in a window),
   so the loss pushes down the wrong plan and not the text that followed it, which a wrong look
-  leaves the model no better way to write. The desirable fraction
+  leaves the model no better way to write. With `credit` an undesirable's loss begins where it
+  departs from a desirable episode of the same item (several `attempts` per item give the
+  item both), or at its turn at fault when the item has none (`fault_credit`): the tokens a
+  failure shares with a success are not pushed down. The desirable fraction
   is set by dropping, with a seeded draw, part of whichever side is over-represented (0.63 by
   default, the paper's Section 3.2 mix); nothing is duplicated. Several teacher attempts per item
   (`attempts`) are the "resampled" successes and failures to choose from.
@@ -29,7 +32,7 @@ from typing import Any
 from eva_core.episode import Episode, StopReason
 
 from eva_data.records.convert import trajectory_from_episode
-from eva_data.records.records import KtoTrajectory, RecordError, SftTrajectory, Source
+from eva_data.records.records import Credit, KtoTrajectory, RecordError, SftTrajectory, Source
 from eva_data.shards.sample import ShardSample
 from eva_data.shards.writer import ShardInfo, pack
 from eva_data.synth.events import derive_seed
@@ -107,6 +110,42 @@ def _record(judged: Judged, kind: str, desirable: bool | None = None, cut: bool 
                                    kind=kind, desirable=desirable, record_id=f"{kind}-{judged.unit}", meta=meta)
 
 
+FAULT_AT_LAST_REPLY = ("guess", "under_sampled", "wrong")  # labels whose last (cut) reply is the one at fault
+
+
+def divergence(replies: Sequence[str], other: Sequence[str]) -> Credit | None:
+    """Where `replies` first depart from `other`: the first reply that differs and the first
+    differing character in it; None when `replies` are a prefix of `other` (nothing differs)."""
+    for turn, reply in enumerate(replies):
+        theirs = other[turn] if turn < len(other) else ""
+        if reply != theirs:
+            char = next((i for i, (a, b) in enumerate(zip(reply, theirs)) if a != b), min(len(reply), len(theirs)))
+            return Credit(turn=turn, char=char) if char < len(reply) else None
+    return None
+
+
+def fault_credit(episode: Episode, label: str, desirables: Sequence[Episode]) -> Credit | None:
+    """Where an undesirable episode's loss begins.
+
+    The latest point where it departs from any desirable episode of the same item (the shared
+    text before it is what a success writes too); without such an episode, the start of its
+    last reply when the label puts the fault there (a guess or under-sampled look cut at its
+    call, a wrong reading), else None (the whole episode: no answer, over-sampling).
+
+    Raises:
+        RecordError: the episode is a prefix of a desirable one (nothing to blame).
+    """
+    replies = [s.reply for s in episode.steps]
+    points = [divergence(replies, [s.reply for s in d.steps]) for d in desirables]
+    if None in points:
+        raise RecordError("the undesirable episode is a prefix of a desirable one: nothing to blame")
+    if points:
+        return max(points, key=lambda c: (c.turn, c.char))
+    if label in FAULT_AT_LAST_REPLY and replies:
+        return Credit(turn=len(replies) - 1)
+    return None
+
+
 def sft_records(judged: Iterable[Judged], *, four_parts: bool = True) -> list[SftTrajectory]:
     """The successes (in four-part form, unless `four_parts` is False), as SFT records."""
     out = []
@@ -143,7 +182,8 @@ def balance(desirable: list, undesirable: list, fraction: float, seed: int) -> t
 
 
 def kto_records(judged: Iterable[Judged], *, fraction: float = DESIRABLE_FRACTION, seed: int = 0,
-                four_parts: bool = True, cut_guesses: bool = False, min_frames: int = 1) -> list[KtoTrajectory]:
+                four_parts: bool = True, cut_guesses: bool = False, min_frames: int = 1,
+                credit: bool = False) -> list[KtoTrajectory]:
     """Judged episodes as KTO records, balanced to `fraction`.
 
     Args:
@@ -151,6 +191,8 @@ def kto_records(judged: Iterable[Judged], *, fraction: float = DESIRABLE_FRACTIO
             for a policy's own episodes, written in its own form.
         cut_guesses: a guess's or under-sampled look's record ends at its turn at fault (`cut_at_fault`).
         min_frames: the judge's frames per evidence window, which the cut applies too.
+        credit: an undesirable's loss begins where it departs from the item's desirables (`fault_credit`);
+            one that departs from none (a prefix of a success) is dropped.
     """
     good, bad = [], []
     for j in judged:
@@ -160,9 +202,22 @@ def kto_records(judged: Iterable[Judged], *, fraction: float = DESIRABLE_FRACTIO
         if label == "success" and (j.four_part or not four_parts):
             good.append(_record(j, "kto", desirable=True))
         elif label != "success":
-            bad.append(_record(j, "kto", desirable=False, cut=cut_guesses and label in ("guess", "under_sampled"),
-                               min_frames=min_frames))
-    good, bad = balance(good, bad, fraction, seed)
+            bad.append((label, _record(j, "kto", desirable=False,
+                                       cut=cut_guesses and label in ("guess", "under_sampled"), min_frames=min_frames)))
+    if credit:
+        by_item: dict[tuple[str, str], list[Episode]] = {}
+        for r in good:
+            by_item.setdefault((r.video_key, str(r.item_index)), []).append(r.episode)
+        credited = []
+        for label, r in bad:
+            try:
+                blame = fault_credit(r.episode, label, by_item.get((r.video_key, str(r.item_index)), []))
+            except RecordError:
+                continue
+            credited.append((label, replace(r, credit=blame, meta={**r.meta, "credit": "divergence" if
+                                            (r.video_key, str(r.item_index)) in by_item else "turn"})))
+        bad = credited
+    good, bad = balance(good, [r for _, r in bad], fraction, seed)
     order = {id(r): i for i, r in enumerate(good + bad)}
     return sorted(good + bad, key=lambda r: (r.id, order[id(r)]))
 

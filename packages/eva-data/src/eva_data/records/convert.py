@@ -41,16 +41,23 @@ class TrainingConversation:
             False for system, user and tool turns (inserted around it).
         sample_id: the record's id.
         meta: the record's kind, source, score and, for KTO, `desirable`.
+        trained_from: (turn, char): training starts at character `char` of turn `turn` (a
+            trained assistant turn, the first one); None: every trained turn whole. A KTO
+            undesirable's `Credit`.
     """
 
     messages: list[Message]
     trained_turns: list[bool]
     sample_id: str
     meta: dict[str, Any] = field(default_factory=dict)
+    trained_from: tuple[int, int] | None = None
 
     def __post_init__(self):
         if len(self.trained_turns) != len(self.messages):
             raise RecordError(f"{len(self.trained_turns)} flags for {len(self.messages)} turns")
+        if self.trained_from is not None and (True not in self.trained_turns
+                                              or self.trained_turns.index(True) != self.trained_from[0]):
+            raise RecordError(f"trained_from {self.trained_from} is not in the first trained turn")
 
 
 def trajectory_from_episode(episode: Episode, item: dict[str, Any], *, source: Source, video_key: str,
@@ -103,10 +110,16 @@ def training_conversation(trajectory: Trajectory, video: VideoSource | VideoRead
     messages = replay_messages(trajectory.episode, video)
     meta: dict[str, Any] = {"kind": getattr(trajectory, "kind", "sft"), "source": trajectory.source.value,
                             "score": trajectory.score}
+    trained = [m["role"] == "assistant" for m in messages]
+    trained_from = None
     if isinstance(trajectory, KtoTrajectory):
         meta["desirable"] = trajectory.desirable
-    return TrainingConversation(messages=messages, trained_turns=[m["role"] == "assistant" for m in messages],
-                                sample_id=trajectory.id, meta=meta)
+        if trajectory.credit is not None:  # replies before the credited one are context
+            turn = [k for k, flag in enumerate(trained) if flag][trajectory.credit.turn]
+            trained = [flag and k >= turn for k, flag in enumerate(trained)]
+            trained_from = (turn, trajectory.credit.char)
+    return TrainingConversation(messages=messages, trained_turns=trained, sample_id=trajectory.id, meta=meta,
+                                trained_from=trained_from)
 
 
 def first_turn(conversation: TrainingConversation) -> TrainingConversation:

@@ -116,16 +116,42 @@ class SftTrajectory(Trajectory):
             raise RecordError(f"an SFT trajectory must end in an answer, got {self.episode.stop_reason}")
 
 
+@dataclass(frozen=True)
+class Credit:
+    """Where an undesirable trajectory's blame begins: character `char` of the episode's reply
+    `turn` (0-based among its assistant replies). The text before it is context, not pushed
+    down: a wrong call that shares its first digits with the right one is blamed from the
+    first digit that differs (`eva_data.construct.builders.fault_credit`).
+    """
+
+    turn: int
+    char: int = 0
+
+
 @dataclass(kw_only=True)
 class KtoTrajectory(Trajectory):
     """A trajectory with a binary label for KTO (Ethayarajh et al., 2024).
 
     Attributes:
         desirable: True for a trajectory to make more likely, False for one to make less likely.
+        credit: for an undesirable, where its loss begins (`Credit`); None: every reply.
     """
 
     desirable: bool
+    credit: Credit | None = None
     kind: Literal["kto"] = "kto"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.credit, dict):
+            self.credit = Credit(**self.credit)
+        if self.credit is None:
+            return
+        if self.desirable:
+            raise RecordError("only an undesirable trajectory has a credit (a desirable one is imitated whole)")
+        replies = [s.reply for s in self.episode.steps]
+        if not 0 <= self.credit.turn < len(replies) or not 0 <= self.credit.char < len(replies[self.credit.turn]):
+            raise RecordError(f"credit {self.credit} is outside the episode's {len(replies)} replies")
 
 
 @dataclass(kw_only=True)

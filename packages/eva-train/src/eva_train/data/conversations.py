@@ -38,7 +38,8 @@ def encode_sample(processor, sample: ChatSample, max_length: int) -> EncodedConv
 
     Frames stay uint8 until their batch is collated (see `eva_train.encoding.masking`).
     """
-    encoded = encode_conversation(processor, sample.messages, sample.trained_turns, with_pixels=False)
+    encoded = encode_conversation(processor, sample.messages, sample.trained_turns, with_pixels=False,
+                                  trained_from=sample.trained_from)
     return replace(truncate(encoded, max_length), sample_id=sample.sample_id, meta=dict(sample.meta))
 
 

@@ -286,7 +286,8 @@ class ShardSource(ShardRecords[ChatSample]):
         if view == VIEW_PLAN:
             conversation = first_turn(conversation)
         return ChatSample(messages=conversation.messages, trained_turns=conversation.trained_turns,
-                          sample_id=conversation.sample_id, meta=conversation.meta)
+                          sample_id=conversation.sample_id, meta=conversation.meta,
+                          trained_from=conversation.trained_from)
 
 
 class RlShardSource(ShardRecords[RlItem]):

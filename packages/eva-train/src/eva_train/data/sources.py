@@ -41,12 +41,16 @@ class ChatSample:
         trained_turns: one flag per turn, True for the assistant turns that carry loss; None
             trains every assistant turn.
         sample_id: a stable id, for logs.
+        meta: labels and provenance, carried to the batch.
+        trained_from: (turn, char): the first trained turn is trained from its character
+            `char` on (a KTO undesirable's credit); None: trained turns whole.
     """
 
     messages: list[dict[str, Any]]
     trained_turns: list[bool] | None = None
     sample_id: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    trained_from: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if not self.messages:

@@ -44,6 +44,8 @@ class Batch:
         padding_fraction: padding tokens / (B * L).
         truncated: rows that were truncated to the length limit.
         sample_ids: the B rows' sample ids (for logs and precomputed reference log-probs).
+        prompt_lengths: per row, the tokens before its first assistant turn (KTO's pairs swap them);
+            empty: before each row's first trained token.
     """
 
     input_ids: Tensor
@@ -56,6 +58,7 @@ class Batch:
     padding_fraction: float
     truncated: int = 0
     sample_ids: tuple[str, ...] = ()
+    prompt_lengths: tuple[int, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -136,6 +139,8 @@ def _padded_fields(samples: Sequence[EncodedConversation], *, pad_id: int, image
         padding_fraction=padding_fraction(lengths),
         truncated=sum(s.truncated for s in samples),
         sample_ids=tuple(s.sample_id for s in samples),
+        prompt_lengths=() if any(s.prompt_length is None for s in samples) else
+        tuple(s.prompt_length for s in samples),
     )
 
 

@@ -2,9 +2,10 @@
 
 KTO (Ethayarajh et al., 2024, sec. 4.1) estimates KL(pi_theta || pi_ref) from pairs (x', y)
 whose completion y was written for another prompt. For a multi-turn tool trajectory the
-prompt is every token before the first trained one (system turn, first user turn, and the
-first assistant turn's header: text only in the protocol, the video's facts and the question),
-and the completion is the rest (assistant turns, tool turns with their frames). A pair keeps
+prompt is every token before the first assistant turn's text (system turn, first user turn, and
+its header: text only in the protocol, the video's facts and the question), and the completion
+is the rest (assistant turns, tool turns with their frames), scored on the same trained tokens
+as its own row (all assistant turns, or an undesirable's blamed part). A pair keeps
 its completion's frames and replaces only the prompt, so a pair batch reuses the batch's pixel
 values as they are.
 
@@ -39,7 +40,10 @@ class Prompt:
 
 
 def prompt_lengths(batch: Batch) -> list[int]:
-    """Per row, the tokens before the first trained token (the whole row when none is trained)."""
+    """Per row, the tokens before the first assistant turn (`Batch.prompt_lengths`), or when the
+    batch does not say, before the first trained token (the whole row when none is trained)."""
+    if batch.prompt_lengths:
+        return list(batch.prompt_lengths)
     lengths = []
     for row in range(batch.rows):
         n = int(batch.attention_mask[row].sum())
@@ -125,4 +129,6 @@ def mismatched_batch(batch: Batch, global_prompts: Sequence[Prompt], offset: int
         types[i, :len(ids)] = kinds.to(types.dtype)
     return Batch(input_ids=input_ids, attention_mask=attention, trained=trained, mm_token_type_ids=types,
                  pixel_values=batch.pixel_values, image_grid_thw=batch.image_grid_thw, num_tokens=sum(lengths),
-                 padding_fraction=padding_fraction(lengths), sample_ids=tuple(sid for *_, sid in rows))
+                 padding_fraction=padding_fraction(lengths), sample_ids=tuple(sid for *_, sid in rows),
+                 prompt_lengths=tuple(len(global_prompts[partner(offset + i, global_prompts)].token_ids)
+                                      for i in range(b)))

@@ -13,6 +13,11 @@ inference renders the same turns, and in addition:
   prefixes of the conversation: turn k's text is render(turns[:k+1]) minus
   render(turns[:k], add_generation_prompt=True), which holds for any template that renders a
   conversation turn by turn (checked: `TemplateError` otherwise).
+- `trained_from=(turn, char)`: the first trained turn is trained from its character `char` on
+  (a KTO undesirable's credit, `eva_data.records.records.Credit`); a token that the character
+  falls inside is trained, so the first differing digit or word carries the loss.
+- `prompt_length`: the tokens before the first assistant turn, whichever turns are trained
+  (KTO's mismatched pairs swap this prompt: `eva_train.encoding.kl_pairs`).
 - `image_spans`: the token range of each image, from `<|vision_start|>` to `<|vision_end|>`
   inclusive, so that truncation never cuts an image in half (`truncate`).
 
@@ -35,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from eva_core.protocol import turn_text
 from torch import Tensor
 
 
@@ -56,6 +62,8 @@ class EncodedConversation:
         image_spans: I (start, end) token ranges, end exclusive, from the vision-start token to
             the vision-end token inclusive.
         truncated: whether `truncate` dropped tokens.
+        prompt_length: tokens before the first assistant turn (all of them when there is none);
+            None: before the first trained token.
         images: the I frames, uint8 [3, H, W], when `pixel_values` is not computed yet.
         sample_id: the source sample's id (`ChatSample.sample_id`).
         meta: the source sample's metadata, carried to the batch (a KTO label lives here).
@@ -68,6 +76,7 @@ class EncodedConversation:
     image_grid_thw: Tensor | None
     image_spans: list[tuple[int, int]] = field(default_factory=list)
     truncated: bool = False
+    prompt_length: int | None = None
     images: list[Tensor] | None = None
     sample_id: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
@@ -181,7 +190,7 @@ def pixel_values_for(image_processor, images: Sequence[Tensor], grids: Tensor | 
 
 
 def encode_conversation(processor, messages: Sequence[dict[str, Any]], trained_turns: Sequence[bool] | None = None,
-                        *, with_pixels: bool = True) -> EncodedConversation:
+                        *, with_pixels: bool = True, trained_from: tuple[int, int] | None = None) -> EncodedConversation:
     """Render, tokenize and mask one conversation.
 
     Args:
@@ -189,6 +198,7 @@ def encode_conversation(processor, messages: Sequence[dict[str, Any]], trained_t
         messages: the conversation; images as uint8 [3, H, W] tensors in the turns' content.
         trained_turns: one flag per turn; default every assistant turn.
         with_pixels: run the image processor now; False keeps the frames for `pixel_values_for`.
+        trained_from: (turn, char): train the first trained turn from its character `char` on.
 
     Returns:
         The encoded conversation (see `EncodedConversation`).
@@ -197,6 +207,18 @@ def encode_conversation(processor, messages: Sequence[dict[str, Any]], trained_t
         trained_turns = [m.get("role") == "assistant" for m in messages]
     images = _images(messages)
     text, spans = trained_char_spans(processor, messages, trained_turns)
+    assistant = [k for k, m in enumerate(messages) if m.get("role") == "assistant"]
+    prompt_end = len(_render(processor, messages[:assistant[0]], generation_prompt=True)) if assistant else len(text)
+    credit_start = None  # the character training starts at, inside the first trained span
+    if trained_from is not None:
+        turn, char = trained_from
+        if not spans or True not in trained_turns or trained_turns.index(True) != turn:
+            raise TemplateError(f"trained_from {trained_from}: turn {turn} is not the first trained turn")
+        content = turn_text(messages[turn])
+        if not 0 <= char < len(content) or not text.startswith(content[:char + 1], spans[0][0]):
+            raise TemplateError(f"trained_from {trained_from}: character {char} is not in turn {turn}'s rendered text")
+        credit_start = spans[0][0] + char
+        spans[0] = (credit_start, spans[0][1])
     tokenizer = processor.tokenizer
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
@@ -221,7 +243,10 @@ def encode_conversation(processor, messages: Sequence[dict[str, Any]], trained_t
     span_starts: list[int] = []
     n_image = 0
     span_index = 0
+    prompt_length = None
     for token, (a, b) in zip(ids, offsets, strict=True):
+        if prompt_length is None and b > prompt_end:
+            prompt_length = len(out_ids)
         if token == image_token:
             if n_image >= len(per_image):
                 raise TemplateError(f"the template wrote more image placeholders than the {len(per_image)} images")
@@ -234,6 +259,8 @@ def encode_conversation(processor, messages: Sequence[dict[str, Any]], trained_t
         while span_index < len(spans) and spans[span_index][1] <= a:
             span_index += 1
         inside = span_index < len(spans) and spans[span_index][0] <= a and b <= spans[span_index][1]
+        if span_index == 0 and credit_start is not None and a < credit_start < b:
+            inside = True  # the token the credited character falls inside
         if token == start_token:
             span_starts.append(len(out_ids))
         elif token == end_token and span_starts:
@@ -255,6 +282,7 @@ def encode_conversation(processor, messages: Sequence[dict[str, Any]], trained_t
         pixel_values=pixel_values,
         image_grid_thw=grid,
         image_spans=image_spans,
+        prompt_length=len(out_ids) if prompt_length is None else prompt_length,
         images=None if with_pixels or not images else images,
     )
 
@@ -302,5 +330,6 @@ def truncate(sample: EncodedConversation, max_length: int) -> EncodedConversatio
         image_grid_thw=grid,
         image_spans=list(sample.image_spans[:kept_images]),
         truncated=True,
+        prompt_length=None if sample.prompt_length is None else min(sample.prompt_length, cut),
         images=images,
     )
