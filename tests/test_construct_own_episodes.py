@@ -5,6 +5,7 @@ form, and a look at the wrong window is an undesirable of one turn: the call, no
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from eva_core.agent import AgentConfig
@@ -169,7 +170,7 @@ def test_credit_blames_an_undesirable_from_where_it_departs_from_a_success_on_it
                                    "Summary: grey background only.\nReflection: I guess.\n<answer>A</answer>"]
     out = bench / "kto-credit"
     config = BuildConfig(kind="kto", teacher=AS_IS, four_parts=False, cut_guesses=True, attempts=2,
-                         desirable_fraction=0.25, credit=True)
+                         desirable_fraction=0.25, credit="divergence-or-turn")
     stats = build_teacher_set(bench / "shards", out, policy=ByAttempt(right, wrong), judge=rule_judge_many(
         RuleJudgeConfig(legible_resize=0.25)), config=config)
     assert stats.labels == {"success": 1, "guess": 3}
@@ -196,3 +197,8 @@ def test_credit_blames_an_undesirable_from_where_it_departs_from_a_success_on_it
     enc = encode_conversation(processor, credited.messages, credited.trained_turns, trained_from=credited.trained_from)
     reply = credited.messages[credited.trained_from[0]]["content"][0]["text"]
     assert processor.tokenizer.decode(enc.input_ids[enc.trained]) == reply[credited.trained_from[1]:] + "<|im_end|>"
+    # "divergence" drops the failures of the item without a success
+    strict = build_teacher_set(bench / "shards", bench / "kto-credit-strict", policy=ByAttempt(right, wrong),
+                               judge=rule_judge_many(RuleJudgeConfig(legible_resize=0.25)),
+                               config=replace(config, credit="divergence"))
+    assert strict.to_dict()["credits"] == {"divergence": 1}

@@ -210,6 +210,29 @@ def test_kto_fit_moves_the_policy_not_the_reference_and_logs_its_metrics(tmp_pat
     assert ckpt["eva_train"]["stage"] == "KTOModule" and ckpt["eva_train"]["reference"]["kind"] == "auto"
 
 
+def test_sft_weight_adds_the_desirable_rows_nll(labelled, tiny_model_dir):
+    """L = L_KTO + alpha * NLL of the desirable rows' trained tokens; undesirable rows add none."""
+    spec = ModelSpec(path=str(tiny_model_dir), dtype="float32")
+    batch = _batches(labelled, tiny_model_dir)[0]
+    assert batch.desirable.any() and not batch.desirable.all()
+    losses = {}
+    for alpha in (0.0, 0.5):
+        module = KTOModule(spec, sft_weight=alpha)
+        module.configure_model()
+        torch.manual_seed(0)
+        with torch.no_grad():
+            loss, metrics = module.kto_step(batch)
+        losses[alpha] = float(loss)
+    with torch.no_grad():
+        logps = policy_logprobs(module.policy.eval(), batch)
+    mask = batch.trained & batch.desirable[:, None]
+    nll = float(-(logps * mask).sum() / mask.sum())
+    assert float(metrics["nll_desirable"]) == pytest.approx(nll, rel=1e-4)
+    assert losses[0.5] - losses[0.0] == pytest.approx(0.5 * nll, rel=1e-4)
+    with pytest.raises(ValueError, match="sft_weight"):
+        KTOModule(spec, sft_weight=-1.0)
+
+
 def test_kto_data_refuses_a_global_batch_of_one_and_warns_on_weights(tiny_model_dir):
     data = KTODataModule(str(tiny_model_dir), ListSource([object()]), batch_size=1)
     with pytest.raises(ValueError, match="global batch of at least 2"):

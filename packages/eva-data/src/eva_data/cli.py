@@ -193,9 +193,10 @@ def _build_args(sub) -> None:
     p.add_argument("--cut-guesses", action="store_true",
                    help="KTO: a guess's or under-sampled look's undesirable record ends at its first call that "
                         "did not look at the evidence")
-    p.add_argument("--credit", action="store_true",
+    p.add_argument("--credit", choices=("divergence", "divergence-or-turn"),
                    help="KTO: an undesirable's loss begins where it departs from a success on the same item "
-                        "(with --attempts above 1 and --temperature above 0), else at its turn at fault")
+                        "(--attempts above 1, --temperature above 0); an item without a success drops its "
+                        "failures (divergence) or blames their turn at fault (divergence-or-turn)")
     p.add_argument("--min-frames", type=int, default=1,
                    help="rule judge: legible frames each evidence window needs (default 1; 2 or more call a wide "
                         "look that one frame happens to fall in under-sampled)")

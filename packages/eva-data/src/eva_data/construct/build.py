@@ -75,8 +75,8 @@ class BuildConfig:
             at fault (`eva_data.construct.builders.cut_at_fault`).
         min_frames: frames an evidence window needs for a call to have looked at it (the rule
             judge's `min_frames`; the cut uses the same rule).
-        credit: KTO: an undesirable's loss begins where it departs from a success on its item
-            (`eva_data.construct.builders.fault_credit`).
+        credit: KTO: where an undesirable's loss begins (`eva_data.construct.builders.kto_records`):
+            None, "divergence" or "divergence-or-turn".
     """
 
     kind: str
@@ -91,7 +91,7 @@ class BuildConfig:
     four_parts: bool = True
     cut_guesses: bool = False
     min_frames: int = 1
-    credit: bool = False
+    credit: str | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:

@@ -110,6 +110,7 @@ def _record(judged: Judged, kind: str, desirable: bool | None = None, cut: bool 
                                    kind=kind, desirable=desirable, record_id=f"{kind}-{judged.unit}", meta=meta)
 
 
+CREDITS = (None, "divergence", "divergence-or-turn")
 FAULT_AT_LAST_REPLY = ("guess", "under_sampled", "wrong")  # labels whose last (cut) reply is the one at fault
 
 
@@ -183,7 +184,7 @@ def balance(desirable: list, undesirable: list, fraction: float, seed: int) -> t
 
 def kto_records(judged: Iterable[Judged], *, fraction: float = DESIRABLE_FRACTION, seed: int = 0,
                 four_parts: bool = True, cut_guesses: bool = False, min_frames: int = 1,
-                credit: bool = False) -> list[KtoTrajectory]:
+                credit: str | None = None) -> list[KtoTrajectory]:
     """Judged episodes as KTO records, balanced to `fraction`.
 
     Args:
@@ -191,9 +192,13 @@ def kto_records(judged: Iterable[Judged], *, fraction: float = DESIRABLE_FRACTIO
             for a policy's own episodes, written in its own form.
         cut_guesses: a guess's or under-sampled look's record ends at its turn at fault (`cut_at_fault`).
         min_frames: the judge's frames per evidence window, which the cut applies too.
-        credit: an undesirable's loss begins where it departs from the item's desirables (`fault_credit`);
-            one that departs from none (a prefix of a success) is dropped.
+        credit: where an undesirable's loss begins (`fault_credit`): "divergence" where it departs
+            from a success on its item, a failure on an item without one dropped; "divergence-or-turn"
+            the same, else its turn at fault; None every reply. One that departs from no success
+            (a prefix of one) is dropped.
     """
+    if credit not in CREDITS:
+        raise ValueError(f"credit must be one of {CREDITS}, got {credit!r}")
     good, bad = [], []
     for j in judged:
         label = j.verdict["label"]
@@ -210,12 +215,15 @@ def kto_records(judged: Iterable[Judged], *, fraction: float = DESIRABLE_FRACTIO
             by_item.setdefault((r.video_key, str(r.item_index)), []).append(r.episode)
         credited = []
         for label, r in bad:
+            successes = by_item.get((r.video_key, str(r.item_index)), [])
+            if not successes and credit == "divergence":
+                continue
             try:
-                blame = fault_credit(r.episode, label, by_item.get((r.video_key, str(r.item_index)), []))
+                blame = fault_credit(r.episode, label, successes)
             except RecordError:
                 continue
-            credited.append((label, replace(r, credit=blame, meta={**r.meta, "credit": "divergence" if
-                                            (r.video_key, str(r.item_index)) in by_item else "turn"})))
+            credited.append((label, replace(r, credit=blame,
+                                            meta={**r.meta, "credit": "divergence" if successes else "turn"})))
         bad = credited
     good, bad = balance(good, [r for _, r in bad], fraction, seed)
     order = {id(r): i for i, r in enumerate(good + bad)}

@@ -15,6 +15,16 @@ Only assistant tokens are scored (tool turns and frames are context), unlike TRL
 without gradient (z0 is detached in the paper). Four forwards a step: policy on the batch (with
 gradient) and on the pairs, reference on both (none with precomputed log-probs).
 
+With `sft_weight` alpha > 0 the desirable rows' trained tokens also carry the SFT loss (their mean
+negative log-likelihood, `sft_loss`), as preference methods anchor the chosen side (Pang et al.,
+2024, "Iterative Reasoning Preference Optimization", the NLL term):
+
+    L = L_KTO + alpha * NLL(desirable rows' trained tokens)
+
+Without it, pushing undesirable tokens down is cheap (an unlikely token can always fall further)
+and on a small model it drags the successes' own tokens down with it: the desirable rewards fall
+too. Default 0: the paper's KTO.
+
 Departure: the paper's global batch is the optimizer's; here z0 is estimated per micro-batch
 across data-parallel ranks (rows of accumulated micro-batches are not pooled).
 
@@ -39,7 +49,7 @@ from eva_train.model.loading import LoraSpec, ModelSpec
 from eva_train.model.optim import OptimSpec
 from eva_train.model.sharding import ShardingSpec
 from eva_train.objectives.logprobs import policy_logprobs
-from eva_train.objectives.losses import kto_loss, kto_weight_ratio, sequence_logps
+from eva_train.objectives.losses import kto_loss, kto_weight_ratio, sequence_logps, sft_loss
 from eva_train.objectives.reference import ReferenceSpec
 from eva_train.stages.base import PolicyModule
 
@@ -57,15 +67,19 @@ class KTOModule(PolicyModule):
         desirable_weight, undesirable_weight: lambda_D and lambda_U (KTO paper: keep
             lambda_D n_D / (lambda_U n_U) in [1, 4/3]; checked against the data's label counts
             when the source can count them, with a warning).
+        sft_weight: alpha, the weight of the SFT loss on the desirable rows (module doc); 0: KTO alone.
     """
 
     def __init__(self, model: ModelSpec, lora: LoraSpec | None = None, optim: OptimSpec | None = None,
                  sharding: ShardingSpec | None = None, reference: ReferenceSpec | None = None, beta: float = 0.1,
-                 desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> None:
+                 desirable_weight: float = 1.0, undesirable_weight: float = 1.0, sft_weight: float = 0.0) -> None:
         super().__init__(model=model, lora=lora, optim=optim, sharding=sharding,
                          reference=reference or ReferenceSpec())
         if beta <= 0 or desirable_weight <= 0 or undesirable_weight <= 0:
             raise ValueError("beta, desirable_weight and undesirable_weight must be positive")
+        if sft_weight < 0:
+            raise ValueError(f"sft_weight must be >= 0, got {sft_weight}")
+        self.sft_weight = sft_weight
         self.beta = beta
         self.desirable_weight = desirable_weight
         self.undesirable_weight = undesirable_weight
@@ -88,7 +102,8 @@ class KTOModule(PolicyModule):
             rank_zero_warn("skipped a global batch of 1 trajectory (the end of an epoch): KTO's z0 needs 2")
             return None
         pairs = mismatched_batch(batch, prompts, offset)
-        policy = sequence_logps(policy_logprobs(self.policy, batch, blank=self.blank_row), batch.trained)
+        token_logps = policy_logprobs(self.policy, batch, blank=self.blank_row)
+        policy = sequence_logps(token_logps, batch.trained)
         with torch.no_grad():
             pair_policy = sequence_logps(policy_logprobs(self.policy, pairs, blank=self.blank_row), pairs.trained)
         reference = self.reference.sequence_logps(batch)
@@ -96,9 +111,15 @@ class KTOModule(PolicyModule):
         local = torch.stack([pair_policy, pair_reference], dim=1).cpu().tolist()
         gathered, _ = all_gather_rows(local)
         kl = torch.tensor(gathered, dtype=torch.float32, device=policy.device)
-        return kto_loss(policy, reference, batch.desirable, kl_policy_logps=kl[:, 0], kl_reference_logps=kl[:, 1],
-                        beta=self.beta, desirable_weight=self.desirable_weight,
-                        undesirable_weight=self.undesirable_weight)
+        loss, metrics = kto_loss(policy, reference, batch.desirable, kl_policy_logps=kl[:, 0],
+                                 kl_reference_logps=kl[:, 1], beta=self.beta, desirable_weight=self.desirable_weight,
+                                 undesirable_weight=self.undesirable_weight)
+        if self.sft_weight > 0:
+            desirable = batch.trained & batch.desirable.to(batch.trained.device)[:, None]
+            nll, _ = sft_loss(token_logps, desirable)
+            loss = loss + self.sft_weight * nll
+            metrics["nll_desirable"] = nll.detach()
+        return loss, metrics
 
     def training_step(self, batch: KTOBatch, batch_idx: int) -> Tensor | None:
         result = self.kto_step(batch)
