@@ -162,6 +162,21 @@ def test_second_stage_trains_on_the_first_stages_failures(tmp_path, tiny_model_d
                                stages=Stages(dir=str(tmp_path / "bad"))))
 
 
+def test_a_first_stage_without_failures_ends_the_fit(tmp_path, tiny_model_dir, one_torch_thread, monkeypatch):
+    """Every group right: stage 1 has nothing to refresh, so the fit ends after stage 0 (no error)."""
+    monkeypatch.setitem(rewards.REWARDS, "always", lambda x: 1.0)
+    shards = write_rl_shards(tmp_path / "data", videos=2)
+    log = PromptLog()
+    data = RlPromptDataModule(source=RlShardSource(str(shards)), prompts_per_step=2,
+                              stages=Stages(dir=str(tmp_path / "stages")))
+    trainer = _trainer(tmp_path, "no-failures", [log, FailureLog()], max_steps=-1, max_epochs=2,
+                       reload_dataloaders_every_n_epochs=1)
+    with pytest.warns(UserWarning, match="failed no prompt"):
+        trainer.fit(_module(tiny_model_dir, reward="always"), data)
+    assert {s["epoch"] for s in log.steps} == {0} and len(log.steps) == 2
+    assert trainer.global_step == 2 and not (tmp_path / "stages" / "stage-1" / "shards").exists()
+
+
 CONFIG = """
 seed_everything: 0
 model:

@@ -120,7 +120,7 @@ def divergence(replies: Sequence[str], other: Sequence[str]) -> Credit | None:
     for turn, reply in enumerate(replies):
         theirs = other[turn] if turn < len(other) else ""
         if reply != theirs:
-            char = next((i for i, (a, b) in enumerate(zip(reply, theirs)) if a != b), min(len(reply), len(theirs)))
+            char = next((i for i, (a, b) in enumerate(zip(reply, theirs, strict=False)) if a != b), min(len(reply), len(theirs)))
             return Credit(turn=turn, char=char) if char < len(reply) else None
     return None
 

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lightning.pytorch.utilities import rank_zero_warn
+
 from eva_train.data.shards import RlShardSource
 
 if TYPE_CHECKING:
@@ -74,6 +76,13 @@ class Stages:
         out = self.stage_dir(stage) / "shards"
         if trainer is not None:
             trainer.strategy.barrier("stages-failures-written")
+        if trainer is not None and self.unseen is None and not (out / STATS).is_file() and not failed_ids(
+                sorted(self.stage_dir(stage - 1).glob("failures-rank*.jsonl"))):
+            # nothing failed, nothing to refresh: the fit ends here (every rank reads the same files)
+            rank_zero_warn(f"stage {stage - 1} failed no prompt and no unseen videos are given: the fit ends "
+                           f"before stage {stage}")
+            trainer.should_stop = True
+            return first
         if (trainer is None or trainer.is_global_zero) and not (out / STATS).is_file():
             self.build(stage, first.shards)
         if trainer is not None:
@@ -98,6 +107,12 @@ class Stages:
         build_rl_set(source_shards, out, failures=previous / FAILURES, unseen=self.unseen,
                      config=BuildConfig(kind="rl", questions_per_video=self.questions_per_video, seed=self.seed + stage))
         return out
+
+
+def failed_ids(files: list[Path]) -> set[str]:
+    """The prompt ids the failure files name."""
+    return {json.loads(line)["id"] for file in files for line in file.read_text(encoding="utf-8").splitlines()
+            if line.strip()}
 
 
 def merge_failures(files: list[Path], out: Path) -> int:
