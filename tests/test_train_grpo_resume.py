@@ -136,16 +136,22 @@ def _check_dump(episodes: Path) -> None:
     assert eva_eval_main(["report", str(episodes)]) == 0 and (episodes / "report.html").is_file()
 
 
-def test_second_stage_trains_on_the_first_stages_failures(tmp_path, tiny_model_dir, one_torch_thread, monkeypatch):
-    # prompts rl-vX-1 are always wrong (group score 0), rl-vX-0 always right
-    monkeypatch.setitem(rewards.REWARDS, "by_prompt", lambda x: float(x.prompt.id.endswith("-0")))
+def _two_stage_fit(tmp_path, tiny_model_dir, name: str, reward: str):
+    """Shards of 2 videos (4 prompts) and a 2-epoch GRPO run with the curriculum: (trainer, prompt log, shards, fit)."""
     shards = write_rl_shards(tmp_path / "data", videos=2)
     log = PromptLog()
     data = RlPromptDataModule(source=RlShardSource(str(shards)), prompts_per_step=2,
                               stages=Stages(dir=str(tmp_path / "stages")))
-    trainer = _trainer(tmp_path, "stages", [log, FailureLog()], max_steps=-1, max_epochs=2,
+    trainer = _trainer(tmp_path, name, [log, FailureLog()], max_steps=-1, max_epochs=2,
                        reload_dataloaders_every_n_epochs=1)
-    trainer.fit(_module(tiny_model_dir, reward="by_prompt"), data)
+    return trainer, log, shards, lambda: trainer.fit(_module(tiny_model_dir, reward=reward), data)
+
+
+def test_second_stage_trains_on_the_first_stages_failures(tmp_path, tiny_model_dir, one_torch_thread, monkeypatch):
+    # prompts rl-vX-1 are always wrong (group score 0), rl-vX-0 always right
+    monkeypatch.setitem(rewards.REWARDS, "by_prompt", lambda x: float(x.prompt.id.endswith("-0")))
+    trainer, log, shards, fit = _two_stage_fit(tmp_path, tiny_model_dir, "stages", "by_prompt")
+    fit()
     stage0 = {p for s in log.steps if s["epoch"] == 0 for p in s["prompts"]}
     stage1 = [p for s in log.steps if s["epoch"] == 1 for p in s["prompts"]]
     assert stage0 == {"rl-v0-0", "rl-v0-1", "rl-v1-0", "rl-v1-1"}
@@ -165,14 +171,9 @@ def test_second_stage_trains_on_the_first_stages_failures(tmp_path, tiny_model_d
 def test_a_first_stage_without_failures_ends_the_fit(tmp_path, tiny_model_dir, one_torch_thread, monkeypatch):
     """Every group right: stage 1 has nothing to refresh, so the fit ends after stage 0 (no error)."""
     monkeypatch.setitem(rewards.REWARDS, "always", lambda x: 1.0)
-    shards = write_rl_shards(tmp_path / "data", videos=2)
-    log = PromptLog()
-    data = RlPromptDataModule(source=RlShardSource(str(shards)), prompts_per_step=2,
-                              stages=Stages(dir=str(tmp_path / "stages")))
-    trainer = _trainer(tmp_path, "no-failures", [log, FailureLog()], max_steps=-1, max_epochs=2,
-                       reload_dataloaders_every_n_epochs=1)
+    trainer, log, _, fit = _two_stage_fit(tmp_path, tiny_model_dir, "no-failures", "always")
     with pytest.warns(UserWarning, match="failed no prompt"):
-        trainer.fit(_module(tiny_model_dir, reward="always"), data)
+        fit()
     assert {s["epoch"] for s in log.steps} == {0} and len(log.steps) == 2
     assert trainer.global_step == 2 and not (tmp_path / "stages" / "stage-1" / "shards").exists()
 
