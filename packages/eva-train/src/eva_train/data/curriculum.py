@@ -76,7 +76,7 @@ class Stages:
         out = self.stage_dir(stage) / "shards"
         if trainer is not None:
             trainer.strategy.barrier("stages-failures-written")
-        if trainer is not None and self.unseen is None and not (out / STATS).is_file() and not failed_ids(
+        if trainer is not None and self.unseen is None and not (out / STATS).is_file() and not failures_by_id(
                 sorted(self.stage_dir(stage - 1).glob("failures-rank*.jsonl"))):
             # nothing failed, nothing to refresh: the fit ends here (every rank reads the same files)
             rank_zero_warn(f"stage {stage - 1} failed no prompt and no unseen videos are given: the fit ends "
@@ -109,21 +109,19 @@ class Stages:
         return out
 
 
-def failed_ids(files: list[Path]) -> set[str]:
-    """The prompt ids the failure files name."""
-    return {json.loads(line)["id"] for file in files for line in file.read_text(encoding="utf-8").splitlines()
-            if line.strip()}
+def failures_by_id(files: list[Path]) -> dict[str, str]:
+    """{prompt id: its first line} over the failure files, in file and line order."""
+    first: dict[str, str] = {}
+    for file in files:
+        for line in file.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                first.setdefault(json.loads(line)["id"], line + "\n")
+    return first
 
 
 def merge_failures(files: list[Path], out: Path) -> int:
     """Write the records of `files` into `out`, the first line of each prompt id only; returns the count."""
-    seen: set[str] = set()
-    lines = []
-    for file in files:
-        for line in file.read_text(encoding="utf-8").splitlines():
-            if line.strip() and (record_id := json.loads(line)["id"]) not in seen:
-                seen.add(record_id)
-                lines.append(line + "\n")
+    lines = failures_by_id(files)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(lines), encoding="utf-8")
+    out.write_text("".join(lines.values()), encoding="utf-8")
     return len(lines)
