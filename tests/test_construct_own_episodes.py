@@ -151,7 +151,8 @@ class ByAttempt(ScriptedPolicy):
         return next(turns for video, turns in scripts.items() if video in episode_id)
 
 
-def test_credit_blames_an_undesirable_from_where_it_departs_from_a_success_on_its_item(bench, tiny_model_dir):
+def test_credit_blames_an_undesirable_from_where_it_departs_from_a_success_on_its_item(bench, tiny_model_dir,
+                                                                                       capsys):
     """Two attempts per item: on item 0 the right look, then the look moved 40 s off (a guess).
     The guess is blamed from the first character its call does not share with the success, so
     the plan text and the call's opening, which both write, are context; the item without a
@@ -197,6 +198,17 @@ def test_credit_blames_an_undesirable_from_where_it_departs_from_a_success_on_it
     enc = encode_conversation(processor, credited.messages, credited.trained_turns, trained_from=credited.trained_from)
     reply = credited.messages[credited.trained_from[0]]["content"][0]["text"]
     assert processor.tokenizer.decode(enc.input_ids[enc.trained]) == reply[credited.trained_from[1]:] + "<|im_end|>"
+    # scripts/kto_blame.py counts where the blame begins: item 0's guess inside its call's numbers
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import kto_blame
+
+    assert kto_blame.main([str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| guess | divergence | start " in printed and "| guess | turn | plan text |" in printed
+    assert "guess in plan text: 2, guess in start: 1" in printed
     # "divergence" drops the failures of the item without a success
     strict = build_teacher_set(bench / "shards", bench / "kto-credit-strict", policy=ByAttempt(right, wrong),
                                judge=rule_judge_many(RuleJudgeConfig(legible_resize=0.25)),
