@@ -4,7 +4,8 @@
 
 Reads OUT/eval/seed-S/NAME/summary.json (eva-eval's run summaries) and OUT/times.tsv (the
 script's wall times, "train NAME" and "eval NAME seed-S" lines; the SFT agent's training is both
-its fits, "train sft-plan" and "train sft") and prints a markdown table:
+its fits, "train sft-plan" and "train sft", and "train sft-more" when its gate asked for a second
+reading pass) and prints a markdown table:
 accuracy over all held-out items of the seeds with its 95 % Wilson interval, the accuracy per
 seed, mean rounds and visual tokens per item, and wall time (training plus evaluation over the
 seeds), then the paired comparisons' files; `--plot FILE` also writes eva-eval's
@@ -35,7 +36,7 @@ ROWS = (  # (run name, what it is)
     ("grpo", "agent after SFT -> KTO -> GRPO"),
 )
 
-PARTS = {"sft": ("sft-plan",)}  # earlier fits that belong to a row's training: the agent's SFT plans, then reads and joins
+PARTS = {"sft": ("sft-plan", "sft-more")}  # other fits of a row's training: the agent's SFT plans, reads and joins, reads again
 
 
 def wall_times(path: Path) -> dict[str, float]:

@@ -42,7 +42,8 @@ def test_results_table_pools_seeds_with_a_wilson_interval(tmp_path, capsys):
     _summary(tmp_path / "eval" / "seed-12" / "sft", 100, 70.0, 2.9, 15.0)
     _summary(tmp_path / "eval" / "seed-11" / "uniform32", 100, 60.0, 1.0, 32.0)
     (tmp_path / "times.tsv").write_text("train sft-plan\t60\ntrain sft\t600\neval sft seed-11\t60\n"
-                                        "eval sft seed-12\t120\ntrain sft\t480\n")  # a rerun's line wins
+                                        "eval sft seed-12\t120\ntrain sft\t480\n"  # a rerun's line wins
+                                        "train sft-more\t120\n")  # the gate's second reading pass
     assert results_table.main([str(tmp_path), "--seeds", "11", "12", "--plot", str(tmp_path / "plot.svg")]) == 0
     out = capsys.readouterr().out
     svg = (tmp_path / "plot.svg").read_text()  # eva-eval's plot: one point per model with a summary
@@ -50,9 +51,9 @@ def test_results_table_pools_seeds_with_a_wilson_interval(tmp_path, capsys):
     assert "agent after SFT: 75.00 % at 16 visual tokens" in svg and "uniform-32 SFT: 60.00 % at 32" in svg
     # sft: 150 of 200 = 75.0 %; Wilson 95 %: centre (0.75 + 0.0096) / 1.0192 = 0.74529, half =
     # 1.92303 * sqrt(0.0009375 + 0.000024) = 0.059631 -> [68.6, 80.5]; rounds (300 + 290) / 200;
-    # training: both fits, 60 + 480 s = 9.0 min
+    # training: the three fits, 60 + 480 + 120 s = 11.0 min
     sft = next(line for line in out.splitlines() if line.startswith("| agent after SFT |"))
-    assert "| 75.0 % [68.6, 80.5] | 200 | 11: 80.0, 12: 70.0 | 2.95 | 15.5 | 9.0 min train + 3.0 min eval |" in sft
+    assert "| 75.0 % [68.6, 80.5] | 200 | 11: 80.0, 12: 70.0 | 2.95 | 15.5 | 11.0 min train + 3.0 min eval |" in sft
     uniform = next(line for line in out.splitlines() if line.startswith("| uniform-32"))
     assert "| 60.0 % [" in uniform and "| 100 | 11: 60.0 |" in uniform and "32.0" in uniform
     assert "| agent after SFT -> KTO | not run |" in out
