@@ -171,7 +171,7 @@ gate() {  # gate NAME: the SFT gate of OUT/NAME/model on the validation items; f
 sft_agent=sft
 if ! gate sft; then
   if [ ! -f "$out/sft-more/model/config.json" ]; then
-    rm -rf "$out"/eval/*/sft  # the SFT row's evaluations were of the first pass
+    rm -rf "$out"/eval/seed-*/sft  # the SFT row's held-out evaluations were of the first pass
   fi
   EVA_SFT_INIT="$out/sft/model" fit sft-more configs/sft-seek.yaml "${sft[@]}"
   beliefs sft-more
@@ -222,10 +222,9 @@ EVA_GRPO_INIT="$out/kto/model" keep=best fit grpo configs/grpo-seek.yaml \
   --data.init_args.stages.dir "$out/grpo/stages" --model.init_args.rollout.seed "$train_seed" "${grpo[@]}"
 beliefs grpo
 
-evaluate() {  # evaluate SEED NAME MODE [uniform frames]
-  local seed=$1 name=$2 mode=$3 frames=${4:-}
-  local run="$out/eval/seed-$seed/$name" model="$out/$name/model"
-  [ "$name" = sft ] && model="$out/$sft_agent/model"  # the SFT row: the agent after its last SFT pass
+evaluate() {  # evaluate SEED NAME MODEL MODE [uniform frames]: OUT/MODEL/model as the row NAME
+  local seed=$1 name=$2 model="$out/$3/model" mode=$4 frames=${5:-}
+  local run="$out/eval/seed-$seed/$name"
   [ -f "$run/summary.json" ] && { echo "== eval $name seed $seed: done, reused"; return; }
   local t0=$SECONDS
   local args=(--mode "$mode" --max-new-tokens 192 --batch-size 10)
@@ -242,10 +241,11 @@ for seed in "${seeds[@]}"; do
     echo "== held-out benchmark: seek-hint preset, seed $seed, $items items"
     uv run eva-data synth --out "$bench" --n "$items" --seed "$seed" --difficulty seek-hint --workers 2
   fi
-  for stage in sft kto grpo; do evaluate "$seed" "$stage" agent; done
+  evaluate "$seed" sft "$sft_agent" agent  # the SFT row: the agent after its last SFT pass
+  for stage in kto grpo; do evaluate "$seed" "$stage" "$stage" agent; done
   if [ "$baselines" = 1 ]; then
-    evaluate "$seed" uniform8 uniform 8
-    evaluate "$seed" uniform32 uniform 32
+    evaluate "$seed" uniform8 uniform8 uniform 8
+    evaluate "$seed" uniform32 uniform32 uniform 32
   fi
   e="$out/eval/seed-$seed"
   {

@@ -71,6 +71,12 @@ def test_smoke_mode_runs_every_step(tmp_path):
         assert (tmp_path / name / "model" / "config.json").is_file()
         summary = json.loads((tmp_path / "eval" / "seed-11" / name / "summary.json").read_text())
         assert summary["items"] == 4
+    # a 2-step cold start fails the SFT gate: one more reading pass (sft-more) is the agent after SFT,
+    # evaluated as the SFT row and the start of KTO
+    assert (tmp_path / "sft" / "gate.txt").is_file() and (tmp_path / "sft-more" / "gate.txt").is_file()
+    sft_run = json.loads((tmp_path / "eval" / "seed-11" / "sft" / "run.json").read_text())
+    assert sft_run["model"].endswith("sft-more/model")
+    assert "sft-more/model" in (tmp_path / "kto" / "version_0" / "config.yaml").read_text()
     # GRPO's data refresh ran: stage 1 trained on the prompts stage 0 failed
     refreshed = json.loads((tmp_path / "grpo" / "stages" / "stage-1" / "shards" / "stats.json").read_text())
     assert refreshed["kind"] == "rl" and refreshed["records"] >= 1
