@@ -35,6 +35,8 @@
 #    (`seed_everything`), the SFT and KTO batch order (`data.init_args.seed`), the KTO build's
 #    and GRPO's sampling; the videos stay those of the data seeds above. OUT defaults to
 #    runs/reproduce/train-seed-N. --agent-only skips the uniform baselines (comparing agent recipes).
+#    After the gate the work runs in two lanes: KTO, GRPO and their evaluations in this process; the
+#    SFT row's evaluations and the uniform baselines beside it (OUT/side-lane.log).
 # 3. evaluation of --items held-out items per --seed (eva-eval; the agent after each stage in
 #    agent mode, the baselines in uniform mode with their own frame count, resize 0.25);
 # 4. eva-eval compare between consecutive stages and of each stage against uniform-32 (paired
@@ -48,6 +50,15 @@
 # that the pipeline holds together, not a result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# After the SFT gate two lanes share the 2-core machine (below), one thread each while both run:
+# a 40-step fit takes 58 s on one thread and 43 s on two (docs/benchmarks.md), so two lanes of one
+# thread do more than one lane of two. An OMP_NUM_THREADS given by the caller is kept.
+user_threads="${OMP_NUM_THREADS:-}"
+lane=main
+threads() {  # the main lane's threads for its next process: one while the side lane runs, else torch's default
+  [ -n "$user_threads" ] || [ "$lane" = side ] && return
+  if [ -n "${side:-}" ] && kill -0 "$side" 2>/dev/null; then export OMP_NUM_THREADS=1; else unset OMP_NUM_THREADS; fi
+}
 
 seeds=()
 out=""
@@ -120,6 +131,7 @@ fit() {  # fit NAME CONFIG [overrides...]: train, export OUT/NAME/model (once) f
     return
   fi
   local t0=$SECONDS
+  threads
   echo "== train $name: eva-train fit --config $config (training seed $train_seed)"
   rm -rf "${out:?}/$name" "$out"/eval/*/"$name"  # a model trained anew: its old evaluations (resumable runs) go too
   uv run eva-train fit --config "$config" --seed_everything "$train_seed" \
@@ -135,6 +147,7 @@ fit() {  # fit NAME CONFIG [overrides...]: train, export OUT/NAME/model (once) f
 
 beliefs() {  # beliefs NAME: the call beliefs of OUT/NAME/model on the validation items (once)
   [ -f "$out/$1/beliefs.md" ] && return
+  threads
   local shards=()
   for f in "$d/seek-hint-val/shards" "$d/seek-hint-train/shards"; do [ -d "$f" ] && shards+=("$f"); done
   uv run python scripts/call_beliefs.py --model "$out/$1/model" --shards "${shards[@]}" > "$out/$1/beliefs.tmp"
@@ -184,11 +197,53 @@ if ! gate sft; then
   fi
 fi
 
-if [ "$baselines" = 1 ]; then
-  # from the SFT agent, which reads colour from frames: 320 steps on their view
+evaluate() {  # evaluate SEED NAME MODEL MODE [uniform frames]: OUT/MODEL/model as the row NAME
+  local seed=$1 name=$2 model="$out/$3/model" mode=$4 frames=${5:-}
+  local run="$out/eval/seed-$seed/$name"
+  [ -f "$run/summary.json" ] && { echo "== eval $name seed $seed: done, reused"; return; }
+  local t0=$SECONDS
+  threads
+  local args=(--mode "$mode" --max-new-tokens 192 --batch-size 10)
+  [ "$mode" = uniform ] && args=(--mode uniform --frames "$frames" --resize 0.25 --max-new-tokens 16 --batch-size 10)
+  echo "== eval $name on held-out seed $seed ($items items, $mode mode)"
+  uv run eva-eval run --benchmark synthetic --annotations "$out/bench/seed-$seed/annotations.jsonl" \
+    --model "$model" --out "$run" --no-progress "${args[@]}" | tail -n 3
+  stamp "eval $name seed-$seed" $((SECONDS - t0))
+}
+
+for seed in "${seeds[@]}"; do
+  bench="$out/bench/seed-$seed"
+  if [ ! -f "$bench/annotations.jsonl" ]; then
+    echo "== held-out benchmark: seek-hint preset, seed $seed, $items items"
+    uv run eva-data synth --out "$bench" --n "$items" --seed "$seed" --difficulty seek-hint --workers 2
+  fi
+done
+
+# From here two lanes run side by side. The side lane: the SFT row's held-out evaluations, and the
+# uniform baselines (from the SFT agent, which reads colour from frames: 320 steps on their view)
+# and theirs. The main lane: KTO and GRPO, then their evaluations. Each writes what it finishes, so
+# a killed run reruns from there; the side lane's output goes to OUT/side-lane.log.
+side_lane() {
+  lane=side
+  [ -n "$user_threads" ] || export OMP_NUM_THREADS=1
+  for seed in "${seeds[@]}"; do evaluate "$seed" sft "$sft_agent" agent; done  # the SFT row: the agent after its last SFT pass
+  [ "$baselines" = 1 ] || return 0
   EVA_UNIFORM_INIT="$out/$sft_agent/model" fit uniform8 configs/sft-seek-uniform8.yaml "${uni8[@]}"
   EVA_UNIFORM_INIT="$out/$sft_agent/model" fit uniform32 configs/sft-seek-uniform32.yaml "${uni32[@]}"
-fi
+  for seed in "${seeds[@]}"; do
+    evaluate "$seed" uniform8 uniform8 uniform 8
+    evaluate "$seed" uniform32 uniform32 uniform 32
+  done
+}
+kill_tree() {  # kill_tree PID: a lane and everything it started (a failed or killed run leaves no lane behind)
+  local child
+  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do kill_tree "$child"; done
+  kill "$1" 2>/dev/null || true
+}
+echo "== side lane: the SFT row's evaluations$([ "$baselines" = 1 ] && echo " and the uniform baselines"), in $out/side-lane.log"
+side_lane > "$out/side-lane.log" 2>&1 &
+side=$!
+trap 'kill_tree "$side"' EXIT
 
 # KTO on the SFT agent's own episodes: it plays each KTO video 4 times as it would act (temperature 1),
 # the rule judge labels them, a look at the wrong window is cut after that call, and a failure is
@@ -200,6 +255,7 @@ if [ ! -f "$d/kto-seek-hint-videos/annotations.jsonl" ]; then
 fi
 if [ ! -f "$out/kto-data/stats.json" ]; then
   t0=$SECONDS
+  threads
   echo "== build kto: the SFT agent's episodes on the KTO videos, judged"
   uv run eva-data build kto --input "$d/kto-seek-hint-videos/shards" --out "$out/kto-data" --teacher "$out/$sft_agent/model" \
     --as-is --cut-guesses --legible-resize 0.25 --temperature 1.0 --seed "$train_seed" --batch-size 16 \
@@ -222,31 +278,16 @@ EVA_GRPO_INIT="$out/kto/model" keep=best fit grpo configs/grpo-seek.yaml \
   --data.init_args.stages.dir "$out/grpo/stages" --model.init_args.rollout.seed "$train_seed" "${grpo[@]}"
 beliefs grpo
 
-evaluate() {  # evaluate SEED NAME MODEL MODE [uniform frames]: OUT/MODEL/model as the row NAME
-  local seed=$1 name=$2 model="$out/$3/model" mode=$4 frames=${5:-}
-  local run="$out/eval/seed-$seed/$name"
-  [ -f "$run/summary.json" ] && { echo "== eval $name seed $seed: done, reused"; return; }
-  local t0=$SECONDS
-  local args=(--mode "$mode" --max-new-tokens 192 --batch-size 10)
-  [ "$mode" = uniform ] && args=(--mode uniform --frames "$frames" --resize 0.25 --max-new-tokens 16 --batch-size 10)
-  echo "== eval $name on held-out seed $seed ($items items, $mode mode)"
-  uv run eva-eval run --benchmark synthetic --annotations "$out/bench/seed-$seed/annotations.jsonl" \
-    --model "$model" --out "$run" --no-progress "${args[@]}" | tail -n 3
-  stamp "eval $name seed-$seed" $((SECONDS - t0))
-}
-
 for seed in "${seeds[@]}"; do
-  bench="$out/bench/seed-$seed"
-  if [ ! -f "$bench/annotations.jsonl" ]; then
-    echo "== held-out benchmark: seek-hint preset, seed $seed, $items items"
-    uv run eva-data synth --out "$bench" --n "$items" --seed "$seed" --difficulty seek-hint --workers 2
-  fi
-  evaluate "$seed" sft "$sft_agent" agent  # the SFT row: the agent after its last SFT pass
   for stage in kto grpo; do evaluate "$seed" "$stage" "$stage" agent; done
-  if [ "$baselines" = 1 ]; then
-    evaluate "$seed" uniform8 uniform8 uniform 8
-    evaluate "$seed" uniform32 uniform32 uniform 32
-  fi
+done
+if ! wait "$side"; then
+  tail -n 20 "$out/side-lane.log" >&2
+  echo "the side lane failed: $out/side-lane.log" >&2
+  exit 1
+fi
+trap - EXIT
+for seed in "${seeds[@]}"; do
   e="$out/eval/seed-$seed"
   {
     echo "## held-out seed $seed: paired comparisons (eva-eval compare A B: B minus A, exact McNemar)"
@@ -259,6 +300,7 @@ for seed in "${seeds[@]}"; do
   } > "$e/compare.md"
   uv run eva-eval report "$e" >/dev/null  # $e/report.html: the accuracy-versus-visual-tokens plot, the episodes
 done
+stamp "pipeline wall" $((SECONDS - started))  # this run of the script, end to end (the lanes overlap)
 uv run python scripts/results_table.py "$out" --seeds "${seeds[@]}" --plot "$out/plot.svg" | tee "$out/results.md"
 echo "done in $(( (SECONDS - started) / 60 )) min $(( (SECONDS - started) % 60 )) s: $out/results.md," \
   "$out/eval/seed-*/compare.md and report.html"

@@ -145,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| ideal reader of uniform-{n} frames (bound, no model) | {acc:.1f} % (expected) | {items} | "
                   f"{', '.join(f'{s}: {a:.1f}' for s, (a, _) in zip(args.seeds, found, strict=False))} | 1.00 | "
                   f"{n}.0 | - |")
+    if "pipeline wall" in times:  # the stages of the two lanes overlap: their sum is more than the wall
+        stages = sum(t for stage, t in times.items() if stage != "pipeline wall")
+        print(f"\nPipeline: {times['pipeline wall'] / 60:.1f} min end to end (the script's last run), "
+              f"{stages / 60:.1f} min of stages summed over its two lanes.")
     compares = [str(args.out / "eval" / f"seed-{s}" / "compare.md") for s in args.seeds]
     print(f"\nPaired comparisons (eva-eval compare): {', '.join(compares)}")
     if args.plot is not None:

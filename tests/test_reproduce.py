@@ -43,7 +43,8 @@ def test_results_table_pools_seeds_with_a_wilson_interval(tmp_path, capsys):
     _summary(tmp_path / "eval" / "seed-11" / "uniform32", 100, 60.0, 1.0, 32.0)
     (tmp_path / "times.tsv").write_text("train sft-plan\t60\ntrain sft\t600\neval sft seed-11\t60\n"
                                         "eval sft seed-12\t120\ntrain sft\t480\n"  # a rerun's line wins
-                                        "train sft-more\t120\n")  # the gate's second reading pass
+                                        "train sft-more\t120\n"  # the gate's second reading pass
+                                        "pipeline wall\t900\n")  # end to end: the lanes overlap
     assert results_table.main([str(tmp_path), "--seeds", "11", "12", "--plot", str(tmp_path / "plot.svg")]) == 0
     out = capsys.readouterr().out
     svg = (tmp_path / "plot.svg").read_text()  # eva-eval's plot: one point per model with a summary
@@ -57,6 +58,7 @@ def test_results_table_pools_seeds_with_a_wilson_interval(tmp_path, capsys):
     uniform = next(line for line in out.splitlines() if line.startswith("| uniform-32"))
     assert "| 60.0 % [" in uniform and "| 100 | 11: 60.0 |" in uniform and "32.0" in uniform
     assert "| agent after SFT -> KTO | not run |" in out
+    assert "Pipeline: 15.0 min end to end (the script's last run), 14.0 min of stages summed" in out
 
 
 @pytest.mark.slow
@@ -164,10 +166,10 @@ def test_seeds_table_pairs_each_stage_with_the_one_before_on_the_same_items(tmp_
         run = tmp_path / "train-seed-0" / "eval" / "seed-11" / name
         run.mkdir(parents=True)
         run.joinpath("results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "train-seed-0" / "times.tsv").write_text("train sft\t600\ntrain kto\t300\n")
+    (tmp_path / "train-seed-0" / "times.tsv").write_text("train sft\t600\ntrain kto\t300\npipeline wall\t720\n")
     assert seeds_table.main([str(tmp_path / "train-seed-0"), "--seeds", "11"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "| train-seed-0 | sft | 33.3 % [6.1, 79.2] | 1 / 3 | 1 / 1 | - |" in lines
     assert "| train-seed-0 | kto | 100.0 % [43.9, 100.0] | 3 / 3 | 3 / 3 | +2 / -0, p 0.5 |" in lines
     assert "| train-seed-0 | grpo | 66.7 % [20.8, 93.9] | 3 / 3 | 2 / 3 | +0 / -1, p 1 |" in lines
-    assert "train-seed-0: pipeline wall 15.0 min (OUT/times.tsv)" in lines
+    assert "train-seed-0: pipeline 12.0 min end to end, 15.0 min of stages summed (OUT/times.tsv)" in lines
