@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,25 @@ def test_smoke_mode_runs_every_step(tmp_path):
     assert compare.count("### ") == 5 and "uniform>agent" in compare
     assert (tmp_path / "eval" / "seed-11" / "report.html").is_file()
     assert (tmp_path / "plot.svg").read_text().startswith("<svg")
+    # the uniform baselines trained in the side lane, and the run stamped its end-to-end wall
+    assert "== train uniform32" in (tmp_path / "side-lane.log").read_text()
+    assert "Pipeline: " in table and "pipeline wall\t" in (tmp_path / "times.tsv").read_text()
+
+    # A side lane that fails fails the script, with its log's tail: uniform8 trained anew by a `uv`
+    # that refuses to, everything else reused from the run above.
+    shutil.rmtree(tmp_path / "uniform8")
+    shutil.rmtree(tmp_path / "eval" / "seed-11" / "uniform8")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    real_uv = shutil.which("uv")
+    (fake / "uv").write_text(f'#!/usr/bin/env bash\ncase "$*" in *uniform8.yaml*) echo "no uniform8 today" >&2; exit 3 ;; esac\n'
+                             f'exec {real_uv} "$@"\n')
+    (fake / "uv").chmod(0o755)
+    env["PATH"] = f"{fake}:{env['PATH']}"
+    done = subprocess.run(["bash", str(SCRIPT), "--seed", "11", "--out", str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 1 and "the side lane failed" in done.stderr and "no uniform8 today" in done.stderr
+    assert (tmp_path / "grpo" / "model" / "config.json").is_file()  # the main lane's models are kept
 
 
 def test_episode_breakdown_counts_looks_that_saw_the_evidence(tmp_path, capsys):
