@@ -6,7 +6,10 @@ For every run (OUT/eval/seed-S/NAME/results.jsonl, eva-eval's records) one markd
 answers given, and for agent runs how often the first look's frames fell inside the item's
 evidence window (the plan: the named window's 3 s), how often it asked for exactly that window,
 how often any look's frames did, how often the answer was right when they did, and where the
-first look started (its start time, most frequent first). docs/results.md reads its "what the episodes show" from it.
+first look started (its start time, most frequent first). Then, per run, the misreads: the
+answers that were wrong although a look saw the shape, as "true colour as answered colour"
+counts (the options of OUT/bench/seed-S/annotations.jsonl). docs/results.md reads its "what the
+episodes show" from it.
 """
 
 from __future__ import annotations
@@ -49,6 +52,26 @@ def breakdown(records: list[dict]) -> str:
             f"{sum(r['correct'] for r in hit)} / {len(hit)} | {where}")
 
 
+def misreads(records: list[dict], options: dict[str, dict[str, str]]) -> Counter:
+    """{"TRUE as ANSWERED": n} over the episodes whose looks saw the evidence and answered wrong.
+
+    `options` maps an item's id to its options ({"A": "red", ...}); a letter outside them stays a letter.
+    """
+    pairs = Counter()
+    for r in records:
+        if looked_at_evidence(r) and not r["correct"]:
+            shown = options.get(r["id"], {})
+            pairs[f"{shown.get(r['ground_truth'], r['ground_truth'])} as {shown.get(r['answer'], r['answer'])}"] += 1
+    return pairs
+
+
+def options_of(bench: Path) -> dict[str, dict[str, str]]:
+    """{item id: its options} of a held-out benchmark's annotations (empty when it is missing)."""
+    if not bench.is_file():
+        return {}
+    return {str(a["index"]): a["options"] for a in map(json.loads, bench.read_text().splitlines())}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("out", type=Path, help="the script's output folder")
@@ -57,11 +80,24 @@ def main(argv: list[str] | None = None) -> int:
     print("| run | answers | first look on the named window | first look = the oracle's | a look saw the evidence "
           "| right when it did | first look starts at |")
     print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
+    runs = {}
     for name in NAMES:
         files = [args.out / "eval" / f"seed-{s}" / name / "results.jsonl" for s in args.seeds]
         records = [json.loads(line) for f in files if f.is_file() for line in f.read_text().splitlines() if line]
         if records:
+            runs[name] = records
             print(f"| {name} | {breakdown(records)} |")
+    # the items' ids are per held-out seed: each seed's records meet their own benchmark's options
+    print("\n| run | misread when a look saw the shape (true as answered) |")
+    print("| --- | --- |")
+    for name in runs:
+        pairs = Counter()
+        for seed in args.seeds:
+            results = args.out / "eval" / f"seed-{seed}" / name / "results.jsonl"
+            if results.is_file():
+                records = [json.loads(line) for line in results.read_text().splitlines() if line]
+                pairs += misreads(records, options_of(args.out / "bench" / f"seed-{seed}" / "annotations.jsonl"))
+        print(f"| {name} | {', '.join(f'{pair} {n}' for pair, n in pairs.most_common()) or 'none'} |")
     return 0
 
 

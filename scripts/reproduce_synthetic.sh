@@ -35,8 +35,8 @@
 #    (`seed_everything`), the SFT and KTO batch order (`data.init_args.seed`), the KTO build's
 #    and GRPO's sampling; the videos stay those of the data seeds above. OUT defaults to
 #    runs/reproduce/train-seed-N. --agent-only skips the uniform baselines (comparing agent recipes).
-#    After the gate the work runs in two lanes: KTO, GRPO and their evaluations in this process; the
-#    SFT row's evaluations and the uniform baselines beside it (OUT/side-lane.log).
+#    After the gate the work runs in two lanes, one thread each: KTO, GRPO and their evaluations in
+#    this process; the SFT row's evaluations and the uniform baselines beside it (OUT/side-lane.log).
 # 3. evaluation of --items held-out items per --seed (eva-eval; the agent after each stage in
 #    agent mode, the baselines in uniform mode with their own frame count, resize 0.25);
 # 4. eva-eval compare between consecutive stages and of each stage against uniform-32 (paired
@@ -50,15 +50,10 @@
 # that the pipeline holds together, not a result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# After the SFT gate two lanes share the 2-core machine (below), one thread each while both run:
-# a 40-step fit takes 58 s on one thread and 43 s on two (docs/benchmarks.md), so two lanes of one
-# thread do more than one lane of two. An OMP_NUM_THREADS given by the caller is kept.
+# After the SFT gate two lanes share the 2-core machine (below), one thread each: a 40-step fit
+# takes 58 s on one thread and 43 s on two (docs/benchmarks.md), so two lanes of one thread do
+# more than one lane of two. An OMP_NUM_THREADS given by the caller is kept.
 user_threads="${OMP_NUM_THREADS:-}"
-lane=main
-threads() {  # the main lane's threads for its next process: one while the side lane runs, else torch's default
-  [ -n "$user_threads" ] || [ "$lane" = side ] && return
-  if [ -n "${side:-}" ] && kill -0 "$side" 2>/dev/null; then export OMP_NUM_THREADS=1; else unset OMP_NUM_THREADS; fi
-}
 
 seeds=()
 out=""
@@ -131,7 +126,6 @@ fit() {  # fit NAME CONFIG [overrides...]: train, export OUT/NAME/model (once) f
     return
   fi
   local t0=$SECONDS
-  threads
   echo "== train $name: eva-train fit --config $config (training seed $train_seed)"
   rm -rf "${out:?}/$name" "$out"/eval/*/"$name"  # a model trained anew: its old evaluations (resumable runs) go too
   uv run eva-train fit --config "$config" --seed_everything "$train_seed" \
@@ -147,7 +141,6 @@ fit() {  # fit NAME CONFIG [overrides...]: train, export OUT/NAME/model (once) f
 
 beliefs() {  # beliefs NAME: the call beliefs of OUT/NAME/model on the validation items (once)
   [ -f "$out/$1/beliefs.md" ] && return
-  threads
   local shards=()
   for f in "$d/seek-hint-val/shards" "$d/seek-hint-train/shards"; do [ -d "$f" ] && shards+=("$f"); done
   uv run python scripts/call_beliefs.py --model "$out/$1/model" --shards "${shards[@]}" > "$out/$1/beliefs.tmp"
@@ -202,7 +195,6 @@ evaluate() {  # evaluate SEED NAME MODEL MODE [uniform frames]: OUT/MODEL/model 
   local run="$out/eval/seed-$seed/$name"
   [ -f "$run/summary.json" ] && { echo "== eval $name seed $seed: done, reused"; return; }
   local t0=$SECONDS
-  threads
   local args=(--mode "$mode" --max-new-tokens 192 --batch-size 10)
   [ "$mode" = uniform ] && args=(--mode uniform --frames "$frames" --resize 0.25 --max-new-tokens 16 --batch-size 10)
   echo "== eval $name on held-out seed $seed ($items items, $mode mode)"
@@ -219,13 +211,11 @@ for seed in "${seeds[@]}"; do
   fi
 done
 
-# From here two lanes run side by side. The side lane: the SFT row's held-out evaluations, and the
-# uniform baselines (from the SFT agent, which reads colour from frames: 320 steps on their view)
-# and theirs. The main lane: KTO and GRPO, then their evaluations. Each writes what it finishes, so
-# a killed run reruns from there; the side lane's output goes to OUT/side-lane.log.
+# From here two lanes run side by side (with the baselines). The side lane: the SFT row's held-out
+# evaluations, and the uniform baselines (from the SFT agent, which reads colour from frames: 320
+# steps on their view) and theirs. The main lane: KTO and GRPO, then their evaluations. Each writes
+# what it finishes, so a killed run reruns from there; the side lane's output goes to OUT/side-lane.log.
 side_lane() {
-  lane=side
-  [ -n "$user_threads" ] || export OMP_NUM_THREADS=1
   for seed in "${seeds[@]}"; do evaluate "$seed" sft "$sft_agent" agent; done  # the SFT row: the agent after its last SFT pass
   [ "$baselines" = 1 ] || return 0
   EVA_UNIFORM_INIT="$out/$sft_agent/model" fit uniform8 configs/sft-seek-uniform8.yaml "${uni8[@]}"
@@ -240,10 +230,17 @@ kill_tree() {  # kill_tree PID: a lane and everything it started (a failed or ki
   for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do kill_tree "$child"; done
   kill "$1" 2>/dev/null || true
 }
-echo "== side lane: the SFT row's evaluations$([ "$baselines" = 1 ] && echo " and the uniform baselines"), in $out/side-lane.log"
-side_lane > "$out/side-lane.log" 2>&1 &
-side=$!
-trap 'kill_tree "$side"' EXIT
+side=""
+if [ "$baselines" = 1 ]; then
+  # one thread in each lane whichever ends first, so that one command gives the same models every time
+  [ -n "$user_threads" ] || export OMP_NUM_THREADS=1
+  echo "== side lane: the SFT row's evaluations and the uniform baselines, in $out/side-lane.log"
+  side_lane > "$out/side-lane.log" 2>&1 &
+  side=$!
+  trap 'kill_tree "$side"' EXIT
+else
+  side_lane  # the SFT row's evaluations alone: nothing to overlap, so in this process on torch's threads
+fi
 
 # KTO on the SFT agent's own episodes: it plays each KTO video 4 times as it would act (temperature 1),
 # the rule judge labels them, a look at the wrong window is cut after that call, and a failure is
@@ -255,7 +252,6 @@ if [ ! -f "$d/kto-seek-hint-videos/annotations.jsonl" ]; then
 fi
 if [ ! -f "$out/kto-data/stats.json" ]; then
   t0=$SECONDS
-  threads
   echo "== build kto: the SFT agent's episodes on the KTO videos, judged"
   uv run eva-data build kto --input "$d/kto-seek-hint-videos/shards" --out "$out/kto-data" --teacher "$out/$sft_agent/model" \
     --as-is --cut-guesses --legible-resize 0.25 --temperature 1.0 --seed "$train_seed" --batch-size 16 \
@@ -281,7 +277,7 @@ beliefs grpo
 for seed in "${seeds[@]}"; do
   for stage in kto grpo; do evaluate "$seed" "$stage" "$stage" agent; done
 done
-if ! wait "$side"; then
+if [ -n "$side" ] && ! wait "$side"; then
   tail -n 20 "$out/side-lane.log" >&2
   echo "the side lane failed: $out/side-lane.log" >&2
   exit 1

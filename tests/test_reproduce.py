@@ -117,18 +117,30 @@ def test_episode_breakdown_counts_looks_that_saw_the_evidence(tmp_path, capsys):
         return {"sample_times": times, "effective": {"start_time": start, "end_time": end}}
 
     def record(answer: str, correct: bool, *views: dict) -> dict:
-        return {"answer": answer, "correct": correct, "extra": {"evidence": [[68.0, 71.0]]}, "views": list(views)}
+        return {"answer": answer, "correct": correct, "extra": {"evidence": [[68.0, 71.0]]}, "views": list(views),
+                "id": str(len(rows)), "ground_truth": "B" if correct else "A"}
+
+    rows = []
 
     run = tmp_path / "eval" / "seed-11" / "sft"
     run.mkdir(parents=True)
-    rows = [record("B", True, view(68.0, 71.0, [68.0, 70.5])),  # the oracle's look
-            record("C", False, view(148.0, 151.0, [148.0, 150.9])),
-            record("C", False, view(148.0, 171.0, [148.0, 71.0])),  # 71.0 is the first second after the shape
-            record("A", True, view(60.0, 80.0, [60.0, 70.0, 80.0]), view(0.0, 160.0, [0.0]))]  # on it, not exact
+    for row in (record("B", True, view(68.0, 71.0, [68.0, 70.5])),  # the oracle's look
+                record("C", False, view(148.0, 151.0, [148.0, 150.9])),
+                record("C", False, view(148.0, 171.0, [148.0, 71.0])),  # 71.0 is the first second after the shape
+                record("A", True, view(60.0, 80.0, [60.0, 70.0, 80.0]), view(0.0, 160.0, [0.0])),  # on it, not exact
+                record("C", False, view(68.0, 71.0, [68.0, 70.5]))):  # saw the shape (red), answered blue
+        rows.append(row)
     run.joinpath("results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    bench = tmp_path / "bench" / "seed-11"
+    bench.mkdir(parents=True)
+    colours = {"A": "red", "B": "green", "C": "blue", "D": "yellow"}
+    bench.joinpath("annotations.jsonl").write_text("".join(json.dumps({"index": i, "options": colours}) + "\n"
+                                                           for i in range(len(rows))))
     assert episode_breakdown.main([str(tmp_path), "--seeds", "11"]) == 0
-    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| sft |"))
-    assert line == "| sft | C 2, B 1, A 1 | 2 / 4 | 1 / 4 | 2 / 4 | 2 / 2 | 148 s: 2, 68 s: 1, 60 s: 1 |"
+    lines = capsys.readouterr().out.splitlines()
+    line = next(x for x in lines if x.startswith("| sft | C"))
+    assert line == "| sft | C 3, B 1, A 1 | 3 / 5 | 2 / 5 | 3 / 5 | 2 / 3 | 68 s: 2, 148 s: 2, 60 s: 1 |"
+    assert "| sft | red as blue 1 |" in lines  # the items that looked elsewhere are not misreads
 
 
 def _gate_record(answer: str, correct: bool, calls: list[dict]) -> dict:
