@@ -80,23 +80,20 @@ def main(argv: list[str] | None = None) -> int:
     print("| run | answers | first look on the named window | first look = the oracle's | a look saw the evidence "
           "| right when it did | first look starts at |")
     print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
-    runs = {}
+    runs = {}  # {name: {seed: records}}: each seed's item ids meet their own benchmark's options below
     for name in NAMES:
-        files = [args.out / "eval" / f"seed-{s}" / name / "results.jsonl" for s in args.seeds]
-        records = [json.loads(line) for f in files if f.is_file() for line in f.read_text().splitlines() if line]
+        files = {seed: args.out / "eval" / f"seed-{seed}" / name / "results.jsonl" for seed in args.seeds}
+        by_seed = {seed: [json.loads(line) for line in f.read_text().splitlines() if line]
+                   for seed, f in files.items() if f.is_file()}
+        records = [r for rs in by_seed.values() for r in rs]
         if records:
-            runs[name] = records
+            runs[name] = by_seed
             print(f"| {name} | {breakdown(records)} |")
-    # the items' ids are per held-out seed: each seed's records meet their own benchmark's options
+    options = {seed: options_of(args.out / "bench" / f"seed-{seed}" / "annotations.jsonl") for seed in args.seeds}
     print("\n| run | misread when a look saw the shape (true as answered) |")
     print("| --- | --- |")
-    for name in runs:
-        pairs = Counter()
-        for seed in args.seeds:
-            results = args.out / "eval" / f"seed-{seed}" / name / "results.jsonl"
-            if results.is_file():
-                records = [json.loads(line) for line in results.read_text().splitlines() if line]
-                pairs += misreads(records, options_of(args.out / "bench" / f"seed-{seed}" / "annotations.jsonl"))
+    for name, by_seed in runs.items():
+        pairs = sum((misreads(records, options[seed]) for seed, records in by_seed.items()), Counter())
         print(f"| {name} | {', '.join(f'{pair} {n}' for pair, n in pairs.most_common()) or 'none'} |")
     return 0
 

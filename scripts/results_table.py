@@ -51,6 +51,11 @@ def wall_times(path: Path) -> dict[str, float]:
     return out
 
 
+def stage_seconds(times: dict[str, float]) -> float:
+    """The stages' seconds summed (both lanes'; without the end-to-end "pipeline wall" line)."""
+    return sum(t for stage, t in times.items() if stage != "pipeline wall")
+
+
 @dataclass(frozen=True)
 class Pooled:
     """One model's figures pooled over the held-out seeds it was evaluated on."""
@@ -146,9 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{', '.join(f'{s}: {a:.1f}' for s, (a, _) in zip(args.seeds, found, strict=False))} | 1.00 | "
                   f"{n}.0 | - |")
     if "pipeline wall" in times:  # the stages of the two lanes overlap: their sum is more than the wall
-        stages = sum(t for stage, t in times.items() if stage != "pipeline wall")
         print(f"\nPipeline: {times['pipeline wall'] / 60:.1f} min end to end (the script's last run), "
-              f"{stages / 60:.1f} min of stages summed over its two lanes.")
+              f"{stage_seconds(times) / 60:.1f} min of stages summed over its two lanes.")
     compares = [str(args.out / "eval" / f"seed-{s}" / "compare.md") for s in args.seeds]
     print(f"\nPaired comparisons (eva-eval compare): {', '.join(compares)}")
     if args.plot is not None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from episode_breakdown import first_look, looked_at_evidence
 from eva_eval.compare import mcnemar_exact
 from eva_eval.metrics import wilson_interval
-from results_table import wall_times
+from results_table import stage_seconds, wall_times
 
 STAGES = ("uniform8", "uniform32", "sft", "kto", "grpo")
 BEFORE = {"kto": "sft", "grpo": "kto"}
@@ -77,9 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for out in args.outs:
         times = wall_times(out / "times.tsv")
-        stages = sum(t for stage, t in times.items() if stage != "pipeline wall")
         wall = f"{times['pipeline wall'] / 60:.1f} min end to end, " if "pipeline wall" in times else ""
-        print(f"{out.name}: pipeline {wall}{stages / 60:.1f} min of stages summed (OUT/times.tsv)")
+        print(f"{out.name}: pipeline {wall}{stage_seconds(times) / 60:.1f} min of stages summed (OUT/times.tsv)")
     return 0
 
 
