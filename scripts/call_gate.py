@@ -16,7 +16,8 @@ reads `RUN/results.jsonl` and prints, over the run's items of the `seek-hint` pr
 - named window: the share whose first call's span lies inside the named 20 s window
   (`WINDOW` s on the preset's grid, found from the evidence);
 - accuracy, and right-when-seen: accuracy over the episodes where any look saw the evidence
-  (`scripts/episode_breakdown.py`'s rule);
+  (`scripts/episode_breakdown.py`'s rule), overall and per colour (the item's true option), so
+  that a model blind to one colour shows as one;
 - the first calls' most frequent start times, and the answers given.
 
 Exits 1 when first-call hit < `--min-hit` or right-when-seen < `--min-read` (0.5 and 0.95 by
@@ -47,6 +48,12 @@ def first_call(record: dict) -> dict | None:
     return None
 
 
+def colour_of(record: dict) -> str:
+    """The item's true colour: its right option's text (the letter when the record has no options)."""
+    truth = str(record.get("ground_truth", "?"))
+    return str(record["extra"].get("options", {}).get(truth, truth))
+
+
 def named_window(evidence: list[list[float]]) -> tuple[float, float]:
     """The grid window holding the evidence (the window the seek-hint question names)."""
     lo = math.floor(evidence[0][0] / WINDOW) * WINDOW
@@ -66,6 +73,8 @@ class Gate:
     right_when_seen: int
     starts: Counter
     answers: Counter
+    seen_by_colour: Counter
+    right_by_colour: Counter
 
     @property
     def hit_rate(self) -> float:
@@ -75,6 +84,12 @@ class Gate:
     def read_rate(self) -> float:
         return self.right_when_seen / self.seen if self.seen else 0.0
 
+    def colours(self) -> str:
+        """Right-when-seen per true colour, worst first: "blue 4 / 10, red 10 / 10"."""
+        rate = lambda c: self.right_by_colour[c] / self.seen_by_colour[c]  # noqa: E731
+        return ", ".join(f"{c} {self.right_by_colour[c]} / {self.seen_by_colour[c]}"
+                         for c in sorted(self.seen_by_colour, key=lambda c: (rate(c), c)))
+
     def lines(self) -> list[str]:
         share = lambda n, d: f"{n} / {d} ({100 * n / max(1, d):.1f} %)"  # noqa: E731
         starts = ", ".join(f"{s:g} s: {n}" for s, n in self.starts.most_common(5))
@@ -83,6 +98,7 @@ class Gate:
                 f"first call inside the named window  {share(self.first_in_window, self.items)}",
                 f"accuracy           {share(self.correct, self.items)}",
                 f"right when seen    {share(self.right_when_seen, self.seen)}",
+                f"right when seen by colour  {self.colours() or '-'}",
                 f"first call starts  {starts or '-'}",
                 f"answers            {', '.join(f'{a} {n}' for a, n in self.answers.most_common())}"]
 
@@ -91,6 +107,8 @@ def gate(records: list[dict]) -> Gate:
     """The gate's figures over eva-eval agent records (`results.jsonl` lines) of seek-hint items."""
     first_hit = first_exact = first_in_window = seen = right_when_seen = 0
     starts: Counter = Counter()
+    seen_by_colour: Counter = Counter()
+    right_by_colour: Counter = Counter()
     for r in records:
         evidence = r["extra"].get("evidence") or []
         if not evidence:
@@ -106,9 +124,14 @@ def gate(records: list[dict]) -> Gate:
         looked = evidence_seen([t for v in r["views"] for t in v["sample_times"]], evidence)
         seen += looked
         right_when_seen += looked and r["correct"]
+        if looked:
+            colour = colour_of(r)
+            seen_by_colour[colour] += 1
+            right_by_colour[colour] += bool(r["correct"])
     return Gate(items=len(records), first_hit=first_hit, first_exact=first_exact, first_in_window=first_in_window,
                 correct=sum(r["correct"] for r in records), seen=seen, right_when_seen=right_when_seen,
-                starts=starts, answers=Counter(str(r["answer"]) for r in records))
+                starts=starts, answers=Counter(str(r["answer"]) for r in records),
+                seen_by_colour=seen_by_colour, right_by_colour=right_by_colour)
 
 
 def run_agent(model: str, annotations: Path, out: Path, items: int) -> None:

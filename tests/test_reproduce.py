@@ -146,8 +146,10 @@ def test_episode_breakdown_counts_looks_that_saw_the_evidence(tmp_path, capsys):
 def _gate_record(answer: str, correct: bool, calls: list[dict]) -> dict:
     """An eva-eval agent record of a seek-hint item whose shape shows 68-71 s (named window 60-80 s)."""
     ran = [c for c in calls if c.get("error") is None]
-    return {"id": answer, "mode": "agent", "answer": answer, "correct": correct,
-            "extra": {"evidence": [[68.0, 71.0]]}, "views": [{"sample_times": c["sample_times"]} for c in ran],
+    truth = answer if correct else "B"
+    return {"id": answer, "mode": "agent", "answer": answer, "correct": correct, "ground_truth": truth,
+            "extra": {"evidence": [[68.0, 71.0]], "options": {"A": "red", "B": "green", "C": "blue", "D": "yellow"}},
+            "views": [{"sample_times": c["sample_times"]} for c in ran],
             "episode": {"steps": [{"calls": calls[:1]}, {"calls": calls[1:]}, {"calls": []}]}}
 
 
@@ -162,16 +164,21 @@ def test_call_gate_counts_the_first_call_and_reads_when_seen(tmp_path, capsys):
     rows = [_gate_record("B", True, [_call(68.0, 71.0, [68.0, 70.6])]),  # planned and read
             _gate_record("C", False, [_call(148.0, 151.0, [148.0, 150.6])]),  # looked elsewhere
             _gate_record("D", True, [failed, _call(68.0, 71.0, [68.0])]),  # first call failed, the second saw
-            _gate_record("A", False, [_call(62.0, 65.0, [62.0, 64.6])])]  # in the named window, not the shape
+            _gate_record("A", False, [_call(62.0, 65.0, [62.0, 64.6])]),  # in the named window, not the shape
+            _gate_record("A", False, [_call(68.0, 71.0, [68.0, 70.6])])]  # saw the green shape, answered red
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     figures = call_gate.gate(rows)
-    # first-call hit 1 of 4 (row 1, also the oracle's call); inside 60-80 s: rows 1 and 4; seen by
-    # any look: rows 1 and 3, both right
-    assert (figures.first_hit, figures.first_exact, figures.first_in_window, figures.correct) == (1, 1, 2, 2)
-    assert (figures.seen, figures.right_when_seen, figures.read_rate) == (2, 2, 1.0)
-    assert call_gate.main(["--out", str(tmp_path)]) == 1  # hit 0.25 < 0.5
-    assert "first-call hit     1 / 4 (25.0 %)" in capsys.readouterr().out
-    assert call_gate.main(["--out", str(tmp_path), "--min-hit", "0.25"]) == 0
+    # first-call hit rows 1 and 5 (also the oracle's call); inside 60-80 s: rows 1, 4 and 5; seen by
+    # any look: rows 1, 3 and 5, the green one of them misread
+    assert (figures.first_hit, figures.first_exact, figures.first_in_window, figures.correct) == (2, 2, 3, 2)
+    assert (figures.seen, figures.right_when_seen) == (3, 2)
+    assert figures.colours() == "green 1 / 2, yellow 1 / 1"  # worst colour first
+    assert call_gate.main(["--out", str(tmp_path)]) == 1  # hit 0.4 < 0.5
+    out = capsys.readouterr().out
+    assert "first-call hit     2 / 5 (40.0 %)" in out
+    assert "right when seen by colour  green 1 / 2, yellow 1 / 1" in out
+    assert call_gate.main(["--out", str(tmp_path), "--min-hit", "0.4"]) == 1  # reading 2 / 3 < 0.95
+    assert call_gate.main(["--out", str(tmp_path), "--min-hit", "0.4", "--min-read", "0.6"]) == 0
 
 
 def test_call_gate_refuses_items_without_evidence():
