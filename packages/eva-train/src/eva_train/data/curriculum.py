@@ -66,8 +66,12 @@ class Stages:
             raise ValueError("multi-stage GRPO makes each epoch a stage: set trainer.reload_dataloaders_every_n_epochs "
                              f"to 1 (got {trainer.reload_dataloaders_every_n_epochs})")
 
-    def source(self, stage: int, first: Any, trainer: L.Trainer | None):
-        """The RL source of `stage` (epoch): `first` for stage 0, else the shards built from the failures."""
+    def source(self, stage: int, first: Any, trainer: L.Trainer | None, *, step_prompts: int = 1):
+        """The RL source of `stage` (epoch): `first` for stage 0, else the shards built from the failures.
+
+        Without unseen videos, a stage whose predecessor failed fewer than `step_prompts` prompts (one
+        step's, over all ranks) has no step to train: the fit ends before it, with a warning.
+        """
         if stage == 0:
             return first
         if not isinstance(first, RlShardSource):
@@ -76,13 +80,14 @@ class Stages:
         out = self.stage_dir(stage) / "shards"
         if trainer is not None:
             trainer.strategy.barrier("stages-failures-written")
-        if trainer is not None and self.unseen is None and not (out / STATS).is_file() and not failures_by_id(
-                sorted(self.stage_dir(stage - 1).glob("failures-rank*.jsonl"))):
-            # nothing failed, nothing to refresh: the fit ends here (every rank reads the same files)
-            rank_zero_warn(f"stage {stage - 1} failed no prompt and no unseen videos are given: the fit ends "
-                           f"before stage {stage}")
-            trainer.should_stop = True
-            return first
+        if trainer is not None and self.unseen is None and not (out / STATS).is_file():
+            failed = len(failures_by_id(sorted(self.stage_dir(stage - 1).glob("failures-rank*.jsonl"))))
+            if failed < step_prompts:  # too few to refresh: the fit ends here (every rank reads the same files)
+                what = "no prompt" if failed == 0 else f"{failed} prompts, fewer than one step's {step_prompts},"
+                rank_zero_warn(f"stage {stage - 1} failed {what} and no unseen videos are given: the fit ends "
+                               f"before stage {stage}")
+                trainer.should_stop = True
+                return first
         if (trainer is None or trainer.is_global_zero) and not (out / STATS).is_file():
             self.build(stage, first.shards)
         if trainer is not None:

@@ -100,7 +100,8 @@ class ResumableDataModule(L.LightningDataModule):
         trainer = self.trainer
         source = self.train_source
         if self.stages is not None:
-            source = self.stages.source(trainer.current_epoch if trainer is not None else 0, source, trainer)
+            source = self.stages.source(trainer.current_epoch if trainer is not None else 0, source, trainer,
+                                        step_prompts=self.step_items(trainer))
         loader = self._loader(source, train=True)
         if self._resume_at is not None:
             loader.position, self._resume_at = self._resume_at, None
@@ -108,6 +109,10 @@ class ResumableDataModule(L.LightningDataModule):
             loader.position = self._train_loader.position
         self._train_loader = loader
         return loader
+
+    def step_items(self, trainer: L.Trainer | None) -> int:
+        """The training items one optimizer step takes over all ranks (a stage with fewer has no step)."""
+        return 1
 
     def val_dataloader(self) -> ResumableLoader | list:
         return [] if self.val_source is None else self._loader(self.val_source, train=False)
@@ -210,6 +215,9 @@ class RlPromptDataModule(ResumableDataModule):
     def stream(self, source: Source[RlItem], *, shuffle: bool, rank: int, world_size: int) -> PromptStream:
         """The steps' prompt lists of `source` for one rank; their order is the source's (`shuffle` unused)."""
         return PromptStream(source, prompts_per_step=self.prompts_per_step, rank=rank, world_size=world_size)
+
+    def step_items(self, trainer: L.Trainer | None) -> int:
+        return self.prompts_per_step * data_parallel_rank(trainer)[1]
 
     def transfer_batch_to_device(self, batch: list[RlItem], device, dataloader_idx: int) -> list[RlItem]:
         return batch  # prompts and videos: the rollout engine puts what it computes on the device
