@@ -13,8 +13,7 @@ cross-entropy). Nothing is saved.
 
 A first turn costs a fraction of a trajectory step (no frames), so this says within minutes
 whether a model, a learning rate or a first-turn wording can make the call depend on the window
-the question names, before a recipe spends its SFT budget on it (docs/results.md, "Why the calls
-miss").
+the question names, before a recipe spends its SFT budget on it (docs/results.md, "History").
 """
 
 from __future__ import annotations

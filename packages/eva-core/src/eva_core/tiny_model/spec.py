@@ -38,7 +38,7 @@ class TinyModelSpec:
             tokens (added after Qwen's; 0: none, digits one by one as in Qwen). A pretrained model
             reads "01:20" as one time; a random 4-layer one, given "0", "1", ":", "2", "0", did not
             learn within an SFT budget to tell which of 8 windows a question names (docs/results.md,
-            "The SFT cold start"), so a learner that must plan from a named time gets them whole.
+            "History"), so a learner that must plan from a named time gets them whole.
         qk_init_std: std of the decoder's query/key weights (see `build_tiny_model`); None keeps
             transformers' initialisation (std 0.02), which a model meant to learn needs: sharp
             random attention saturates the softmax, and the gradient through it vanishes.
