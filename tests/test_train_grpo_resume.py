@@ -184,7 +184,7 @@ def test_a_first_stage_with_fewer_failures_than_a_step_ends_the_fit(tmp_path, ti
     """One prompt failed, and a step takes 2: stage 1 would have no step, so the fit ends after stage 0."""
     monkeypatch.setitem(rewards.REWARDS, "one_wrong", lambda x: float(x.prompt.id != "rl-v0-1"))
     trainer, log, _, fit = _two_stage_fit(tmp_path, tiny_model_dir, "one-failure", "one_wrong")
-    with pytest.warns(UserWarning, match="failed 1 prompts, fewer than one step's 2"):
+    with pytest.warns(UserWarning, match="failed 1 prompt, fewer than one step's 2"):
         fit()
     assert {s["epoch"] for s in log.steps} == {0} and trainer.global_step == 2
     assert not (tmp_path / "stages" / "stage-1" / "shards").exists()

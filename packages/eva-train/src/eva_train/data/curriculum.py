@@ -83,7 +83,8 @@ class Stages:
         if trainer is not None and self.unseen is None and not (out / STATS).is_file():
             failed = len(failures_by_id(sorted(self.stage_dir(stage - 1).glob("failures-rank*.jsonl"))))
             if failed < step_prompts:  # too few to refresh: the fit ends here (every rank reads the same files)
-                what = "no prompt" if failed == 0 else f"{failed} prompts, fewer than one step's {step_prompts},"
+                what = "no prompt" if failed == 0 else (f"{failed} prompt{'s' * (failed > 1)}, fewer than "
+                                                        f"one step's {step_prompts},")
                 rank_zero_warn(f"stage {stage - 1} failed {what} and no unseen videos are given: the fit ends "
                                f"before stage {stage}")
                 trainer.should_stop = True
