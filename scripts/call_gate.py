@@ -35,6 +35,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from episode_breakdown import option_text
 from eva_data.synth.questions import evidence_seen
 
 WINDOW = 20.0  # the seek-hint preset's window grid (eva_data.synth DIFFICULTIES["seek-hint"]: 8 windows of 20 s)
@@ -46,12 +47,6 @@ def first_call(record: dict) -> dict | None:
         if step.get("calls"):
             return step["calls"][0]
     return None
-
-
-def colour_of(record: dict) -> str:
-    """The item's true colour: its right option's text (the letter when the record has no options)."""
-    truth = str(record.get("ground_truth", "?"))
-    return str(record["extra"].get("options", {}).get(truth, truth))
 
 
 def named_window(evidence: list[list[float]]) -> tuple[float, float]:
@@ -125,7 +120,7 @@ def gate(records: list[dict]) -> Gate:
         seen += looked
         right_when_seen += looked and r["correct"]
         if looked:
-            colour = colour_of(r)
+            colour = option_text(r, r["ground_truth"])
             seen_by_colour[colour] += 1
             right_by_colour[colour] += bool(r["correct"])
     return Gate(items=len(records), first_hit=first_hit, first_exact=first_exact, first_in_window=first_in_window,

@@ -8,7 +8,7 @@ evidence window (the plan: the named window's 3 s), how often it asked for exact
 how often any look's frames did, how often the answer was right when they did, and where the
 first look started (its start time, most frequent first). Then, per run, the misreads: the
 answers that were wrong although a look saw the shape, as "true colour as answered colour"
-counts (the options of OUT/bench/seed-S/annotations.jsonl). docs/results.md reads its "what the
+counts (the options each eva-eval record carries in its `extra`). docs/results.md reads its "what the
 episodes show" from it.
 """
 
@@ -52,24 +52,15 @@ def breakdown(records: list[dict]) -> str:
             f"{sum(r['correct'] for r in hit)} / {len(hit)} | {where}")
 
 
-def misreads(records: list[dict], options: dict[str, dict[str, str]]) -> Counter:
-    """{"TRUE as ANSWERED": n} over the episodes whose looks saw the evidence and answered wrong.
-
-    `options` maps an item's id to its options ({"A": "red", ...}); a letter outside them stays a letter.
-    """
-    pairs = Counter()
-    for r in records:
-        if looked_at_evidence(r) and not r["correct"]:
-            shown = options.get(r["id"], {})
-            pairs[f"{shown.get(r['ground_truth'], r['ground_truth'])} as {shown.get(r['answer'], r['answer'])}"] += 1
-    return pairs
+def option_text(record: dict, letter: object) -> str:
+    """The text of the record's option `letter` ("red"), from its item's options; the letter itself when there is none."""
+    return str(record["extra"].get("options", {}).get(letter, letter))
 
 
-def options_of(bench: Path) -> dict[str, dict[str, str]]:
-    """{item id: its options} of a held-out benchmark's annotations (empty when it is missing)."""
-    if not bench.is_file():
-        return {}
-    return {str(a["index"]): a["options"] for a in map(json.loads, bench.read_text().splitlines())}
+def misreads(records: list[dict]) -> Counter:
+    """{"TRUE as ANSWERED": n} over the episodes whose looks saw the evidence and answered wrong."""
+    return Counter(f"{option_text(r, r['ground_truth'])} as {option_text(r, r['answer'])}"
+                   for r in records if looked_at_evidence(r) and not r["correct"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,20 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     print("| run | answers | first look on the named window | first look = the oracle's | a look saw the evidence "
           "| right when it did | first look starts at |")
     print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
-    runs = {}  # {name: {seed: records}}: each seed's item ids meet their own benchmark's options below
+    runs = {}  # {name: its records over the seeds}
     for name in NAMES:
-        files = {seed: args.out / "eval" / f"seed-{seed}" / name / "results.jsonl" for seed in args.seeds}
-        by_seed = {seed: [json.loads(line) for line in f.read_text().splitlines() if line]
-                   for seed, f in files.items() if f.is_file()}
-        records = [r for rs in by_seed.values() for r in rs]
+        files = [args.out / "eval" / f"seed-{s}" / name / "results.jsonl" for s in args.seeds]
+        records = [json.loads(line) for f in files if f.is_file() for line in f.read_text().splitlines() if line]
         if records:
-            runs[name] = by_seed
+            runs[name] = records
             print(f"| {name} | {breakdown(records)} |")
-    options = {seed: options_of(args.out / "bench" / f"seed-{seed}" / "annotations.jsonl") for seed in args.seeds}
     print("\n| run | misread when a look saw the shape (true as answered) |")
     print("| --- | --- |")
-    for name, by_seed in runs.items():
-        pairs = sum((misreads(records, options[seed]) for seed, records in by_seed.items()), Counter())
+    for name, records in runs.items():
+        pairs = misreads(records)
         print(f"| {name} | {', '.join(f'{pair} {n}' for pair, n in pairs.most_common()) or 'none'} |")
     return 0
 

@@ -117,8 +117,9 @@ def test_episode_breakdown_counts_looks_that_saw_the_evidence(tmp_path, capsys):
         return {"sample_times": times, "effective": {"start_time": start, "end_time": end}}
 
     def record(answer: str, correct: bool, *views: dict) -> dict:
-        return {"answer": answer, "correct": correct, "extra": {"evidence": [[68.0, 71.0]]}, "views": list(views),
-                "id": str(len(rows)), "ground_truth": "B" if correct else "A"}
+        return {"answer": answer, "correct": correct, "views": list(views), "id": str(len(rows)),
+                "ground_truth": "B" if correct else "A",
+                "extra": {"evidence": [[68.0, 71.0]], "options": {"A": "red", "B": "green", "C": "blue", "D": "yellow"}}}
 
     rows = []
 
@@ -131,11 +132,6 @@ def test_episode_breakdown_counts_looks_that_saw_the_evidence(tmp_path, capsys):
                 record("C", False, view(68.0, 71.0, [68.0, 70.5]))):  # saw the shape (red), answered blue
         rows.append(row)
     run.joinpath("results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    bench = tmp_path / "bench" / "seed-11"
-    bench.mkdir(parents=True)
-    colours = {"A": "red", "B": "green", "C": "blue", "D": "yellow"}
-    bench.joinpath("annotations.jsonl").write_text("".join(json.dumps({"index": i, "options": colours}) + "\n"
-                                                           for i in range(len(rows))))
     assert episode_breakdown.main([str(tmp_path), "--seeds", "11"]) == 0
     lines = capsys.readouterr().out.splitlines()
     line = next(x for x in lines if x.startswith("| sft | C"))
