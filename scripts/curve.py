@@ -18,16 +18,19 @@ TIMES = ("train/rollout_s", "train/tool_s", "train/reward_s", "train/train_s")
 VAL = ("val/reward_mean", "val/accuracy", "val/tool_call_rate", "val/rounds", "val/visual_tokens")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("metrics")
     parser.add_argument("--every", type=int, default=10, help="training steps per averaged row")
-    args = parser.parse_args()
+    parser.add_argument("--keys", help="comma-separated training metrics to print (default: GRPO's "
+                        + ", ".join(TRAIN) + "), e.g. train/reward_desirable,train/reward_undesirable of a KTO run")
+    args = parser.parse_args(argv)
+    wanted = tuple(args.keys.split(",")) if args.keys else TRAIN
     with open(args.metrics, newline="") as f:
         rows = list(csv.DictReader(f))
-    train = [r for r in rows if r.get("train/reward_mean")]
+    train = [r for r in rows if any(r.get(k) for k in wanted)]
     val = [r for r in rows if r.get("val/reward_mean")]
-    keys = [k for k in TRAIN if any(r.get(k) for r in train)]
+    keys = [k for k in wanted if any(r.get(k) for r in train)]
     print("steps      " + "  ".join(f"{k.split('/')[1]:>14}" for k in keys))
     for start in range(0, len(train), args.every):
         window = train[start:start + args.every]

@@ -208,3 +208,15 @@ def test_seeds_table_pairs_each_stage_with_the_one_before_on_the_same_items(tmp_
     assert "| train-seed-0 | kto | 100.0 % [43.9, 100.0] | 3 / 3 | 3 / 3 | +2 / -0, p 0.5 |" in lines
     assert "| train-seed-0 | grpo | 66.7 % [20.8, 93.9] | 3 / 3 | 2 / 3 | +0 / -1, p 1 |" in lines
     assert "train-seed-0: pipeline 12.0 min end to end, 15.0 min of stages summed (OUT/times.tsv)" in lines
+
+
+def test_curve_prints_the_training_metrics_it_is_asked_for(tmp_path, capsys):
+    import curve
+
+    metrics = tmp_path / "metrics.csv"
+    metrics.write_text("step,train/loss,train/reward_desirable,train/reward_undesirable\n"
+                       "0,0.5,0.0,0.0\n1,0.5,-0.5,-2.0\n2,0.5,-1.0,-4.0\n")
+    curve.main([str(metrics), "--every", "2", "--keys", "train/reward_desirable,train/reward_undesirable"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["steps", "reward_desirable", "reward_undesirable"]
+    assert lines[1].split() == ["0-1", "-0.250", "-1.000"] and lines[2].split() == ["2-2", "-1.000", "-4.000"]
