@@ -26,9 +26,8 @@
 #    the SFT gate (scripts/call_gate.py on 40 items of the validation seed 100: the first call
 #    must land on the named window in >= 50 % of episodes, the answer be right in >= 95 % of
 #    those whose looks saw the shape; a cold start that fails it gets a second pass from its own
-#    export, `sft-more`: one epoch of look counterparts and of whole trajectories whose call is
-#    context (the "read" view) at a quarter of the lr (5e-4), which mends reading and leaves the
-#    call as the two fits taught it, room for KTO and GRPO; it is then the agent after SFT, and the
+#    export, `sft-more`: one epoch of look counterparts and whole trajectories at a quarter of the
+#    lr (5e-4), which mends reading and keeps the call; it is then the agent after SFT, and the
 #    script stops when it fails too, unless --no-gate-stop);
 #    KTO (configs/kto-seek.yaml) from the SFT agent on its own judged episodes; GRPO
 #    (configs/grpo-seek.yaml) from the KTO agent, exported at its best validation step. Each model
@@ -176,14 +175,12 @@ gate() {  # gate NAME: the SFT gate of OUT/NAME/model on the validation items; f
     --out "$out/eval/gate-seed-$gate_seed/$1" --items "$gate_items" | grep -v '^|' | tee "$out/$1/gate.txt"
 }
 # A cold start that fails its gate gets a second pass from its own export (sft-more), and is gated
-# again; the agent after SFT is then sft-more. The pass mends reading and nothing else: look
-# counterparts and whole trajectories whose first turn (the plan and the call) is context, not
-# trained (the "read" view; 1,280 rows, 160 steps), at a quarter of the reading fit's lr. The call
-# stays as the two fits taught it: SFT is a cold start, and what it plans wrong is left for KTO and
-# GRPO to find from the agent's own episodes (docs/results.md). Probes on the gate's items: the
-# reading fit again at lr 2e-3 left one seed blind to blue; look rows alone forgot the tool; first
-# turns with look rows lost the answer turn; whole trajectories taught every call (no room left).
-mend=(--data.init_args.train.init_args.views '[look, read]' --model.init_args.optim.lr 5e-4)
+# again; the agent after SFT is then sft-more. The pass mends reading: look counterparts and whole
+# trajectories (1,280 rows, 160 steps), without the bare first turns, at a quarter of the reading
+# fit's lr. Probes on the gate's items (docs/results.md): the reading fit again at lr 2e-3 left one
+# seed blind to blue; look rows alone forgot the tool; first turns with look rows lost the answer turn;
+# look rows with whole trajectories whose first turn was context (untrained) forgot that turn.
+mend=(--data.init_args.train.init_args.views '[look, agent]' --model.init_args.optim.lr 5e-4)
 sft_agent=sft
 if ! gate sft; then
   if [ ! -f "$out/sft-more/model/config.json" ]; then

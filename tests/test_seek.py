@@ -245,32 +245,6 @@ def test_plan_view_serves_each_agent_trajectory_cut_after_its_first_call(seek_be
                (c for c, _ in ShardSource(str(tmp_path / "shards"), views=["plan"]).examples(epoch=0, rank=0, world_size=1)))
 
 
-def test_read_view_trains_what_follows_the_first_call_and_keeps_the_call_as_context(seek_bench, tmp_path):
-    from eva_core.protocol import turn_text
-    from eva_data.cli import _pack_folder
-    from eva_train.data.shards import ShardSource
-
-    def frames(chat):
-        return sum(p["type"] == "image" for m in chat.messages if isinstance(m["content"], list) for p in m["content"])
-
-    _pack_folder(seek_bench, tmp_path / "shards")
-    whole = {c.sample_id: c for c, _ in ShardSource(str(tmp_path / "shards"), views=["agent"]).examples(
-        epoch=0, rank=0, world_size=1)}
-    source = ShardSource(str(tmp_path / "shards"), views=["read"])
-    reads = [c for c, _ in source.examples(epoch=0, rank=0, world_size=1)]
-    assert source.num_examples(rank=0, world_size=1) == len(reads) == len(whole) == 4
-    assert all(c.sample_id.endswith("/read") for c in reads)
-    for read in reads:
-        full = whole[read.sample_id.removesuffix("/read")]
-        assert [turn_text(m) for m in read.messages] == [turn_text(m) for m in full.messages]  # the whole trajectory
-        assert frames(read) == frames(full) > 0  # and its frames
-        first = full.trained_turns.index(True)
-        assert "<tool_call>" in str(full.messages[first]["content"])
-        assert read.trained_turns[first] is False  # the call is context
-        assert read.trained_turns[first + 1:] == full.trained_turns[first + 1:] and True in read.trained_turns[first + 1:]
-        assert "<answer>" in str(read.messages[max(i for i, t in enumerate(read.trained_turns) if t)]["content"])
-
-
 # --- seek-hint: the question names the white window ----------------------------------------------
 
 HINT = DIFFICULTIES["seek-hint"]

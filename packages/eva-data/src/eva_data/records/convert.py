@@ -13,8 +13,6 @@ template decides which token ids belong to which turn, so it lives with the proc
 
 `first_turn` cuts a conversation after its first assistant turn: an agent trajectory's plan and
 first call, the "plan" view of a record (`eva_data.records.counterpart.VIEW_PLAN`).
-`after_first_turn` keeps the whole conversation but trains only what follows that turn: the
-"read" view, what the agent writes once it has seen frames.
 """
 
 from __future__ import annotations
@@ -140,22 +138,3 @@ def first_turn(conversation: TrainingConversation) -> TrainingConversation:
     k = conversation.trained_turns.index(True)
     return replace(conversation, messages=conversation.messages[:k + 1], trained_turns=conversation.trained_turns[:k + 1],
                    sample_id=f"{conversation.sample_id}/plan")
-
-
-def after_first_turn(conversation: TrainingConversation) -> TrainingConversation:
-    """The whole conversation with its first assistant turn made context: only the later turns
-    are trained.
-
-    For an agent trajectory the trained turns are then those written after frames were seen:
-    what the look showed and the answer (and any later call). A fit on them teaches reading in
-    the protocol's turns and leaves the plan and the first call, made from the question alone,
-    to whatever taught them before.
-
-    Raises:
-        RecordError: the conversation has no assistant turn after its first.
-    """
-    trained = list(conversation.trained_turns)
-    if trained.count(True) < 2:
-        raise RecordError(f"{conversation.sample_id}: no assistant turn after the first to train")
-    trained[trained.index(True)] = False
-    return replace(conversation, trained_turns=trained, trained_from=None, sample_id=f"{conversation.sample_id}/read")

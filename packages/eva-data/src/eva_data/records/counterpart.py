@@ -20,8 +20,6 @@ counterparts for the same reason, docs/train.md).
 
 The plan view ("plan") is the same kind of concentrated signal for the other half of the agent:
 an agent trajectory cut after its first turn, the plan and the call (`served_views`; not stored).
-The read view ("read") is its complement: the whole trajectory with only the turns after the
-first trained, reading in the protocol's turns without teaching the call.
 """
 
 from __future__ import annotations
@@ -45,9 +43,6 @@ VIEW_LOOK = "look"
 VIEW_PLAN = "plan"
 """An agent trajectory's first turn alone (`eva_data.records.convert.first_turn`): not stored,
 served from the agent records by a trainer that asks for it."""
-VIEW_READ = "read"
-"""An agent trajectory whole, its first turn context (`eva_data.records.convert.after_first_turn`):
-only what is written after frames were seen is trained. Not stored, served as "plan" is."""
 
 
 def uniform_trajectory(item: dict[str, Any], reader: VideoReader, *, nframes: int, resize: float,
@@ -116,14 +111,14 @@ def record_view(record: dict[str, Any]) -> str:
 
 def served_views(record: dict[str, Any], views: Sequence[str] | None) -> list[str]:
     """The views a stored record is served as, given the views a trainer asks for (None: all, each
-    record as itself): its own view when asked for, and "plan" and "read" as well for an agent
-    trajectory when they are asked for, so `views=["agent", "plan"]` serves each trajectory
-    twice, whole and cut after its first turn."""
+    record as itself): its own view when asked for, and "plan" as well for an agent trajectory
+    when "plan" is asked for, so `views=["agent", "plan"]` serves each trajectory twice, whole and
+    cut after its first turn."""
     if views is None:
         return [record_view(record)]
     out = [record_view(record)] if view_matches(record, views) else []
-    if record_view(record) == VIEW_AGENT:
-        out += [v for v in (VIEW_PLAN, VIEW_READ) if v in views]
+    if VIEW_PLAN in views and record_view(record) == VIEW_AGENT:
+        out.append(VIEW_PLAN)
     return out
 
 

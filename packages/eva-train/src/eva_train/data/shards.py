@@ -256,8 +256,7 @@ class ShardSource(ShardRecords[ChatSample]):
         kind: which records to serve: "sft" or "kto".
         views: serve only records seen through one of these views (`eva_data.records.counterpart.
             record_view`): "agent" (oracle or teacher trajectories), "plan" (each agent trajectory
-            cut after its first turn: `eva_data.records.convert.first_turn`), "read" (each agent
-            trajectory with only its turns after the first trained: `after_first_turn`), "look" (look
+            cut after its first turn: `eva_data.records.convert.first_turn`), "look" (look
             counterparts), "uniform" (uniform counterparts of any frame count) or "uniform-N" (of
             N frames); None serves all. One shard folder then trains the agent and the uniform
             baselines on the same items.
@@ -278,16 +277,14 @@ class ShardSource(ShardRecords[ChatSample]):
         return count_labels(self.urls)
 
     def serve(self, sample: ShardSample, record: dict[str, Any], view: str) -> ChatSample:
-        """The record's conversation, its frames decoded from the sample's video (the plan view: its first turn; the read view: its later turns trained)."""
-        from eva_data.records.convert import after_first_turn, first_turn, training_conversation
-        from eva_data.records.counterpart import VIEW_PLAN, VIEW_READ
+        """The record's conversation, its frames decoded from the sample's video (the plan view: its first turn)."""
+        from eva_data.records.convert import first_turn, training_conversation
+        from eva_data.records.counterpart import VIEW_PLAN
         from eva_data.records.records import record_from_dict
 
         conversation = training_conversation(record_from_dict({"kind": SFT_KIND} | record), sample.video)
         if view == VIEW_PLAN:
             conversation = first_turn(conversation)
-        elif view == VIEW_READ:
-            conversation = after_first_turn(conversation)
         return ChatSample(messages=conversation.messages, trained_turns=conversation.trained_turns,
                           sample_id=conversation.sample_id, meta=conversation.meta,
                           trained_from=conversation.trained_from)
