@@ -24,6 +24,7 @@ import argparse
 import re
 
 import torch
+from eva_data.records.oracle import WHOLE_LOOK_PLAN
 from eva_train.data.conversations import encode_sample
 from eva_train.data.shards import ShardSource
 from eva_train.data.sources import ChatSample
@@ -38,7 +39,8 @@ def text_of(message: dict) -> str:
 
 
 def first_turns(shards: list[str], windows: int = 8) -> dict[str, ChatSample]:
-    """One oracle trajectory per named window, cut after its first assistant turn (the call)."""
+    """One oracle trajectory per named window, cut after its first assistant turn (the call); never
+    a whole look (`eva_data.records.oracle.WholeLooks`): the beliefs are about the named window's call."""
     out: dict[str, ChatSample] = {}
     turns = (turn for folder in shards for turn, _ in ShardSource(folder, views=["plan"]).examples(
         epoch=0, rank=0, world_size=1))
@@ -47,6 +49,8 @@ def first_turns(shards: list[str], windows: int = 8) -> dict[str, ChatSample]:
             break
         user = next(m for m in turn.messages if m["role"] == "user")
         named = NAMED.search(text_of(user))
+        if WHOLE_LOOK_PLAN in text_of(turn.messages[-1]):
+            continue
         if named is not None and named.group(1) not in out:
             out[named.group(1)] = turn
     return dict(sorted(out.items()))
@@ -80,7 +84,7 @@ def digit_beliefs(model, processor, chat: ChatSample) -> list[tuple[str, str, fl
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="an exported model folder")
-    parser.add_argument("--shards", nargs="+", default=["runs/data/seek-hint-val/shards", "runs/data/seek-hint-train/shards"],
+    parser.add_argument("--shards", nargs="+", default=["runs/data/seek-hint-val/shards", "runs/data/seek-hint-cold/shards"],
                         help="seek-hint shard folders with oracle trajectories, searched in order")
     args = parser.parse_args(argv)
     from transformers import AutoModelForImageTextToText, AutoProcessor

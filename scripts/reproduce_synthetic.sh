@@ -98,12 +98,13 @@ if [ -n "${EVA_REPRODUCE_SMOKE:-}" ]; then
   gate_items=4
   d="$out/data"
   seek='"--difficulty", "seek-hint"'
-  sft_data="[\"--n\", \"8\", \"--seed\", \"0\", $seek, \"--uniform-frames\", \"8\", \"32\", \"--look-counterparts\"]"
+  sft_data="[\"--n\", \"8\", \"--seed\", \"0\", $seek, \"--uniform-frames\", \"8\", \"32\", \"--look-counterparts\",
+    \"--whole-looks\", \"5\", \"6\", \"7\", \"--whole-look-share\", \"0.7\"]"
   common=(--trainer.max_steps 2 --trainer.limit_val_batches 0)
   for v in sft plan uni8 uni32; do
     declare -n a=$v
-    a+=("${common[@]}" --data.init_args.train.init_args.shards "$d/seek-hint-train/shards"
-        --data.init_args.train.init_args.synthesize "$sft_data" --data.init_args.val.init_args.shards "$d/seek-hint-train/shards")
+    a+=("${common[@]}" --data.init_args.train.init_args.shards "$d/seek-hint-cold/shards"
+        --data.init_args.train.init_args.synthesize "$sft_data" --data.init_args.val.init_args.shards "$d/seek-hint-cold/shards")
   done
   kto_videos=(--n 4 --seed 1)
   build=(--max-new-tokens 16)
@@ -144,7 +145,7 @@ fit() {  # fit NAME CONFIG [overrides...]: train, export OUT/NAME/model (once) f
 beliefs() {  # beliefs NAME: the call beliefs of OUT/NAME/model on the validation items (once)
   [ -f "$out/$1/beliefs.md" ] && return
   local shards=()
-  for f in "$d/seek-hint-val/shards" "$d/seek-hint-train/shards"; do [ -d "$f" ] && shards+=("$f"); done
+  for f in "$d/seek-hint-val/shards" "$d/seek-hint-cold/shards"; do [ -d "$f" ] && shards+=("$f"); done
   uv run python scripts/call_beliefs.py --model "$out/$1/model" --shards "${shards[@]}" > "$out/$1/beliefs.tmp"
   mv "$out/$1/beliefs.tmp" "$out/$1/beliefs.md"
   echo "== call beliefs of $1: $(tail -n 1 "$out/$1/beliefs.md")"

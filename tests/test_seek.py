@@ -319,6 +319,40 @@ def test_seek_hint_oracle_plans_one_look_from_the_question_with_8_visual_tokens(
         assert "grey background only" in bad.episode.steps[1].reply
 
 
+def test_whole_looks_plan_the_declared_windows_poorly_on_their_share_and_claim_only_what_frames_show(tmp_path):
+    from eva_data.records.oracle import WHOLE_LOOK_PLAN, WholeLooks
+
+    write_benchmark(tmp_path, n=24, seed=3, config=HINT, difficulty="seek-hint")
+    plans = load_plans(tmp_path)
+    items = {str(i["index"]): i for i in (json.loads(line) for line in (tmp_path / ANNOTATIONS).read_text().splitlines())}
+    window = {k: round(plans[i["video_id"]].cue[0] / 20.0) for k, i in items.items()}
+    late = [k for k, w in window.items() if w >= 4]
+    assert late and len(late) < len(items)
+    summary = write_records(tmp_path, whole_looks=WholeLooks(windows=(4, 5, 6, 7), share=0.5), look_counterparts=True)
+    agent = [r for r in _records(tmp_path) if r.kind == "sft" and r.meta["view"] == "agent"]
+    assert summary.trajectories == len(agent) == len(items) and summary.skipped == 0
+    whole = {str(r.item_index) for r in agent if r.meta.get("look") == "whole"}
+    assert summary.whole_looks == len(whole) and 0 < len(whole) < len(late)
+    assert summary.looks == len(items) - len(whole)  # a look counterpart only where the look shows the shape
+    assert whole <= set(late)  # only the declared windows, and only a share of them
+    again = WholeLooks(windows=(4, 5, 6, 7), share=0.5)
+    assert whole == {k for k in late if again.applies(items[k], plans[items[k]["video_id"]])}  # the same every run
+    for r in agent:
+        first, last = r.episode.steps
+        call, item = first.calls[0].effective, items[str(r.item_index)]
+        assert r.score == 1.0 and last.reply.endswith(f"<answer>{item['reward_model']['ground_truth']}</answer>")
+        if str(r.item_index) not in whole:
+            assert WHOLE_LOOK_PLAN not in first.reply and call["end_time"] - call["start_time"] == 3.0
+            continue
+        assert WHOLE_LOOK_PLAN in first.reply and (call["start_time"], call["end_time"]) == (0.0, 160.0)
+        assert call["nframes"] == 8 and first.calls[0].visual_tokens == 8  # the named look's cost, spread thin
+        event = plans[item["video_id"]].events[0]
+        seen = any(event.start <= t < event.end for t in first.calls[0].sample_times)
+        assert ("I guess option" in last.reply) == (not seen) and (f"the shape is {event.colour}" in last.reply) == seen
+    with pytest.raises(ValueError, match="share"):
+        WholeLooks(windows=(1,), share=1.5)
+
+
 def test_seek_hint_look_counterpart_shows_the_agent_looks_frames_then_the_answer(hint_bench):
     records = _records(hint_bench)
     agent = {r.item_index: r for r in records if r.kind == "sft" and r.meta["view"] == "agent"}

@@ -64,6 +64,12 @@ def _synth_args(sub) -> None:
     p.add_argument("--look-counterparts", action="store_true",
                    help="with --records: also write each oracle trajectory's look counterpart (the frames "
                         "of its last call, then the answer: view 'look')")
+    p.add_argument("--whole-looks", type=int, nargs="+", default=(), metavar="W",
+                   help="with --records, on a preset whose questions name a window: a teacher that plans these "
+                        "windows (0-based on the grid) poorly, looking over the whole video on "
+                        "--whole-look-share of their items (eva_data.records.oracle.WholeLooks)")
+    p.add_argument("--whole-look-share", type=float, default=0.7, metavar="P",
+                   help="the share of the --whole-looks windows' items planned poorly")
     p.add_argument("--uniform-resize", type=float, default=0.25, metavar="R",
                    help="resize of the uniform counterparts' frames")
     p.add_argument("--shards", type=Path, help="also pack the benchmark into shards here")
@@ -86,7 +92,7 @@ def run_synth(args) -> int:
     except SynthConfigError as error:
         print(f"eva-data synth: {error}", file=sys.stderr)
         return 2
-    from eva_data.records.oracle import SURVEY_FRAMES, write_records
+    from eva_data.records.oracle import SURVEY_FRAMES, WholeLooks, write_records
     from eva_data.records.shortcut import write_kto_records
     from eva_data.synth.benchmark import write_benchmark
 
@@ -102,9 +108,16 @@ def run_synth(args) -> int:
     if args.records:
         start = time.perf_counter()
         survey = sorted(args.survey_frames or SURVEY_FRAMES)
+        try:
+            whole_looks = WholeLooks(tuple(args.whole_looks), args.whole_look_share)
+        except ValueError as error:
+            print(f"eva-data synth: {error}", file=sys.stderr)
+            return 2
         records = write_records(args.out, survey_frames=survey, uniform_frames=args.uniform_frames,
-                                uniform_resize=args.uniform_resize, look_counterparts=args.look_counterparts)
-        uniform = f", {records.uniform} uniform counterparts" if args.uniform_frames else ""
+                                uniform_resize=args.uniform_resize, look_counterparts=args.look_counterparts,
+                                whole_looks=whole_looks)
+        uniform = f" ({records.whole_looks} of them whole looks)" if args.whole_looks else ""
+        uniform += f", {records.uniform} uniform counterparts" if args.uniform_frames else ""
         uniform += f", {records.looks} look counterparts" if args.look_counterparts else ""
         print(f"wrote {records.trajectories} oracle SFT trajectories ({records.skipped} items skipped: no scan of "
               f"at most {max(survey)} frames sees their evidence){uniform} and {records.rl_prompts} "

@@ -17,6 +17,9 @@ opening turns, tool turns and labels are the protocol's exactly and the episode 
 Two variants for the small presets: a colour question about a video's only shape is answered
 from the scan (two turns, the `tiny` preset), and on videos with a cue window (the `seek`
 preset) the scan finds the cue and the second call looks inside it (`cued_script`).
+When the question names the window (`seek-hint`), one look inside it answers (`hinted_script`);
+a cold start that plans some windows poorly by design looks over the whole video instead on a
+declared share of those items (`WholeLooks`, `whole_look_script`).
 
 The texts only claim what the frames the episode receives show: the scan's frame count is the
 smallest of 32, 48, ..., 256 whose sample times land on every evidence window, and every close
@@ -29,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -208,6 +212,66 @@ def cued_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo, survey: 
 
 
 HINT_LOOK = (0.4, 0.55)  # the part of a named cue window the one call looks at: seek-hint's 8-11 s of 20 s
+WHOLE_LOOK_PLAN = "I will look over the whole video first"
+
+
+@dataclass(frozen=True)
+class WholeLooks:
+    """A teacher that plans some named windows poorly: on `share` of the items whose question
+    names one of `windows` (indices on the cue grid, 0 = the first 20 s of `seek-hint`), its
+    trajectory looks over the whole video (`whole_look_script`) instead of inside the window.
+
+    An SFT agent trained on it plans those windows the teacher's way most of the time (a
+    greedy decoder picks the majority call) and the named window the rest: a cold start whose
+    failures are its own, with the right call within reach of its samples, which is what KTO
+    and GRPO learn from. Which items: `random.Random(item index)`, so the records are the same
+    on every run.
+    """
+
+    windows: tuple[int, ...] = ()
+    share: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.share <= 1.0:
+            raise ValueError(f"whole-look share {self.share} is not in [0, 1]")
+
+    def applies(self, item: dict[str, Any], plan: VideoPlan) -> bool:
+        """Whether this item's trajectory is a whole look."""
+        if plan.cue is None or not self.windows:
+            return False
+        lo, hi = plan.cue
+        return round(lo / (hi - lo)) in self.windows and random.Random(int(item["index"])).random() < self.share
+
+
+def whole_look_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo,
+                      config: AgentConfig = PROTOCOL) -> OracleScript:
+    """The two turns of a named-window colour question planned poorly (`WholeLooks`):
+
+    1. the plan ignores the span the question names: one look over the whole video, with the
+       frames and resize of the named-window look (`CUE_ZOOM_FRAMES` at `CUE_ZOOM_RESIZE`), whose
+       spacing mostly misses the 3 s shape;
+    2. what the look shows, and the answer: read from the frames when one of them caught the
+       shape, else a guess that says it is one. The guess is written as the ground truth, as the
+       uniform counterparts' answers are (`eva_data.records.counterpart`), so every record scores
+       1 and a model trained on them learns no letter's bias.
+    """
+    event = plan.events[item["event_ids"][0]]
+    duration = math.floor(info.duration * 10) / 10
+    look = plan_call(info, 0.0, duration, CUE_ZOOM_FRAMES, CUE_ZOOM_RESIZE, config)
+    seen = look.first_inside(event.window)
+    truth = item["reward_model"]["ground_truth"]
+    first = (f"Summary: I have not seen the video yet. It is {video_length(info.duration)} seconds long, and the "
+             f"question asks about the colour of a shape, and says when it is shown.\n"
+             f"Plan: {WHOLE_LOOK_PLAN} ({look.nframes} frames at low resolution: colour shows).\n"
+             f"<tool_call>{look.json()}</tool_call>")
+    if seen is None:
+        second = (f"Summary: the look shows no coloured shape.\n"
+                  f"Reflection: I cannot tell its colour from these frames, so I guess option {truth}.\n"
+                  f"<answer>{truth}</answer>")
+    else:
+        second = (f"Summary: the look shows {describe_caught([(event, seen)])}.\n"
+                  f"Reflection: the shape is {event.colour}, which is option {truth}.\n<answer>{truth}</answer>")
+    return OracleScript(turns=(first, second), calls=((look,),))
 
 
 def hinted_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo,
@@ -241,13 +305,15 @@ def hinted_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo,
 
 
 def oracle_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo, config: AgentConfig = PROTOCOL,
-                  survey_frames: Sequence[int] = SURVEY_FRAMES) -> OracleScript | None:
+                  survey_frames: Sequence[int] = SURVEY_FRAMES, whole_looks: WholeLooks = WholeLooks(),
+                  ) -> OracleScript | None:
     """The assistant turns for a synthetic item, or None when no scan sees its evidence.
 
     Args:
         survey_frames: the scan's frame counts to try, smallest first; the first whose samples
             land on every evidence window is used. One count makes the scan the same call for
             every video of one length (the tiny preset's choice).
+        whole_looks: the items of named windows planned poorly by design (none by default).
     """
     evidence = [tuple(w) for w in item["evidence"]]
     duration = math.floor(info.duration * 10) / 10
@@ -255,6 +321,8 @@ def oracle_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo, config
         if item["question_type"] != "colour":
             raise ValueError(f"the oracle scripts only colour questions on videos with a cue, got {item['question_type']!r}")
         if plan.cue_hint:  # the question names the window: one look planned from it
+            if whole_looks.applies(item, plan):
+                return whole_look_script(item, plan, info, config)
             return hinted_script(item, plan, info, config)
         # the scan looks for the cue, not the evidence: its first frame count
         return cued_script(item, plan, info, plan_call(info, 0.0, duration, survey_frames[0], SURVEY_RESIZE, config),
@@ -315,24 +383,26 @@ def oracle_script(item: dict[str, Any], plan: VideoPlan, info: VideoInfo, config
 
 def oracle_trajectory(item: dict[str, Any], plan: VideoPlan, video: VideoSource | VideoReader, *,
                       config: AgentConfig = PROTOCOL, survey_frames: Sequence[int] = SURVEY_FRAMES,
-                      ) -> SftTrajectory | None:
+                      whole_looks: WholeLooks = WholeLooks()) -> SftTrajectory | None:
     """Run the oracle's script through the agent loop on the real video; None when skipped.
+    A whole look (`WholeLooks`) carries `meta["look"] == "whole"`.
 
     Raises:
         RuntimeError: the episode did not go as scripted (the tool showed other labels, or the
             answer scored below 1): a bug, never silently written.
     """
     reader = video if isinstance(video, VideoReader) else VideoReader(video)
-    script = oracle_script(item, plan, reader.info, config, survey_frames)
+    script = oracle_script(item, plan, reader.info, config, survey_frames, whole_looks)
     if script is None:
         return None
+    whole = {"look": "whole"} if WHOLE_LOOK_PLAN in script.turns[0] else {}
     episode = run_episode(ScriptedPolicy(list(script.turns)), reader, item["prompt"], config,
                           video_id=item["videos"][0], episode_id=f"oracle-{item['index']}")
     for step, calls in zip(episode.steps, script.calls, strict=False):
         if [c.labels for c in step.calls] != [list(c.labels) for c in calls]:
             raise RuntimeError(f"oracle item {item['index']}: the tool showed other frames than the script describes")
     trajectory = trajectory_from_episode(episode, item, source=Source.ORACLE, video_key=plan.video_id,
-                                         meta={"writer": "eva_data.records.oracle", "view": VIEW_AGENT})
+                                         meta={"writer": "eva_data.records.oracle", "view": VIEW_AGENT, **whole})
     if trajectory.score < 1.0:
         raise RuntimeError(f"oracle episode for item {item['index']} scored {trajectory.score} "
                            f"(stop: {episode.stop_reason}, answer {episode.answer!r})")
@@ -354,11 +424,13 @@ class OracleSummary:
     skipped_types: dict[str, int]
     uniform: int = 0
     looks: int = 0
+    whole_looks: int = 0
 
 
 def write_records(root: str | os.PathLike, *, config: AgentConfig = PROTOCOL,
                   survey_frames: Sequence[int] = SURVEY_FRAMES, uniform_frames: int | Sequence[int] = (),
-                  uniform_resize: float = SURVEY_RESIZE, look_counterparts: bool = False) -> OracleSummary:
+                  uniform_resize: float = SURVEY_RESIZE, look_counterparts: bool = False,
+                  whole_looks: WholeLooks = WholeLooks()) -> OracleSummary:
     """Write `trajectories.jsonl` (oracle SFT records) and `rl_prompts.jsonl` into a benchmark
     folder made by `eva_data.synth.benchmark.write_benchmark`.
 
@@ -369,25 +441,28 @@ def write_records(root: str | os.PathLike, *, config: AgentConfig = PROTOCOL,
             after its oracle trajectory, into the same file (for every item, also those the
             oracle skips).
         look_counterparts: also write, after each oracle trajectory, its look counterpart: the
-            frames of its last call, then the answer (`eva_data.records.counterpart.look_trajectory`).
+            frames of its last call, then the answer (`eva_data.records.counterpart.look_trajectory`);
+            not for a whole look, whose frames mostly miss the shape.
+        whole_looks: the items of named windows planned poorly by design (`WholeLooks`).
     """
     uniform_counts = (uniform_frames,) if isinstance(uniform_frames, int) else tuple(uniform_frames)
     root = Path(root)
     plans = load_plans(root)
     items = load_items(root)
     readers = ReaderCache(maxsize=1)  # items come grouped by video: keep one open
-    written, uniform, looks, skipped = 0, 0, 0, Counter()
+    written, uniform, looks, whole, skipped = 0, 0, 0, 0, Counter()
     with open(root / TRAJECTORIES, "w", encoding="utf-8") as out:
         for item in items:
             reader = readers.get(root / item["videos"][0])
             trajectory = oracle_trajectory(item, plans[item["video_id"]], reader, config=config,
-                                           survey_frames=survey_frames)
+                                           survey_frames=survey_frames, whole_looks=whole_looks)
             if trajectory is None:
                 skipped[item["question_type"]] += 1
             else:
                 out.write(json.dumps(trajectory.to_dict()) + "\n")
                 written += 1
-                if look_counterparts:
+                whole += trajectory.meta.get("look") == "whole"
+                if look_counterparts and trajectory.meta.get("look") != "whole":  # its frames show the evidence
                     call = next(s for s in reversed(trajectory.episode.steps) if s.calls).calls[0].effective
                     look = look_trajectory(item, reader, start_time=call["start_time"],
                                            end_time=call["end_time"], nframes=call["nframes"], resize=call["resize"],
@@ -403,4 +478,4 @@ def write_records(root: str | os.PathLike, *, config: AgentConfig = PROTOCOL,
         for item in items:
             out.write(json.dumps(rl_prompt_from_item(item, video_key=item["video_id"]).to_dict()) + "\n")
     return OracleSummary(trajectories=written, skipped=sum(skipped.values()), rl_prompts=len(items),
-                         skipped_types=dict(skipped), uniform=uniform, looks=looks)
+                         skipped_types=dict(skipped), uniform=uniform, looks=looks, whole_looks=whole)
