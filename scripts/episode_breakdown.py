@@ -6,7 +6,9 @@ For every run (OUT/eval/seed-S/NAME/results.jsonl, eva-eval's records) one markd
 answers given, and for agent runs how often the first look's frames fell inside the item's
 evidence window (the plan: the named window's 3 s), how often it asked for exactly that window,
 how often any look's frames did, how often the answer was right when they did, and where the
-first look started (its start time, most frequent first). Then, per run, the misreads: the
+first look started (its start time, most frequent first). Then, per agent run, the first look on
+the named window by the window the question names (`WINDOW` s on the preset's grid: where a cold
+start plans poorly, and whether a later stage learned it), and per run the misreads: the
 answers that were wrong although a look saw the shape, as "true colour as answered colour"
 counts (the options each eva-eval record carries in its `extra`). docs/results.md reads its "what the
 episodes show" from it.
@@ -20,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 NAMES = ("uniform8", "uniform32", "sft", "kto", "grpo")
+WINDOW = 20.0  # the seek-hint preset's window grid: 8 windows of 20 s
 
 
 def looked_at_evidence(record: dict) -> bool:
@@ -52,6 +55,18 @@ def breakdown(records: list[dict]) -> str:
             f"{sum(r['correct'] for r in hit)} / {len(hit)} | {where}")
 
 
+def by_window(records: list[dict]) -> dict[int, tuple[int, int]]:
+    """{named window index: (first looks on the evidence, items)}, the window found from the evidence."""
+    out: dict[int, tuple[int, int]] = {}
+    for r in records:
+        windows = r["extra"].get("evidence") or []
+        if windows:
+            k = int(windows[0][0] // WINDOW)
+            hits, n = out.get(k, (0, 0))
+            out[k] = (hits + first_look(r)[0], n + 1)
+    return dict(sorted(out.items()))
+
+
 def option_text(record: dict, letter: object) -> str:
     """The text of the record's option `letter` ("red"), from its item's options; the letter itself when there is none."""
     return str(record["extra"].get("options", {}).get(letter, letter))
@@ -78,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         if records:
             runs[name] = records
             print(f"| {name} | {breakdown(records)} |")
+    agents = {name: by_window(records) for name, records in runs.items() if not name.startswith("uniform")}
+    if agents:
+        shown = sorted({k for counts in agents.values() for k in counts})
+        print("\n| run | " + " | ".join(f"window {k} ({k * WINDOW:g}-{(k + 1) * WINDOW:g} s)" for k in shown) + " |")
+        print("| --- |" + " ---: |" * len(shown))
+        for name, counts in agents.items():
+            print(f"| {name} | " + " | ".join("{} / {}".format(*counts.get(k, (0, 0))) for k in shown) + " |")
     print("\n| run | misread when a look saw the shape (true as answered) |")
     print("| --- | --- |")
     for name, records in runs.items():

@@ -15,7 +15,11 @@
 #    item: --credit divergence); GRPO: 128 prompts, seed 2, then the ones it failed (the
 #    data refresh), validation prompts seed 101. The SFT trajectories are ORACLE records
 #    (written from the known events, not by the scripted teacher: see docs/results.md for why),
-#    labelled source "oracle".
+#    labelled source "oracle", with a declared gap: on 70 % of the items naming one of the last
+#    three windows (157 of 640) the teacher looks over the whole video instead (8 frames, which
+#    mostly miss the 3 s shape; `--whole-looks 5 6 7`, eva_data.records.oracle.WholeLooks). SFT
+#    is a cold start: the agent plans those windows its teacher's way, and KTO and GRPO must
+#    find the named window from its own episodes, where it tries it 30 % of the time.
 # 2. SFT of the agent in two fits: planning (configs/sft-seek-plan.yaml: each trajectory's first
 #    turn, on the random planner), then reading and both turns from its export (configs/sft-seek.yaml:
 #    first turns, look counterparts and trajectories in mixed batches); the call beliefs

@@ -137,6 +137,8 @@ def test_episode_breakdown_counts_looks_that_saw_the_evidence(tmp_path, capsys):
     line = next(x for x in lines if x.startswith("| sft | C"))
     assert line == "| sft | C 3, B 1, A 1 | 3 / 5 | 2 / 5 | 3 / 5 | 2 / 3 | 68 s: 2, 148 s: 2, 60 s: 1 |"
     assert "| sft | red as blue 1 |" in lines  # the items that looked elsewhere are not misreads
+    assert "| run | window 3 (60-80 s) |" in lines  # the shape at 68-71 s: the fourth window of 20 s
+    assert "| sft | 3 / 5 |" in lines  # its first looks on the shape, by the window the question names
 
 
 def _gate_record(answer: str, correct: bool, calls: list[dict]) -> dict:

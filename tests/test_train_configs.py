@@ -292,7 +292,8 @@ def test_seek_agent_plans_then_reads_and_the_baselines_differ_only_in_their_view
     """Same architecture, items, batch and optimizer (issue 14's fair comparison). The agent's SFT is
     two fits: the first turns on the random planner for 5 epochs (400 steps: planning), then, from
     its export, first turns, look counterparts and trajectories in mixed batches for one epoch (240
-    steps); each uniform baseline trains on its one view from the SFT agent for 4 epochs (320 steps)."""
+    steps); each uniform baseline trains from the SFT agent on its view and the look counterparts,
+    mixed, for 2 epochs (320 steps), its validation on its view alone."""
     plan = _resolved(CONFIG_DIR / "sft-seek-plan.yaml", capsys)
     assert plan["data"]["init_args"]["train"]["init_args"]["views"] == ["plan"]
     assert plan["model"]["init_args"]["model"]["path"].endswith("-seed0-planner")  # random weights, clock-time tokens
@@ -307,7 +308,7 @@ def test_seek_agent_plans_then_reads_and_the_baselines_differ_only_in_their_view
     monkeypatch.setenv("EVA_UNIFORM_INIT", str(tmp_path / "sft-model"))
     for n in (8, 32):
         uniform = _resolved(CONFIG_DIR / f"sft-seek-uniform{n}.yaml", capsys)
-        expected = _with(agent, views=[f"uniform-{n}"], epochs=4, name=f"sft-seek-uniform{n}",
+        expected = _with(agent, views=[f"uniform-{n}", "look"], epochs=2, name=f"sft-seek-uniform{n}",
                          path=str(tmp_path / "sft-model"))
-        expected["data"]["init_args"]["window_batches"] = 8
+        expected["data"]["init_args"]["val"]["init_args"]["views"] = [f"uniform-{n}"]
         assert uniform == expected
