@@ -25,8 +25,8 @@
 #    first turns, look counterparts and trajectories in mixed batches); the call beliefs
 #    (scripts/call_beliefs.py) after each fit and stage in OUT/NAME/beliefs.md; the uniform-8 and
 #    uniform-32 baselines from the SFT agent, which reads colour (configs/sft-seek-uniform8.yaml,
-#    -uniform32.yaml: 320 steps on their view mixed with the look counterparts, more than the
-#    agent's 240 of its second fit);
+#    -uniform32.yaml: 282 steps on their view mixed with the look counterparts, more than the
+#    agent's 221 of its second fit);
 #    the SFT gate (scripts/call_gate.py on 40 items of the validation seed 100: the first call
 #    must land on the named window in >= 50 % of episodes, the answer be right in >= 95 % of
 #    those whose looks saw the shape; a cold start that fails it gets a second pass from its own
@@ -181,7 +181,7 @@ gate() {  # gate NAME: the SFT gate of OUT/NAME/model on the validation items; f
 }
 # A cold start that fails its gate gets a second pass from its own export (sft-more), and is gated
 # again; the agent after SFT is then sft-more. The pass mends reading: look counterparts and whole
-# trajectories (1,280 rows, 160 steps), without the bare first turns, at a quarter of the reading
+# trajectories (1,123 rows, 141 steps), without the bare first turns, at a quarter of the reading
 # fit's lr. Probes on the gate's items (docs/results.md): the reading fit again at lr 2e-3 left one
 # seed blind to blue; look rows alone forgot the tool; first turns with look rows lost the answer turn;
 # look rows with whole trajectories whose first turn was context (untrained) forgot that turn.
@@ -224,7 +224,7 @@ for seed in "${seeds[@]}"; do
 done
 
 # From here two lanes run side by side (with the baselines). The side lane: the SFT row's held-out
-# evaluations, and the uniform baselines (from the SFT agent, which reads colour from frames: 320
+# evaluations, and the uniform baselines (from the SFT agent, which reads colour from frames: 282
 # steps on their view) and theirs. The main lane: KTO and GRPO, then their evaluations. Each writes
 # what it finishes, so a killed run reruns from there; the side lane's output goes to OUT/side-lane.log.
 side_lane() {
