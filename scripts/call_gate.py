@@ -35,10 +35,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from episode_breakdown import option_text
+from episode_breakdown import WINDOW, option_text
 from eva_data.synth.questions import evidence_seen
-
-WINDOW = 20.0  # the seek-hint preset's window grid (eva_data.synth DIFFICULTIES["seek-hint"]: 8 windows of 20 s)
 
 
 def first_call(record: dict) -> dict | None:

@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 NAMES = ("uniform8", "uniform32", "sft", "kto", "grpo")
-WINDOW = 20.0  # the seek-hint preset's window grid: 8 windows of 20 s
+WINDOW = 20.0  # the seek-hint preset's window grid (eva_data.synth DIFFICULTIES["seek-hint"]: 8 windows of 20 s)
 
 
 def looked_at_evidence(record: dict) -> bool:

@@ -461,8 +461,9 @@ def write_records(root: str | os.PathLike, *, config: AgentConfig = PROTOCOL,
             else:
                 out.write(json.dumps(trajectory.to_dict()) + "\n")
                 written += 1
-                whole += trajectory.meta.get("look") == "whole"
-                if look_counterparts and trajectory.meta.get("look") != "whole":  # its frames show the evidence
+                is_whole = trajectory.meta.get("look") == "whole"
+                whole += is_whole
+                if look_counterparts and not is_whole:  # its frames show the evidence
                     call = next(s for s in reversed(trajectory.episode.steps) if s.calls).calls[0].effective
                     look = look_trajectory(item, reader, start_time=call["start_time"],
                                            end_time=call["end_time"], nframes=call["nframes"], resize=call["resize"],
